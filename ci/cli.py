@@ -1,0 +1,70 @@
+"""Helpers for the Invoke edge: settings from a task's context and flags, errors as sentences.
+
+Kept out of tasks.py so that the task file stays a list of entry points, and so that the same
+behaviour is shared by every task.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from invoke.exceptions import Exit
+from rich.console import Console
+
+from ci.config import Settings, load_settings
+from ci.errors import CIError, DefinitionError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+def settings_from(context: Any, *, profile: str | None = None, **overrides: Any) -> Settings:
+    """Resolve settings from Invoke's merged config (`ci` section), a profile, and flag values."""
+    raw = context.config.get("ci", {}) if hasattr(context, "config") else {}
+    return load_settings(raw, PROJECT_DIR, profile=profile, overrides=overrides)
+
+
+def names(values: Iterable[str] | str | None) -> list[str]:
+    """Flag values given repeatedly and/or comma separated: `--only a --only 'b,c*'`."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def explained(function: F) -> F:
+    """Turn expected errors into a message for a person and a non-zero exit, never a traceback."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except DefinitionError as exc:
+            count = len(exc.problems)
+            stderr.print(f"[bold red]{count} problem{'s' if count != 1 else ''} in the definitions; nothing was built:[/]")
+            for problem in exc.problems:
+                stderr.print(f"  {problem}", highlight=False, markup=False)
+            raise Exit(code=2) from None
+        except CIError as exc:
+            stderr.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise Exit(code=2) from None
+        except KeyboardInterrupt:
+            stderr.print("[yellow]interrupted[/]")
+            raise Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+

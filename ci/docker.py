@@ -1,0 +1,170 @@
+"""Docker builds through python-on-whales: labels, logs, BuildKit, and the local image inventory.
+
+Where buildx exists (Docker CE on the build VM) it is used; Debian's docker.io 20.10 has no
+buildx, so there the classic `docker build` runs with DOCKER_BUILDKIT=1 and its plain progress
+is streamed to the image's log file (python-on-whales' `legacy_build` cannot stream BuildKit
+output, so that one call is made through the client's own command line and streaming helper).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException
+from python_on_whales.utils import stream_stdout_and_stderr
+
+from ci.errors import BuildError, CIError
+from ci.plan import DIGEST_LABEL, NAME_LABEL, TEST_DIGEST_LABEL, KnownImage
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything one `docker build` needs, already composed and staged."""
+
+    name: str
+    tag: str
+    context: Path
+    dockerfile: Path
+    build_args: Mapping[str, str]
+    labels: Mapping[str, str]
+    platform: str
+    no_cache: bool = False
+
+
+def image_labels(name: str, version: str, digest: str, test_digest: str, source: str) -> dict[str, str]:
+    """OCI annotations plus our digest, so any registry or `docker inspect` can tell what this is."""
+    return {
+        "org.opencontainers.image.title": name,
+        "org.opencontainers.image.version": version,
+        "org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "org.opencontainers.image.source": source,
+        "org.opencontainers.image.vendor": "containers-ci",
+        NAME_LABEL: name,
+        DIGEST_LABEL: digest,
+        TEST_DIGEST_LABEL: test_digest,
+    }
+
+
+def find_docker_client(preferred: str | None = None) -> list[str]:
+    """The client binary to call: configured, else one with buildx, else Debian's, else any."""
+    if preferred and preferred != "auto":
+        return [preferred]
+    candidates = [path for path in ("/usr/bin/docker", shutil.which("docker")) if path]
+    for path in candidates:
+        if os.path.exists(os.path.join(os.path.dirname(path), "docker-buildx")) or _has_buildx_plugin():
+            return [path]
+    if candidates:
+        return [candidates[0]]
+    raise CIError("no docker client found; run `inv local.up` or install docker.io")
+
+
+def _has_buildx_plugin() -> bool:
+    plugin_dirs = ["/usr/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
+                   os.path.expanduser("~/.docker/cli-plugins"), "/usr/local/lib/docker/cli-plugins"]
+    return any(os.path.exists(os.path.join(d, "docker-buildx")) for d in plugin_dirs)
+
+
+class DockerEngine:
+    """A Docker engine, local or remote (DOCKER_HOST=ssh://...), that builds and lists images."""
+
+    def __init__(self, client_call: Sequence[str] | None = None, host: str | None = None, buildkit: bool = True):
+        self.client = DockerClient(client_call=list(client_call or find_docker_client()), host=host)
+        self.buildkit = buildkit
+        self._has_buildx: bool | None = None
+
+    @property
+    def has_buildx(self) -> bool:
+        if self._has_buildx is None:
+            try:
+                self._has_buildx = bool(self.client.buildx.is_installed())
+            except DockerException:
+                self._has_buildx = False
+        return self._has_buildx
+
+    def ping(self) -> None:
+        """Fail with a helpful message when the engine does not answer."""
+        try:
+            self.client.version()
+        except DockerException as exc:
+            raise CIError(
+                "the Docker engine does not answer; start it with `inv local.up` (or check DOCKER_HOST): "
+                + (exc.stderr or str(exc)).strip().splitlines()[-1]
+            ) from None
+
+    def known_images(self) -> list[KnownImage]:
+        """Images carrying our digest label, with their tags (one `docker image ls` + one inspect)."""
+        out: list[KnownImage] = []
+        for image in self.client.image.list(filters=[("label", DIGEST_LABEL)]):
+            labels = image.config.labels or {}
+            out.append(KnownImage(name=labels.get(NAME_LABEL, ""), digest=labels.get(DIGEST_LABEL, ""),
+                                  tags=tuple(image.repo_tags or ())))
+        return out
+
+    def image_exists(self, reference: str) -> bool:
+        return bool(self.client.image.exists(reference))
+
+    def tag(self, source: str, target: str) -> None:
+        self.client.image.tag(source, target)
+
+    def image_digest_label(self, reference: str) -> str | None:
+        labels = self.client.image.inspect(reference).config.labels or {}
+        return labels.get(DIGEST_LABEL)
+
+    def build(self, request: BuildRequest, log: IO[str]) -> str:
+        """Build one image, streaming its output to `log`; return the image id."""
+        try:
+            if self.has_buildx:
+                return self._build_buildx(request, log)
+            return self._build_classic(request, log)
+        except DockerException as exc:
+            raise BuildError(f"docker build of {request.name} failed (exit {exc.return_code}); see {log.name}") from None
+
+    def _build_buildx(self, request: BuildRequest, log: IO[str]) -> str:
+        lines = self.client.buildx.build(
+            request.context, file=request.dockerfile, tags=[request.tag], labels=dict(request.labels),
+            build_args=dict(request.build_args), platforms=[request.platform], load=True,
+            cache=not request.no_cache, progress="plain", stream_logs=True,
+        )
+        for line in lines:  # type: ignore[union-attr]
+            log.write(line if line.endswith("\n") else line + "\n")
+            log.flush()
+        return str(self.client.image.inspect(request.tag).id)
+
+    def _build_classic(self, request: BuildRequest, log: IO[str]) -> str:
+        with tempfile.TemporaryDirectory(prefix="ci-iid-") as scratch:
+            iidfile = Path(scratch) / "iid"
+            command = self.client.client_config.docker_cmd + ["build", "--iidfile", str(iidfile)]
+            command += ["--file", str(request.dockerfile), "--tag", request.tag]
+            for name, value in request.build_args.items():
+                command += ["--build-arg", f"{name}={value}"]
+            for name, value in request.labels.items():
+                command += ["--label", f"{name}={value}"]
+            if request.no_cache:
+                command.append("--no-cache")
+            env: dict[str, str] = {}
+            if self.buildkit:
+                env = {"DOCKER_BUILDKIT": "1", "BUILDKIT_PROGRESS": "plain"}
+                command += ["--platform", request.platform]
+            else:
+                env = {"DOCKER_BUILDKIT": "0"}
+            command.append(str(request.context))
+            for _, raw in stream_stdout_and_stderr(command, env=env):
+                log.write(raw.decode(errors="replace"))
+                log.flush()
+            return iidfile.read_text().strip()
+
+    def import_rootfs(self, tarball: Path, tag: str, changes: Iterable[str] = ()) -> None:
+        self.client.image.import_(tarball, tag=tag, changes=list(changes))
+
+    def remove(self, references: Iterable[str]) -> None:
+        refs = list(references)
+        if refs:
+            self.client.image.remove(refs, force=True)

@@ -1,0 +1,111 @@
+"""The little of Dockerfile syntax the planner needs: FROM references and their rewriting.
+
+A FROM that names another definition is a DAG edge; at build time it is rewritten to the
+exact tag of the parent's current image, so a child can never build on a stale parent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+_FROM = re.compile(r"^(?P<indent>\s*)FROM(?P<flags>(\s+--\S+)*)\s+(?P<image>\S+)(?P<rest>(\s+AS\s+(?P<alias>\S+))?\s*)$",
+                   re.IGNORECASE)
+_ARG = re.compile(r"^\s*ARG\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)(=(?P<value>.*))?\s*$", re.IGNORECASE)
+_VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[-+])(?P<word>[^}]*))?\}|"
+                       r"(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+@dataclass(frozen=True)
+class FromReference:
+    """One FROM line: the image it names (variables expanded) and whether it names an earlier stage."""
+
+    line: int
+    image: str
+    stage_alias: bool
+
+    @property
+    def repository(self) -> str:
+        """The image name without tag or digest (`base:1.0` -> `base`)."""
+        name = self.image.split("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]
+        if ":" in last:
+            name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+        return name
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """Join backslash continuations, drop comments; keep the first physical line number."""
+    out: list[tuple[int, str]] = []
+    buffer = ""
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not buffer and (not stripped or stripped.startswith("#")):
+            continue
+        if not buffer:
+            start = number
+        if stripped.endswith("\\"):
+            buffer += stripped[:-1] + " "
+            continue
+        out.append((start, buffer + stripped))
+        buffer = ""
+    if buffer:
+        out.append((start, buffer))
+    return out
+
+
+def expand(value: str, variables: Mapping[str, str]) -> str:
+    """Expand $X, ${X}, ${X:-default} and ${X:+alt} the way Docker does for FROM lines."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group("braced") or match.group("plain")
+        current = variables.get(name, "")
+        op = match.group("op")
+        if op == "-":
+            return current or match.group("word")
+        if op == "+":
+            return match.group("word") if current else ""
+        return current
+
+    return _VARIABLE.sub(substitute, value)
+
+
+def parse_from_references(text: str, build_args: Mapping[str, str]) -> list[FromReference]:
+    """Every FROM of a Dockerfile, with global ARG defaults and build args applied."""
+    variables: dict[str, str] = {}
+    seen_from = False
+    stages: set[str] = set()
+    refs: list[FromReference] = []
+    for number, line in _logical_lines(text):
+        arg = _ARG.match(line)
+        if arg and not seen_from:
+            name = arg.group("name")
+            default = (arg.group("value") or "").strip().strip('"').strip("'")
+            variables[name] = build_args.get(name, expand(default, variables))
+            continue
+        match = _FROM.match(line)
+        if not match:
+            continue
+        seen_from = True
+        image = expand(match.group("image"), variables)
+        refs.append(FromReference(line=number, image=image, stage_alias=image.lower() in stages))
+        if match.group("alias"):
+            stages.add(match.group("alias").lower())
+    return refs
+
+
+def rewrite_from(text: str, build_args: Mapping[str, str], replace: Callable[[FromReference], str | None]) -> str:
+    """Return the Dockerfile with some FROM images replaced (`replace` returns None to keep one)."""
+    refs = {ref.line: ref for ref in parse_from_references(text, build_args)}
+    lines = text.splitlines()
+    for number, ref in refs.items():
+        new_image = replace(ref)
+        if new_image is None:
+            continue
+        match = _FROM.match(lines[number - 1])
+        if match is None:  # a FROM split over continuation lines: rewrite the joined form
+            continue
+        lines[number - 1] = f"{match.group('indent')}FROM{match.group('flags')} {new_image}{match.group('rest')}"
+    return "\n".join(lines) + "\n"

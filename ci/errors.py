@@ -1,0 +1,60 @@
+"""Error types that carry enough context to be shown to a person as one line each.
+
+Every error names the file or field at fault and the fix; the edges (tasks.py, the service)
+turn them into messages and exit codes, never into tracebacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class CIError(Exception):
+    """Base of every error the pipeline expects and explains."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a definition: where, which field, what is wrong and how to fix it."""
+
+    path: Path
+    field: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}" + (f": {self.field}" if self.field else "")
+        return f"{where}: {self.message}; {self.fix}"
+
+
+class DefinitionError(CIError):
+    """One or more definitions are invalid; all problems are reported together."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ConfigError(CIError):
+    """The configuration (invoke.yaml, profile, flags, environment) is unusable."""
+
+
+class BuildError(CIError):
+    """A container build failed; the message points at its log file."""
+
+
+class SiteError(CIError):
+    """The HPC site could not be used: unreachable, locked, or in an unexpected state."""
+
+
+class SchedulerError(CIError):
+    """The batch scheduler refused or lost a job."""
+
+
+class EngineError(CIError):
+    """The HPC container engine could not convert or run an image."""
+
+
+class CloudError(CIError):
+    """The cloud (OpenStack) refused a request or did not reach the wanted state in time."""

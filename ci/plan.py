@@ -1,0 +1,257 @@
+"""Identity and skip decisions: digests, the FROM DAG, selection, and what needs doing.
+
+The digest (DESIGN.md section 4) covers everything that decides an image and nothing else, so
+"is this built?" is a lookup of the digest label, and a changed file rebuilds exactly the image
+that sees it and its descendants.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from ci.context import context_digest
+from ci.definitions import Catalog, ImageSpec, UnsupportedDefinition, ancestors, definition_key
+from ci.errors import DefinitionError, Problem
+
+DIGEST_LABEL = "io.containers-ci.digest"
+TEST_DIGEST_LABEL = "io.containers-ci.test-digest"
+NAME_LABEL = "io.containers-ci.name"
+DIGEST_VERSION = "1"  # bump when the digest recipe changes, so old images are not trusted
+
+
+class Action(StrEnum):
+    BUILD = "build"
+    TAG = "tag"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class KnownImage:
+    """An image some store (the local engine, a registry, a site) already holds."""
+
+    name: str
+    digest: str
+    tags: tuple[str, ...] = ()
+
+
+class ImageInventory(Protocol):
+    """Answers "which digests exist already?" for a store of images."""
+
+    def known_images(self) -> list[KnownImage]: ...
+
+
+@dataclass
+class PlannedImage:
+    spec: ImageSpec
+    digest: str
+    test_digest: str
+    tag: str
+    parents: tuple[str, ...]
+    action: Action
+    reason: str
+    selected: bool
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def digest12(self) -> str:
+        return self.digest[:12]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "definition": self.spec.definition,
+            "arch": self.spec.arch,
+            "version": self.spec.version,
+            "digest": self.digest,
+            "digest12": self.digest12,
+            "test_digest": self.test_digest,
+            "tag": self.tag,
+            "platform": self.spec.platform,
+            "parents": [p.split("/", 1)[1] for p in self.parents],
+            "action": self.action.value,
+            "reason": self.reason,
+            "selected": self.selected,
+            "tests": [test.name for test in self.spec.tests],
+            "source": str(self.spec.source),
+        }
+
+
+@dataclass
+class Plan:
+    """Images in dependency order (parents first), with what to do for each."""
+
+    root: Path
+    images: dict[str, PlannedImage] = field(default_factory=dict)
+    unsupported: list[UnsupportedDefinition] = field(default_factory=list)
+
+    def to_build(self) -> list[PlannedImage]:
+        return [image for image in self.images.values() if image.action is not Action.SKIP]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "definitions": str(self.root),
+            "images": [image.as_dict() for image in self.images.values()],
+            "unsupported": [
+                {"name": u.name, "arch": u.arch, "kind": u.kind, "source": str(u.source), "reason": u.reason}
+                for u in self.unsupported
+            ],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+
+def topological_order(parents: Mapping[str, Sequence[str]]) -> list[str]:
+    """Kahn's algorithm, ties broken by name so that plans are stable."""
+    children: dict[str, list[str]] = {key: [] for key in parents}
+    missing = {key: 0 for key in parents}
+    for key, keys in parents.items():
+        for parent in keys:
+            if parent in children:
+                children[parent].append(key)
+                missing[key] += 1
+    ready = sorted(key for key, count in missing.items() if count == 0)
+    order: list[str] = []
+    while ready:
+        key = ready.pop(0)
+        order.append(key)
+        for child in sorted(children[key]):
+            missing[child] -= 1
+            if missing[child] == 0:
+                ready.append(child)
+        ready.sort()
+    return order
+
+
+def image_digest(spec: ImageSpec, parent_digests: Iterable[str]) -> str:
+    """SHA-256 over the composed Dockerfile, visible context, build args, platform, version, parents."""
+    digest = hashlib.sha256()
+    digest.update(f"containers-ci digest v{DIGEST_VERSION}\n".encode())
+    digest.update(f"version\0{spec.version}\nplatform\0{spec.platform}\n".encode())
+    for name in sorted(spec.build_args):
+        digest.update(f"arg\0{name}\0{spec.build_args[name]}\n".encode())
+    for parent in sorted(parent_digests):
+        digest.update(f"parent\0{parent}\n".encode())
+    digest.update(b"dockerfile\0" + spec.composed_dockerfile().encode() + b"\n")
+    digest.update(f"context\0{context_digest(spec.root)}\n".encode())
+    return digest.hexdigest()
+
+
+def test_digest(spec: ImageSpec) -> str:
+    """SHA-256 over the test declarations and scripts: tests change without rebuilding the image."""
+    digest = hashlib.sha256()
+    for test in spec.tests:
+        digest.update(repr((test.name, test.slurm, test.expect)).encode())
+        digest.update(test.script.read_bytes())
+    tests_folder = spec.root / "tests"
+    if tests_folder.is_dir():
+        for path in sorted(p for p in tests_folder.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(tests_folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def image_tag(spec: ImageSpec, digest: str, registry_prefix: str = "") -> str:
+    return f"{registry_prefix}{spec.name}:{spec.version}-{digest[:12]}"
+
+
+def select(catalog: Catalog, only: Sequence[str] = ()) -> set[str]:
+    """Image keys matching the `--only` globs (by image or definition name); all when empty.
+
+    A pattern that matches nothing is an error: a typo must not silently build nothing.
+    """
+    if not only:
+        return set(catalog.images) | set(catalog.problems)
+    chosen: set[str] = set()
+    invalid_names = {key.split("/", 1)[-1]: key for key in catalog.problems}
+    for pattern in only:
+        matched = {key for key, spec in catalog.images.items()
+                   if fnmatch.fnmatchcase(spec.name, pattern) or fnmatch.fnmatchcase(spec.definition, pattern)}
+        matched |= {key for name, key in invalid_names.items() if fnmatch.fnmatchcase(name, pattern)}
+        if not matched and not any(fnmatch.fnmatchcase(u.name, pattern) for u in catalog.unsupported):
+            known = ", ".join(sorted(spec.name for spec in catalog.images.values())) or "none"
+            raise DefinitionError([Problem(catalog.root, "--only", f"'{pattern}' matches no definition",
+                                           f"use one of: {known}")])
+        chosen |= matched
+    return chosen
+
+
+def make_plan(
+    catalog: Catalog,
+    *,
+    only: Sequence[str] = (),
+    inventory: ImageInventory | None = None,
+    force: bool = False,
+    registry_prefix: str = "",
+) -> Plan:
+    """Decide, for the selected images and the parents they need, what must be built.
+
+    Raises DefinitionError when any selected definition or one of its parents is invalid, so
+    that nothing is built from a tree that is partly wrong.
+    """
+    selected = select(catalog, only)
+    needed_images = {key for key in selected if key in catalog.images}
+    needed_images |= ancestors(catalog, needed_images)
+    blocking = {key for key in selected if key in catalog.problems}
+    blocking |= {definition_key(catalog.images[key]) for key in needed_images}
+    if "" in catalog.problems:
+        blocking.add("")
+    catalog.raise_for(sorted(blocking))
+
+    known = inventory.known_images() if inventory is not None else []
+    by_digest: dict[str, KnownImage] = {image.digest: image for image in known}
+    last_by_name: dict[str, str] = {image.name: image.digest for image in known}
+
+    plan = Plan(root=catalog.root, unsupported=list(catalog.unsupported))
+    order = topological_order({key: catalog.parents.get(key, ()) for key in needed_images})
+    for key in order:
+        spec = catalog.images[key]
+        parents = tuple(catalog.parents.get(key, ()))
+        digest = image_digest(spec, [plan.images[p].digest for p in parents])
+        tag = image_tag(spec, digest, registry_prefix)
+        action, reason = _decide(spec, digest, tag, parents, plan, by_digest, last_by_name, force and key in selected)
+        plan.images[key] = PlannedImage(
+            spec=spec, digest=digest, test_digest=test_digest(spec), tag=tag, parents=parents,
+            action=action, reason=reason if key in selected or action is Action.SKIP else f"{reason} (needed by a selected image)",
+            selected=key in selected,
+        )
+    return plan
+
+
+def _decide(
+    spec: ImageSpec,
+    digest: str,
+    tag: str,
+    parents: Sequence[str],
+    plan: Plan,
+    by_digest: Mapping[str, KnownImage],
+    last_by_name: Mapping[str, str],
+    force: bool,
+) -> tuple[Action, str]:
+    if force:
+        return Action.BUILD, "forced"
+    rebuilt = [plan.images[p].name for p in parents if plan.images[p].action is Action.BUILD]
+    if rebuilt and digest not in by_digest:
+        return Action.BUILD, f"parent {', '.join(rebuilt)} is rebuilt"
+    known = by_digest.get(digest)
+    if known is not None:
+        if tag in known.tags:
+            return Action.SKIP, "already built"
+        return Action.TAG, "built under another tag"
+    previous = last_by_name.get(spec.name)
+    if previous is not None:
+        return Action.BUILD, f"changed since {previous[:12]}"
+    return Action.BUILD, "not built yet"

@@ -1,0 +1,1 @@
+echo "tools image: $(cat /etc/containers-ci-variant)"
