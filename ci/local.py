@@ -81,7 +81,7 @@ def ensure(service: Service, say: Callable[[str], None]) -> str:
     if service.ready():
         return f"{service.name}: already running"
     missing = [binary for binary in service.binaries if shutil.which(binary) is None
-               and not Path("/usr/sbin", binary).exists()]
+               and not Path("/usr/sbin", binary).exists() and not Path("/sbin", binary).exists()]
     if missing:
         if os.geteuid() != 0:
             raise CIError(f"{service.name} is not installed ({', '.join(missing)} missing); run `inv local.up` as root")
@@ -93,3 +93,63 @@ def ensure(service: Service, say: Callable[[str], None]) -> str:
 
 def up(services: Sequence[Service], say: Callable[[str], None]) -> list[str]:
     return [ensure(service, say) for service in services]
+
+
+# --------------------------------------------------------------------------------------------
+# sshd on 127.0.0.1: a loopback "remote" site and build VM for the SSH code paths
+# --------------------------------------------------------------------------------------------
+
+SSHD_DIR = Path("/etc/containers-ci/sshd")
+SSHD_PORT = 2222
+
+
+def loopback_key() -> Path:
+    """The throw-away client key that the loopback sshd accepts (created by `inv local.up`)."""
+    from ci.config import default_state_dir
+
+    return default_state_dir() / "ssh" / "id_ed25519"
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            return sock.recv(4).startswith(b"SSH")
+    except OSError:
+        return False
+
+
+def sshd_ready() -> bool:
+    return _port_open(SSHD_PORT) and loopback_key().exists()
+
+
+def start_sshd() -> None:
+    SSHD_DIR.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    host_key = SSHD_DIR / "ssh_host_ed25519_key"
+    if not host_key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+    key = loopback_key()
+    key.parent.mkdir(parents=True, exist_ok=True)
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "containers-ci loopback",
+                        "-f", str(key)], check=True)
+    authorized = SSHD_DIR / "authorized_keys"
+    public = key.with_suffix(".pub").read_text()
+    existing = authorized.read_text() if authorized.exists() else ""
+    if public not in existing:
+        authorized.write_text(existing + public)
+    authorized.chmod(0o600)
+    config = SSHD_DIR / "sshd_config"
+    config.write_text(
+        f"Port {SSHD_PORT}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+        f"AuthorizedKeysFile {authorized} .ssh/authorized_keys\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nAllowTcpForwarding yes\n"
+        f"PidFile {SSHD_DIR}/sshd.pid\nSubsystem sftp internal-sftp\nMaxSessions 50\nMaxStartups 50\n"
+    )
+    if not _port_open(SSHD_PORT):
+        _spawn(["/usr/sbin/sshd", "-f", str(config), "-E", str(LOG_DIR / "sshd.log")], "sshd-start.log")
+
+
+SSHD = Service("sshd", ("openssh-server", "openssh-client"), ("sshd", "ssh-keygen"), sshd_ready, start_sshd)

@@ -1,0 +1,54 @@
+"""Shared fixtures: real services when they answer, a clear skip reason when they do not.
+
+`.ci/run` starts every service (via `inv local.up`), so in CI nothing here is skipped; set
+CI_REQUIRE_SERVICES=1 to turn a missing service into a failure instead of a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ci import local
+from ci.hosts import LocalHost, SSHHost, SSHSettings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+EXAMPLES = PROJECT_DIR / "container_definitions"
+
+
+def _missing(service: str, how: str) -> None:
+    message = f"{service} is not running here ({how}); `inv local.up` starts it"
+    if os.environ.get("CI_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def docker_available() -> None:
+    if not local.docker_ready():
+        _missing("the Docker engine", "`docker version` does not answer")
+
+
+@pytest.fixture(scope="session")
+def loopback_ssh() -> SSHSettings:
+    """Settings for sshd on 127.0.0.1:2222 with the throw-away key from `inv local.up`."""
+    if not local.sshd_ready():
+        _missing("sshd on 127.0.0.1:2222", "no SSH banner on the port, or no loopback key")
+    return SSHSettings(host="127.0.0.1", port=local.SSHD_PORT, user="root", key_filename=str(local.loopback_key()))
+
+
+@pytest.fixture
+def ssh_host(loopback_ssh: SSHSettings) -> Iterator[SSHHost]:
+    host = SSHHost(loopback_ssh)
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+@pytest.fixture
+def local_host() -> LocalHost:
+    return LocalHost()
