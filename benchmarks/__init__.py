@@ -1,0 +1,1 @@
+"""Performance harness: `nox -s bench` (or `python -m benchmarks [NAME...]`)."""

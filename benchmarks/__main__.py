@@ -1,0 +1,32 @@
+"""Run the benchmarks and print each measurement against its target; exit 1 if a target is missed."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from benchmarks import plan_bench
+from benchmarks.harness import Measurement, save
+
+BENCHMARKS: dict[str, Callable[[], list[Measurement]]] = {"plan": plan_bench.run}
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(BENCHMARKS)
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    missed = False
+    for name in chosen:
+        print(f"== {name}")
+        measurements = BENCHMARKS[name]()
+        for measurement in measurements:
+            print(measurement.line())
+            missed |= measurement.met is False
+        print(f"   saved to {save(name, measurements)}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,59 @@
+"""Nox sessions: `nox` alone runs what CI runs (tests, lint, typecheck, actionlint).
+
+Sessions only install and call tools; everything they exercise lives in the `ci` package.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit, integration and end-to-end tests (services from `inv local.up`; missing ones are skipped)."""
+    _install(session)
+    session.run("pytest", *(session.posargs or ["tests"]))
+
+
+@nox.session(python=PYTHON)
+def unit(session: nox.Session) -> None:
+    """Only the fast unit tests: no Docker, Slurm or SSH needed."""
+    _install(session)
+    session.run("pytest", "tests/unit", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """End-to-end runs of `inv build-all` on the bundled and generated definitions."""
+    _install(session)
+    session.run("pytest", "tests/e2e", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff on the package, tasks, noxfile, tests and benchmarks."""
+    session.install("ruff")
+    session.run("ruff", "check", "ci", "tests", "benchmarks", "tasks.py", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package, tasks.py and noxfile.py."""
+    _install(session)
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Performance targets (benchmarks/): plan on 1,000 definitions, pipeline makespan, bytes moved."""
+    _install(session)
+    session.run("python", "-m", "benchmarks", *session.posargs)
