@@ -57,6 +57,9 @@ class PlannedImage:
     action: Action
     reason: str
     selected: bool
+    site_state: str | None = None  # "tested" / "failed" when the site already holds this digest
+    needs_site: bool = False  # transfer, convert, test and promote are to be done
+    site_reason: str = ""
 
     @property
     def key(self) -> str:
@@ -85,6 +88,9 @@ class PlannedImage:
             "action": self.action.value,
             "reason": self.reason,
             "selected": self.selected,
+            "site_state": self.site_state,
+            "needs_site": self.needs_site,
+            "site_reason": self.site_reason,
             "tests": [test.name for test in self.spec.tests],
             "source": str(self.spec.source),
         }
@@ -100,6 +106,12 @@ class Plan:
 
     def to_build(self) -> list[PlannedImage]:
         return [image for image in self.images.values() if image.action is not Action.SKIP]
+
+    def to_test(self) -> list[PlannedImage]:
+        return [image for image in self.images.values() if image.needs_site]
+
+    def has_work(self, image: PlannedImage) -> bool:
+        return image.action is not Action.SKIP or image.needs_site
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -189,6 +201,12 @@ def select(catalog: Catalog, only: Sequence[str] = ()) -> set[str]:
     return chosen
 
 
+class SiteRecords(Protocol):
+    """Answers "was this digest tested, or did it fail, at the site?"."""
+
+    def state(self, name: str, digest: str) -> str | None: ...
+
+
 def make_plan(
     catalog: Catalog,
     *,
@@ -196,8 +214,15 @@ def make_plan(
     inventory: ImageInventory | None = None,
     force: bool = False,
     registry_prefix: str = "",
+    site: SiteRecords | None = None,
+    retry_failed: bool = False,
 ) -> Plan:
-    """Decide, for the selected images and the parents they need, what must be built.
+    """Decide, for the selected images and the parents they need, what must be done.
+
+    Without a site, the goal is that every selected image exists in the Docker engine. With a
+    site, a selected image also needs the site steps unless its digest is already in tested/
+    (or in failed/, unless retry_failed); an image is built only when it needs the site steps
+    or a child that must be built needs it as its base.
 
     Raises DefinitionError when any selected definition or one of its parents is invalid, so
     that nothing is built from a tree that is partly wrong.
@@ -215,20 +240,67 @@ def make_plan(
     by_digest: dict[str, KnownImage] = {image.digest: image for image in known}
     last_by_name: dict[str, str] = {image.name: image.digest for image in known}
 
-    plan = Plan(root=catalog.root, unsupported=list(catalog.unsupported))
     order = topological_order({key: catalog.parents.get(key, ()) for key in needed_images})
+    digests: dict[str, str] = {}
+    for key in order:
+        digests[key] = image_digest(catalog.images[key], [digests[p] for p in catalog.parents.get(key, ())])
+
+    site_states: dict[str, str | None] = {}
+    needs_site: dict[str, bool] = {}
+    site_reasons: dict[str, str] = {}
+    for key in order:
+        spec = catalog.images[key]
+        state = site.state(spec.name, digests[key]) if site is not None else None
+        site_states[key] = state
+        if site is None or key not in selected:
+            needs_site[key], site_reasons[key] = False, ""
+        elif force:
+            needs_site[key], site_reasons[key] = True, "forced"
+        elif state == "tested":
+            needs_site[key], site_reasons[key] = False, "tested"
+        elif state == "failed" and not retry_failed:
+            needs_site[key], site_reasons[key] = False, "failed before (use --retry-failed to try again)"
+        else:
+            needs_site[key] = True
+            site_reasons[key] = "retrying a failed image" if state == "failed" else "not tested yet"
+
+    children_of: dict[str, list[str]] = {key: [] for key in order}
+    for key in order:
+        for parent in catalog.parents.get(key, ()):
+            children_of[parent].append(key)
+    needs_image: dict[str, bool] = {}
+    for key in reversed(order):
+        wanted = needs_site[key] if site is not None else key in selected
+        children = children_of[key]
+        needs_image[key] = wanted or any(needs_image[child] and _will_build(child, digests, by_digest, force
+                                                                            and child in selected)
+                                         for child in children)
+
+    plan = Plan(root=catalog.root, unsupported=list(catalog.unsupported))
     for key in order:
         spec = catalog.images[key]
         parents = tuple(catalog.parents.get(key, ()))
-        digest = image_digest(spec, [plan.images[p].digest for p in parents])
+        digest = digests[key]
         tag = image_tag(spec, digest, registry_prefix)
-        action, reason = _decide(spec, digest, tag, parents, plan, by_digest, last_by_name, force and key in selected)
+        if not needs_image[key]:
+            action, reason = Action.SKIP, site_reasons[key] or "already built"
+            if site is None and key not in selected:
+                action, reason = Action.SKIP, "not selected"
+        else:
+            action, reason = _decide(spec, digest, tag, parents, plan, by_digest, last_by_name,
+                                     force and key in selected)
+            if key not in selected and action is not Action.SKIP:
+                reason = f"{reason} (needed by a selected image)"
         plan.images[key] = PlannedImage(
             spec=spec, digest=digest, test_digest=test_digest(spec), tag=tag, parents=parents,
-            action=action, reason=reason if key in selected or action is Action.SKIP else f"{reason} (needed by a selected image)",
-            selected=key in selected,
+            action=action, reason=reason, selected=key in selected, site_state=site_states[key],
+            needs_site=needs_site[key], site_reason=site_reasons[key],
         )
     return plan
+
+
+def _will_build(key: str, digests: Mapping[str, str], by_digest: Mapping[str, KnownImage], force: bool) -> bool:
+    return force or digests[key] not in by_digest
 
 
 def _decide(
