@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ci.errors import ConfigError
+from ci.hosts import SSHSettings
+from ci.transfer import RegistrySettings
 
 DEFAULT_LIMITS = {"build": 2, "transfer": 1, "convert": 4, "test": 8, "promote": 2}
 
@@ -42,6 +44,56 @@ class BaseImageSettings:
 
 
 @dataclass(frozen=True)
+class SiteSettings:
+    """Where the HPC site is and how to use it (DESIGN.md sections 4 and 5)."""
+
+    root: str
+    ssh: SSHSettings | None = None
+    registry: RegistrySettings = RegistrySettings()
+    engine: str = "auto"  # apptainer, singularity, charliecloud, docker, or auto
+    scheduler: str = "auto"  # slurm, direct, or auto (slurm when sbatch answers on the site host)
+    account: str | None = None
+    partition: str | None = None
+    job_prefix: str = "cci"
+    poll_interval: float = 2.0
+    staging_days: float = 7.0
+    compression: str = "zstd"  # squashfs compressor for conversions: zstd (fast), gzip (default of the tools), lz4
+
+    @property
+    def remote(self) -> bool:
+        return self.ssh is not None
+
+
+def _site_settings(data: Mapping[str, Any], site_root: str | None) -> SiteSettings:
+    raw = dict(data.get("site") or {})
+    known = set(SiteSettings.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"ci.site has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    ssh_raw = raw.pop("ssh", None)
+    ssh = None
+    if ssh_raw and ssh_raw.get("host"):
+        allowed = set(SSHSettings.__dataclass_fields__)
+        extra = sorted(set(ssh_raw) - allowed)
+        if extra:
+            raise ConfigError(f"ci.site.ssh has unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
+        ssh = SSHSettings(**ssh_raw)
+    registry_raw = raw.pop("registry", None) or {}
+    try:
+        registry = RegistrySettings(**registry_raw)
+    except TypeError as exc:
+        raise ConfigError(f"ci.site.registry: {exc}") from None
+    root = site_root or raw.pop("root", None)
+    raw.pop("root", None)
+    if not root:
+        if ssh is not None:
+            raise ConfigError("ci.site.root must be set for a remote site (e.g. /scratch/project_X/containers)")
+        root = str(default_site_root())
+    root = os.path.expanduser(str(root)) if ssh is None else str(root)
+    return SiteSettings(root=root, ssh=ssh, registry=registry, **raw)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a run needs to know, resolved and checked."""
 
@@ -56,6 +108,7 @@ class Settings:
     buildkit: bool
     limits: Mapping[str, int]
     base_image: BaseImageSettings
+    site: SiteSettings
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     def section(self, name: str) -> Mapping[str, Any]:
@@ -100,7 +153,9 @@ def load_settings(
         known = ", ".join(sorted(profiles)) or "none"
         raise ConfigError(f"unknown profile '{chosen}'; choose one of: {known} (profiles live under ci.profiles in invoke.yaml)")
     data = deep_merge(data, profiles[chosen] or {})
-    for key, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    site_root = overrides.pop("site_root", None)
+    for key, value in overrides.items():
         if value is not None:
             data[key] = value
     data["profile"] = chosen
@@ -150,5 +205,6 @@ def load_settings(
         buildkit=bool(docker.get("buildkit", True)),
         limits=limits,
         base_image=base_image,
+        site=_site_settings(data, site_root),
         raw=data,
     )
