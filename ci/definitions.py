@@ -383,7 +383,7 @@ def _load_docker_definition(catalog: Catalog, arch: str, folder: Path) -> None:
     platforms = _platforms(check, meta.get("platforms"), "platforms", arch)
     files = _files(check, folder, meta.get("files"))
     tests = _tests(check, folder, meta)
-    variants = _variants(check, meta.get("variants"))
+    variants = _variants(check, meta.get("variants"), arch)
 
     if not check.ok:
         return
@@ -406,7 +406,8 @@ def _load_docker_definition(catalog: Catalog, arch: str, folder: Path) -> None:
         image_key = spec.key
         if image_key in catalog.images:
             other = catalog.images[image_key]
-            check.problem("variants", f"image name '{spec.name}' is also produced by {other.source}",
+            check.problem("variants" if variants else "",
+                          f"image name '{spec.name}' is also produced by {other.source}",
                           "give the variant a different suffix or rename one of the definitions")
             continue
         try:
@@ -476,7 +477,7 @@ def _files(check: _Checker, folder: Path, value: Any) -> list[FileCopy]:
     return out
 
 
-def _variants(check: _Checker, value: Any) -> list[dict[str, Any]]:
+def _variants(check: _Checker, value: Any, arch: str) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -509,7 +510,7 @@ def _variants(check: _Checker, value: Any) -> list[dict[str, Any]]:
         if "version" in entry:
             variant["version"] = check.string(entry["version"], f"{field_name}.version")
         if "platforms" in entry:
-            variant["platforms"] = check.string_list(entry["platforms"], f"{field_name}.platforms")
+            variant["platforms"] = _platforms(check, entry["platforms"], f"{field_name}.platforms", arch)
         out.append(variant)
     return out
 

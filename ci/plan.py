@@ -232,12 +232,19 @@ def make_plan(
     needed_images |= ancestors(catalog, needed_images)
     blocking = {key for key in selected if key in catalog.problems}
     blocking |= {definition_key(catalog.images[key]) for key in needed_images}
+    # A parent that failed to load is no image, so list its own problems with the child's.
+    blocking |= {f"{catalog.images[key].arch}/{ref.repository}" for key in needed_images
+                 for ref in catalog.images[key].from_references} & catalog.problems.keys()
     if "" in catalog.problems:
         blocking.add("")
     catalog.raise_for(sorted(blocking))
 
     known = inventory.known_images() if inventory is not None else []
-    by_digest: dict[str, KnownImage] = {image.digest: image for image in known}
+    by_digest: dict[str, KnownImage] = {}
+    for image in known:  # several images may carry one digest (e.g. an untagged one left by --force)
+        seen = by_digest.get(image.digest)
+        by_digest[image.digest] = image if seen is None else KnownImage(
+            seen.name or image.name, image.digest, seen.tags + image.tags)
     last_by_name: dict[str, str] = {image.name: image.digest for image in known}
 
     order = topological_order({key: catalog.parents.get(key, ()) for key in needed_images})

@@ -1,0 +1,273 @@
+"""Loading definitions: the bundled examples, variants, fragments, files, tests and unsupported kinds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import BASE_IMAGE, EXAMPLES, definition, write_tree
+
+from ci.definitions import (
+    Expectation,
+    FileCopy,
+    MetricCheck,
+    SlurmResources,
+    ancestors,
+    is_valid_slurm_time,
+    load_catalog,
+)
+from ci.errors import Problem
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return load_catalog(EXAMPLES)
+
+
+# -- the bundled examples ------------------------------------------------------------------
+
+
+def test_examples_load_without_problems(examples) -> None:
+    assert examples.problems == {}
+    assert examples.unsupported == []
+
+
+def test_examples_are_five_images(examples) -> None:
+    assert sorted(examples.images) == [
+        "amd64/base", "amd64/mpi", "amd64/python", "amd64/tools-debug", "amd64/tools-minimal"]
+
+
+def test_examples_from_edges(examples) -> None:
+    assert examples.parents == {
+        "amd64/base": (),
+        "amd64/mpi": ("amd64/base",),
+        "amd64/python": ("amd64/mpi",),
+        "amd64/tools-debug": ("amd64/base",),
+        "amd64/tools-minimal": ("amd64/base",),
+    }
+    assert ancestors(examples, ["amd64/python"]) == {"amd64/mpi", "amd64/base"}
+    assert ancestors(examples, ["amd64/base"]) == set()
+
+
+def test_examples_versions_and_platform(examples) -> None:
+    versions = {key: spec.version for key, spec in examples.images.items()}
+    assert versions == {"amd64/base": "12", "amd64/mpi": "4.1.4", "amd64/python": "3.11",
+                        "amd64/tools-debug": "latest", "amd64/tools-minimal": "latest"}
+    assert {spec.platform for spec in examples.images.values()} == {"linux/amd64"}
+
+
+def test_example_variants_share_the_definition_and_differ_in_build_args(examples) -> None:
+    minimal, debug = examples.images["amd64/tools-minimal"], examples.images["amd64/tools-debug"]
+    assert minimal.definition == debug.definition == "tools"
+    assert minimal.root == debug.root == EXAMPLES / "amd64" / "tools"
+    assert dict(minimal.build_args) == {"BASE_IMAGE": "base", "EXTRA_PACKAGES": ""}
+    assert dict(debug.build_args) == {"BASE_IMAGE": "base", "EXTRA_PACKAGES": "strace"}
+
+
+def test_example_tools_composes_fragments_dockerfile_then_files(examples) -> None:
+    spec = examples.images["amd64/tools-minimal"]
+    assert spec.fragments == (EXAMPLES / "common/header.docker", EXAMPLES / "common/apt-cleanup.docker")
+    text = spec.composed_dockerfile()
+    header = text.index("FROM ${BASE_IMAGE}")
+    cleanup = text.index("RUN apt-get clean")
+    own = text.index("ARG EXTRA_PACKAGES")
+    copy = text.index("COPY files/profile.sh /etc/profile.d/containers-ci.sh")
+    assert header < cleanup < own < copy
+    assert text.endswith("COPY files/profile.sh /etc/profile.d/containers-ci.sh\n")
+
+
+def test_example_python_test_declares_a_metric(examples) -> None:
+    (test,) = examples.images["amd64/python"].tests
+    assert test.name == "numpy"
+    assert test.script == EXAMPLES / "amd64/python/tests/numpy.sh"
+    assert test.slurm == SlurmResources(nodes=1, ntasks=1, time="00:05:00")
+    assert test.expect == Expectation(
+        exit_code=0, patterns=("matmul ok",),
+        metrics=(MetricCheck(name="gflops", regex=r"gflops\s+([0-9.]+)", minimum=0.01, unit="GFLOP/s"),))
+
+
+def test_arch_filter_reads_only_the_given_folders(tmp_path: Path) -> None:
+    definition(tmp_path, "a", arch="amd64")
+    definition(tmp_path, "b", arch="arm64")
+    assert sorted(load_catalog(tmp_path, ["arm64"]).images) == ["arm64/b"]
+    assert sorted(load_catalog(tmp_path).images) == ["amd64/a", "arm64/b"]
+    assert load_catalog(tmp_path, ["arm64"]).images["arm64/b"].platform == "linux/arm64"
+
+
+def test_hidden_entries_and_common_are_not_definitions(tmp_path: Path) -> None:
+    definition(tmp_path, "a")
+    write_tree(tmp_path, {"amd64/.cache/Dockerfile": "FROM x\n", ".git/HEAD": "ref\n",
+                          "common/header.docker": "FROM x\n"})
+    catalog = load_catalog(tmp_path)
+    assert sorted(catalog.images) == ["amd64/a"]
+    assert catalog.problems == {}
+
+
+# -- container.yaml fields -------------------------------------------------------------------
+
+
+def test_defaults_without_container_yaml(tmp_path: Path) -> None:
+    folder = definition(tmp_path, "plain")
+    spec = load_catalog(tmp_path).images["amd64/plain"]
+    assert spec.name == spec.definition == "plain"
+    assert spec.version == "latest"
+    assert spec.source == folder / "Dockerfile"
+    assert spec.fragments == spec.files == spec.tests == spec.platforms == ()
+    assert dict(spec.build_args) == {}
+
+
+def test_variants_make_one_image_each_with_overrides(tmp_path: Path) -> None:
+    definition(tmp_path, "torch", container_yaml="""\
+        version: "2.5"
+        build_args: {ROCM: "6.2", PYTORCH: "2.5.0"}
+        variants:
+          - {suffix: "2.5"}
+          - {suffix: "2.6", version: "2.6", build_args: {PYTORCH: "2.6.0"}}
+        """)
+    catalog = load_catalog(tmp_path)
+    assert sorted(catalog.images) == ["amd64/torch-2.5", "amd64/torch-2.6"]
+    old, new = catalog.images["amd64/torch-2.5"], catalog.images["amd64/torch-2.6"]
+    assert (old.version, dict(old.build_args)) == ("2.5", {"ROCM": "6.2", "PYTORCH": "2.5.0"})
+    assert (new.version, dict(new.build_args)) == ("2.6", {"ROCM": "6.2", "PYTORCH": "2.6.0"})
+    assert "amd64/torch" not in catalog.images
+
+
+def test_build_args_are_strings(tmp_path: Path) -> None:
+    definition(tmp_path, "a", container_yaml="build_args: {N: 4, F: 1.5, B: true, S: text}\n")
+    spec = load_catalog(tmp_path).images["amd64/a"]
+    assert dict(spec.build_args) == {"N": "4", "F": "1.5", "B": "true", "S": "text"}
+
+
+def test_numeric_version_becomes_a_string(tmp_path: Path) -> None:
+    definition(tmp_path, "a", container_yaml="version: 12\n")
+    assert load_catalog(tmp_path).images["amd64/a"].version == "12"
+
+
+def test_fragments_are_composed_in_the_listed_order(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"common/one.docker": "FROM scratch\n", "common/two.docker": "ENV TWO=2\n",
+                          "common/three.docker": "ENV THREE=3\n"})
+    definition(tmp_path, "a", dockerfile="ENV OWN=1\n",
+               container_yaml="fragments: [common/three.docker, common/one.docker, common/two.docker]\n")
+    spec = load_catalog(tmp_path).images["amd64/a"]
+    assert spec.composed_dockerfile() == "ENV THREE=3\nFROM scratch\nENV TWO=2\nENV OWN=1\n"
+
+
+def test_files_pairs_become_copy_lines_after_the_dockerfile(tmp_path: Path) -> None:
+    definition(tmp_path, "a", dockerfile="FROM scratch\nENV A=1\n",
+               files={"files/a.sh": "echo a\n", "etc/b.conf": "b\n"},
+               container_yaml="files: ['files/a.sh:/opt/a.sh', 'etc/b.conf:/etc/b.conf']\n")
+    spec = load_catalog(tmp_path).images["amd64/a"]
+    assert spec.files == (FileCopy("files/a.sh", "/opt/a.sh"), FileCopy("etc/b.conf", "/etc/b.conf"))
+    assert spec.composed_dockerfile() == ("FROM scratch\nENV A=1\nCOPY files/a.sh /opt/a.sh\n"
+                                          "COPY etc/b.conf /etc/b.conf\n")
+
+
+def test_files_pair_may_name_a_folder(tmp_path: Path) -> None:
+    definition(tmp_path, "a", files={"conf/x": "x\n"}, container_yaml="files: ['conf:/etc/conf']\n")
+    assert load_catalog(tmp_path).images["amd64/a"].files == (FileCopy("conf", "/etc/conf"),)
+
+
+def test_tests_default_to_every_script_in_tests_folder(tmp_path: Path) -> None:
+    folder = definition(tmp_path, "a", files={"tests/zeta.sh": "echo\n", "tests/alpha.sh": "echo\n",
+                                              "tests/data.txt": "not a test\n"})
+    tests = load_catalog(tmp_path).images["amd64/a"].tests
+    assert [(t.name, t.script) for t in tests] == [("alpha", folder / "tests/alpha.sh"),
+                                                   ("zeta", folder / "tests/zeta.sh")]
+    assert all(t.slurm == SlurmResources() and t.expect == Expectation() for t in tests)
+
+
+def test_tests_key_replaces_the_default_scripts(tmp_path: Path) -> None:
+    definition(tmp_path, "a", files={"tests/one.sh": "echo\n", "tests/two.sh": "echo\n"},
+               container_yaml="tests:\n  - script: tests/two.sh\n")
+    tests = load_catalog(tmp_path).images["amd64/a"].tests
+    assert [t.name for t in tests] == ["two"], "the name defaults to the script's stem"
+
+
+@pytest.mark.parametrize("value", ["[]", "null"])
+def test_empty_tests_key_means_no_tests(tmp_path: Path, value: str) -> None:
+    definition(tmp_path, "a", files={"tests/one.sh": "echo\n"}, container_yaml=f"tests: {value}\n")
+    assert load_catalog(tmp_path).images["amd64/a"].tests == ()
+
+
+def test_full_test_declaration(tmp_path: Path) -> None:
+    definition(tmp_path, "a", files={"tests/ar.sh": "echo\n"}, container_yaml="""\
+        tests:
+          - name: allreduce
+            script: tests/ar.sh
+            slurm: {nodes: 2, ntasks: 4, time: "1-00:00", partition: gpu, gpus: 8, extra: ["--exclusive"]}
+            expect:
+              exit_code: 3
+              patterns: ["Test success", "rank \\\\d+"]
+              metrics:
+                busbw: {regex: 'busbw\\s+([0-9.]+)', min: 60, max: 400, unit: "GB/s"}
+        """)
+    (test,) = load_catalog(tmp_path).images["amd64/a"].tests
+    assert test.slurm == SlurmResources(nodes=2, ntasks=4, time="1-00:00", partition="gpu", gpus=8,
+                                        extra=("--exclusive",))
+    assert test.expect.exit_code == 3
+    assert test.expect.patterns == ("Test success", r"rank \d+")
+    assert test.expect.metrics == (MetricCheck("busbw", r"busbw\s+([0-9.]+)", 60.0, 400.0, "GB/s"),)
+
+
+@pytest.mark.parametrize("value", ["10", "10:00", "00:10:00", "2-12", "2-12:30", "2-12:30:00", "UNLIMITED"])
+def test_slurm_time_forms_accepted(value: str) -> None:
+    assert is_valid_slurm_time(value)
+
+
+@pytest.mark.parametrize("value", ["10 minutes", "1h", "", "1:2:3:4", "-5"])
+def test_slurm_time_forms_refused(value: str) -> None:
+    assert not is_valid_slurm_time(value)
+
+
+def test_variant_of_a_child_definition_names_its_parent_image(tmp_path: Path) -> None:
+    definition(tmp_path, "base")
+    definition(tmp_path, "app", dockerfile="ARG PARENT=base\nFROM ${PARENT}\n",
+               container_yaml="variants:\n  - {suffix: plain}\n"
+                              "  - {suffix: other, build_args: {PARENT: other}}\n")
+    definition(tmp_path, "other")
+    catalog = load_catalog(tmp_path)
+    assert catalog.parents["amd64/app-plain"] == ("amd64/base",)
+    assert catalog.parents["amd64/app-other"] == ("amd64/other",)
+
+
+def test_external_base_and_stage_aliases_are_not_parents(tmp_path: Path) -> None:
+    definition(tmp_path, "builder")
+    definition(tmp_path, "app", dockerfile=f"FROM {BASE_IMAGE} AS builder\nRUN true\nFROM builder\n")
+    catalog = load_catalog(tmp_path)
+    assert catalog.parents["amd64/app"] == (), "'builder' here is the earlier stage, not the definition"
+    assert catalog.problems == {}
+
+
+# -- unsupported kinds -----------------------------------------------------------------------
+
+
+def test_unsupported_kinds_are_listed_and_are_not_problems(tmp_path: Path) -> None:
+    definition(tmp_path, "good")
+    write_tree(tmp_path, {
+        "amd64/legacy.def": "Bootstrap: docker\nFrom: debian:12\n",
+        "amd64/env.yaml": "spack:\n  specs: [zlib]\n",
+        "amd64/envdir/spack.yaml": "spack:\n  specs: [hdf5]\n",
+        "amd64/sing/sing.def": "Bootstrap: docker\nFrom: debian:12\n",
+    })
+    catalog = load_catalog(tmp_path)
+    assert catalog.problems == {}
+    assert sorted(catalog.images) == ["amd64/good"]
+    found = {(u.name, u.arch, u.kind, u.source.relative_to(tmp_path).as_posix()) for u in catalog.unsupported}
+    assert found == {
+        ("legacy", "amd64", "singularity", "amd64/legacy.def"),
+        ("env", "amd64", "spack", "amd64/env.yaml"),
+        ("envdir", "amd64", "spack", "amd64/envdir/spack.yaml"),
+        ("sing", "amd64", "singularity", "amd64/sing/sing.def"),
+    }
+    assert all("not built by this release" in u.reason for u in catalog.unsupported)
+
+
+# -- problems as text ------------------------------------------------------------------------
+
+
+def test_problem_reads_as_one_line() -> None:
+    problem = Problem(Path("/defs/amd64/a/container.yaml"), "tests[0].slurm.time",
+                      "'x' is not a Slurm time limit", "use HH:MM:SS")
+    assert str(problem) == ("/defs/amd64/a/container.yaml: tests[0].slurm.time: "
+                            "'x' is not a Slurm time limit; use HH:MM:SS")
+    assert str(Problem(Path("/d/x86"), "", "is wrong", "move it")) == "/d/x86: is wrong; move it"
