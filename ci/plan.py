@@ -163,7 +163,7 @@ def image_digest(spec: ImageSpec, parent_digests: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def test_digest(spec: ImageSpec) -> str:
+def tests_digest(spec: ImageSpec) -> str:
     """SHA-256 over the test declarations and scripts: tests change without rebuilding the image."""
     digest = hashlib.sha256()
     for test in spec.tests:
@@ -299,7 +299,7 @@ def make_plan(
             if key not in selected and action is not Action.SKIP:
                 reason = f"{reason} (needed by a selected image)"
         plan.images[key] = PlannedImage(
-            spec=spec, digest=digest, test_digest=test_digest(spec), tag=tag, parents=parents,
+            spec=spec, digest=digest, test_digest=tests_digest(spec), tag=tag, parents=parents,
             action=action, reason=reason, selected=key in selected, site_state=site_states[key],
             needs_site=needs_site[key], site_reason=site_reasons[key],
         )

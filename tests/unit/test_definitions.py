@@ -66,13 +66,13 @@ def test_example_variants_share_the_definition_and_differ_in_build_args(examples
 
 def test_example_tools_composes_fragments_dockerfile_then_files(examples) -> None:
     spec = examples.images["amd64/tools-minimal"]
-    assert spec.fragments == (EXAMPLES / "common/header.docker", EXAMPLES / "common/apt-cleanup.docker")
+    assert spec.fragments == (EXAMPLES / "common/header.docker", EXAMPLES / "common/site-env.docker")
     text = spec.composed_dockerfile()
     header = text.index("FROM ${BASE_IMAGE}")
-    cleanup = text.index("RUN apt-get clean")
+    site_env = text.index("ENV SITE_NAME=containers-ci")
     own = text.index("ARG EXTRA_PACKAGES")
     copy = text.index("COPY files/profile.sh /etc/profile.d/containers-ci.sh")
-    assert header < cleanup < own < copy
+    assert header < site_env < own < copy
     assert text.endswith("COPY files/profile.sh /etc/profile.d/containers-ci.sh\n")
 
 
