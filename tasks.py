@@ -69,26 +69,118 @@ def build(c, definitions=None, profile=None, only=None, arch=None, jobs=None, fo
     _finish(report, json)
 
 
-@task(iterable=["only"], help={
+SITE_HELP = {
     **COMMON_HELP,
+    "site_root": "Root folder of the HPC site (default: ci.site.root; locally ~/.local/share/containers-ci/site).",
+    "run": "Run id whose steps to continue (default: a new run).",
+    "retry_failed": "Also redo images whose digest is in failed/.",
+    "force": "Redo every step of the selected images, even for tested digests.",
+}
+
+
+def _site_settings(c: Any, definitions: str | None, profile: str | None, arch: str | None,
+                   site_root: str | None) -> Any:
+    return settings_from(c, profile=profile, definitions=definitions, arch=names(arch) or None, site_root=site_root)
+
+
+def _steps(c: Any, steps: tuple[str, ...], definitions: str | None, profile: str | None, only: Any, arch: str | None,
+           site_root: str | None, run: str | None, force: bool, retry_failed: bool, json: bool) -> None:
+    settings = _site_settings(c, definitions, profile, arch, site_root)
+    report = api.run_pipeline(settings, only=names(only), steps=steps, force=force, retry_failed=retry_failed,
+                              run_id=run, console=stderr)
+    _finish(report, json)
+
+
+@task(iterable=["only"], help={
+    **{k: v for k, v in SITE_HELP.items() if k != "run"},
     "jobs": "How many images build at once (default: ci.limits.build = 2).",
-    "force": "Redo every step of the selected images.",
     "no_cache": "Build without Docker's layer cache.",
+    "resume": "Continue the run with this id after a crash, without redoing its finished steps.",
 })
 @explained
-def build_all(c, definitions=None, profile=None, only=None, arch=None, jobs=None, force=False, no_cache=False,  # type: ignore[no-untyped-def]
-              json=False):
-    """The whole chain for every selected definition: plan, then build.
+def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root=None, jobs=None, force=False,  # type: ignore[no-untyped-def]
+              retry_failed=False, no_cache=False, resume=None, json=False):
+    """The whole chain: plan, build, transfer, convert, test as batch jobs, promote, report.
 
-    With the local profile this creates the local Debian base image first when it is missing,
-    so the bundled examples build on a machine that cannot reach any registry.
+    Pipelined: an image moves to its next step as soon as its inputs are ready, within the
+    limits of ci.limits (builds, transfers, conversions, jobs in flight). Images already in
+    tested/ are skipped, those in failed/ too unless --retry-failed. The local profile creates
+    the local Debian base image first when it is missing. Exits non-zero if anything failed.
     """
-    settings = _settings(c, definitions, profile, arch)
+    settings = _site_settings(c, definitions, profile, arch, site_root)
     if settings.profile == "local":
         stderr.print(base_image.ensure_base_image(api.docker_engine(settings), settings.base_image), highlight=False)
-    report = api.build(settings, only=names(only), jobs=int(jobs) if jobs is not None else None, force=force,
-                       no_cache=no_cache, console=stderr)
+    with api.build_environment(settings, say=lambda text: stderr.print(text, highlight=False)) as settings:
+        report = api.run_pipeline(settings, only=names(only), jobs=int(jobs) if jobs is not None else None,
+                                  force=force, retry_failed=retry_failed, no_cache=no_cache, resume=resume,
+                                  console=stderr)
     _finish(report, json)
+
+
+@task(iterable=["only"], help=SITE_HELP)
+@explained
+def push(c, definitions=None, profile=None, only=None, arch=None, site_root=None, run=None, force=False,  # type: ignore[no-untyped-def]
+         retry_failed=False, json=False):
+    """Transfer step: push built images to the site's registry and stage their tests.
+
+    Only layers the registry lacks are sent (through an SSH tunnel for a remote site).
+    """
+    _steps(c, ("transfer",), definitions, profile, only, arch, site_root, run, force, retry_failed, json)
+
+
+@task(iterable=["only"], help=SITE_HELP)
+@explained
+def validate(c, definitions=None, profile=None, only=None, arch=None, site_root=None, run=None, force=False,  # type: ignore[no-untyped-def]
+             retry_failed=False, json=False):
+    """Wait for a run's test jobs, judge them, promote to tested/ or failed/, and report.
+
+    Jobs already submitted for the run are adopted by name, never submitted twice. Writes
+    report.json, junit.xml and summary.md to the run folder (and $GITHUB_STEP_SUMMARY).
+    """
+    _steps(c, ("test", "promote"), definitions, profile, only, arch, site_root, run, force, retry_failed, json)
+
+
+@task(help={"site_root": SITE_HELP["site_root"], "profile": COMMON_HELP["profile"],
+            "days": "Remove staging folders older than this many days (default: ci.site.staging_days = 7).",
+            "dry_run": "Only list what would be cancelled and removed."})
+@explained
+def cleanup(c, profile=None, site_root=None, days=None, dry_run=False):  # type: ignore[no-untyped-def]
+    """Cancel dangling test jobs of earlier runs and remove old staging folders on the site."""
+    settings = _site_settings(c, None, profile, None, site_root)
+    for line in api.cleanup(settings, days=float(days) if days is not None else None, dry_run=dry_run):
+        stdout.print(line, highlight=False)
+
+
+@task(iterable=["only"], help=SITE_HELP)
+@explained
+def site_convert(c, definitions=None, profile=None, only=None, arch=None, site_root=None, run=None, force=False,  # type: ignore[no-untyped-def]
+                 retry_failed=False, json=False):
+    """Convert step: make the HPC image files (.sif / .sqfs) from the site's registry.
+
+    Uses ci.site.engine (apptainer, singularity, charliecloud, docker, or auto) and the squashfs
+    compressor of ci.site.compression; an image file already converted is not made again.
+    """
+    _steps(c, ("convert",), definitions, profile, only, arch, site_root, run, force, retry_failed, json)
+
+
+@task(iterable=["only"], help=SITE_HELP)
+@explained
+def site_test(c, definitions=None, profile=None, only=None, arch=None, site_root=None, run=None, force=False,  # type: ignore[no-untyped-def]
+              retry_failed=False, json=False):
+    """Test step: run each image's tests as batch jobs (Slurm, or directly) and judge them.
+
+    Job names are <prefix>-<run-id>-<image>-<test>; logs land in the run's staging folder.
+    """
+    _steps(c, ("test",), definitions, profile, only, arch, site_root, run, force, retry_failed, json)
+
+
+@task(help={"site_root": SITE_HELP["site_root"], "profile": COMMON_HELP["profile"]})
+@explained
+def site_unlock(c, profile=None, site_root=None):  # type: ignore[no-untyped-def]
+    """Remove the site lock after you checked that the run holding it is gone."""
+    settings = _site_settings(c, None, profile, None, site_root)
+    owner = api.open_site(settings).force_unlock()
+    stdout.print(f"removed the lock of {owner.describe()}" if owner else "the site was not locked", highlight=False)
 
 
 def _finish(report: Any, json: bool) -> None:
@@ -115,11 +207,12 @@ def base_image_task(c, force=False, profile=None):  # type: ignore[no-untyped-de
 @task
 @explained
 def up(c):  # type: ignore[no-untyped-def]
-    """Install (from Debian) and start what the local profile needs: the Docker engine.
+    """Install (from Debian) and start the local services: Docker, sshd, Slurm, registry, Charliecloud.
 
     Idempotent: a service that already answers is left alone. Needs root to install.
+    sshd listens on 127.0.0.1:2222 only, with a throw-away key, for the SSH code paths.
     """
-    for line in local.up([local.DOCKER], say=lambda text: stderr.print(text)):
+    for line in local.up(local.ALL_SERVICES, say=lambda text: stderr.print(text)):
         stdout.print(line)
 
 
@@ -127,5 +220,132 @@ local_tasks = Collection("local")
 local_tasks.add_task(up, name="up", default=True)
 local_tasks.add_task(base_image_task, name="base-image")
 
-ns = Collection(plan, build, build_all)
+site_tasks = Collection("site")
+site_tasks.add_task(site_convert, name="convert")
+site_tasks.add_task(site_test, name="test")
+site_tasks.add_task(site_unlock, name="unlock")
+
+ns = Collection(plan, build, build_all, push, validate, cleanup)
 ns.add_collection(local_tasks)
+ns.add_collection(site_tasks)
+
+
+# --- build VM (OpenStack) ---
+# `inv vm.start`, `vm.prepare`, `vm.status`, `vm.teardown` are the steps build-all chains on a
+# profile with ci.vm.enabled (cpouta); run them one by one to debug a step on the VM by hand.
+
+from ci import openstack_image, vm  # noqa: E402  (kept with the tasks that use it)
+
+VM_HELP = {
+    "profile": "Configuration profile from invoke.yaml (default: ci.profile); ci.vm of that profile applies.",
+    "cloud": "clouds.yaml entry (default: ci.vm.cloud, else $OS_CLOUD, else the OS_* variables).",
+    "name": "Server name (default: ci.vm.name = containers-ci-build).",
+}
+
+
+def _say(text: str) -> None:
+    stderr.print(text, highlight=False, markup=False)
+
+
+def _vm_overrides(cloud: str | None, name: str | None, **more: Any) -> dict[str, Any]:
+    return {"cloud": cloud, "name": name, **more}
+
+
+@task(help={**VM_HELP, "json": COMMON_HELP["json"],
+            "image": "Image (name or id) for a new server (default: ci.vm.image, else $OS_MY_IMAGE).",
+            "flavor": "Flavor for a new server (default: ci.vm.flavor, else $OS_MY_FLAVOUR, else hpc.5.64core)."})
+@explained
+def vm_start(c, profile=None, cloud=None, name=None, image=None, flavor=None, json=False):  # type: ignore[no-untyped-def]
+    """Create the build VM, or find it again: server, key pair, security group, volume, floating IP.
+
+    Idempotent: whatever exists is reused and only what is missing is created (a server in
+    ERROR is reported, not replaced: `inv vm.teardown` first). Waits until the server is
+    ACTIVE and then until SSH accepts ci.vm.ssh_key, each with a deadline (ci.vm.timeouts).
+    Credentials: a clouds.yaml entry or the OS_* variables (see secrets.example/README.md).
+    By hand: `openstack server show <name>`, `openstack console log show <name>`.
+    Next step: `inv vm.prepare`.
+    """
+    settings = settings_from(c, profile=profile)
+    overrides = _vm_overrides(cloud, name, image=image, flavor=flavor)
+    info = vm.start(settings, _say, **overrides)
+    if json:
+        emit_json(info.as_dict())
+        return
+    for line in vm.describe(settings, info, **overrides):
+        stdout.print(line, highlight=False, markup=False)
+
+
+@task(help={**VM_HELP,
+            "address": "SSH to this address instead of asking the cloud (e.g. 127.0.0.1 for a loopback VM).",
+            "device": "The volume's block device on the VM, when /dev/disk/by-id cannot tell (default: ci.vm.device)."})
+@explained
+def vm_prepare(c, profile=None, cloud=None, name=None, address=None, device=None):  # type: ignore[no-untyped-def]
+    """Run ci/vm/prepare-vm on the build VM over SSH, then check its Docker answers from here.
+
+    prepare-vm (copied to ~/.containers-ci/prepare-vm, run as root through sudo) mounts the
+    volume at ci.vm.mount_point (formatting it only when it has no file system), points
+    /var/lib/docker to it, restarts Docker and waits until it answers. Idempotent: a second
+    run only checks. By hand on the VM: `sudo sh ~/.containers-ci/prepare-vm --help`.
+    Then the VM's engine is DOCKER_HOST=ssh://<user>@<address> (see `inv vm.status`).
+    """
+    settings = settings_from(c, profile=profile)
+    for line in vm.prepare(settings, _say, address=address, device=device, **_vm_overrides(cloud, name)):
+        stdout.print(line, highlight=False, markup=False)
+
+
+@task(help={**VM_HELP, "json": COMMON_HELP["json"]})
+@explained
+def vm_status(c, profile=None, cloud=None, name=None, json=False):  # type: ignore[no-untyped-def]
+    """Show the build VM as the cloud sees it: server, address, volume, and how to reach it."""
+    settings = settings_from(c, profile=profile)
+    overrides = _vm_overrides(cloud, name)
+    info = vm.status(settings, **overrides)
+    if json:
+        emit_json(info.as_dict())
+        return
+    for line in vm.describe(settings, info, **overrides):
+        stdout.print(line, highlight=False, markup=False)
+
+
+@task(help=VM_HELP)
+@explained
+def vm_teardown(c, profile=None, cloud=None, name=None):  # type: ignore[no-untyped-def]
+    """Delete the build VM and wait until it is gone; release its floating IP; keep the volume.
+
+    Idempotent: with nothing to delete it says so and succeeds. Only a server carrying our
+    mark (metadata managed-by=containers-ci) is ever deleted. build-all runs this on every
+    way out of a run on a VM profile: success, failure, exception, Ctrl-C and SIGTERM.
+    """
+    settings = settings_from(c, profile=profile)
+    for line in vm.teardown(settings, _say, **_vm_overrides(cloud, name)):
+        stdout.print(line, highlight=False, markup=False)
+
+
+@task(help={"profile": COMMON_HELP["profile"], "force": "Build even if an image with the same digest exists.",
+            "push": "Push after building (default: when ci.registry_prefix names a registry).",
+            "no_push": "Never push, even with a registry configured."})
+@explained
+def openstack_image_task(c, profile=None, force=False, push=False, no_push=False):  # type: ignore[no-untyped-def]
+    """Build the OpenStack helper image (ci/openstack/Dockerfile) when its inputs changed.
+
+    The image holds the OpenStack client and this project, for CI jobs that run `inv vm.*`.
+    Its tag and label carry the digest of the staged context (Dockerfile, the package, extra
+    CA certificates) and the build arguments, so an unchanged image is not rebuilt. Builds
+    FROM the local base image by default (ci.openstack_image.base_image), so no registry is
+    needed. Usage: docker run --rm -it --env-file secrets/openrc.env <tag> openstack server list
+    """
+    settings = settings_from(c, profile=profile)
+    result = openstack_image.ensure_helper_image(api.docker_engine(settings), settings, force=force,
+                                                 push=False if no_push else (True if push else None), say=_say)
+    stdout.print(result.describe(), highlight=False, markup=False)
+
+
+vm_tasks = Collection("vm")
+vm_tasks.add_task(vm_start, name="start")
+vm_tasks.add_task(vm_prepare, name="prepare")
+vm_tasks.add_task(vm_status, name="status", default=True)
+vm_tasks.add_task(vm_teardown, name="teardown")
+openstack_tasks = Collection("openstack")
+openstack_tasks.add_task(openstack_image_task, name="image")
+ns.add_collection(vm_tasks)
+ns.add_collection(openstack_tasks)

@@ -24,7 +24,8 @@ class Measurement:
         return None if self.target is None else self.value <= self.target
 
     def line(self) -> str:
-        target = "" if self.target is None else f" (target <= {self.target:g} {self.unit}: {'met' if self.met else 'MISSED'})"
+        verdict = "met" if self.met else "MISSED"
+        target = "" if self.target is None else f" (target <= {self.target:g} {self.unit}: {verdict})"
         note = f"  [{self.note}]" if self.note else ""
         return f"{self.name:<48} {self.value:10.3f} {self.unit}{target}{note}"
 

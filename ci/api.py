@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Console
 
+from ci import vm
 from ci.build import BuildStep
 from ci.config import Settings
 from ci.definitions import Catalog, load_catalog
 from ci.docker import DockerEngine
 from ci.errors import CIError
+from ci.hosts import Host, LocalHost, SSHHost
+from ci.jobwatch import JobWatcher
 from ci.pipeline import Executor, Step, Work
 from ci.plan import Action, Plan, make_plan
 from ci.progress import ProgressPrinter
 from ci.report import RunReport, build_report, publish_step_summary, to_json, to_junit, to_markdown
 from ci.runs import RunFolder
+from ci.site import Site, owner_is_dead
+from ci.transfer import Registry
 
 
 def catalog(settings: Settings) -> Catalog:
@@ -30,6 +37,7 @@ def catalog(settings: Settings) -> Catalog:
 
 
 def docker_engine(settings: Settings) -> DockerEngine:
+    settings = vm.remote_settings(settings)  # the running build VM's engine when ci.vm.enabled
     return DockerEngine(client_call=[settings.docker_client] if settings.docker_client != "auto" else None,
                         host=settings.docker_host, buildkit=settings.buildkit)
 
@@ -98,3 +106,148 @@ def write_reports(run: RunFolder, report: RunReport) -> None:
     markdown = to_markdown(report)
     run.write("summary.md", markdown)
     publish_step_summary(markdown)
+
+
+# ------------------------------------------------------------------------------------------------
+# The full chain: build, transfer, convert, test, promote
+# ------------------------------------------------------------------------------------------------
+
+SITE_STEPS = ("build", "transfer", "convert", "test", "promote")
+
+
+def site_host(settings: Settings) -> Host:
+    return SSHHost(settings.site.ssh) if settings.site.ssh is not None else LocalHost()
+
+
+def open_site(settings: Settings, host: Host | None = None) -> Site:
+    site = Site(host or site_host(settings), settings.site.root)
+    site.ensure_layout()
+    return site
+
+
+def _previous_steps(run: RunFolder) -> dict[str, dict[str, dict[str, Any]]]:
+    """Data of the steps an earlier attempt of this run finished, by image key and step."""
+    done: dict[str, dict[str, dict[str, Any]]] = {}
+    for event in run.events():
+        if event.get("state") == "done" and event.get("step"):
+            done.setdefault(event["image"], {})[event["step"]] = event.get("data") or {}
+    return done
+
+
+def _resumable_run(site: Site) -> str | None:
+    """The run id of a crashed run on this machine that still holds the site lock, if any."""
+    owner = site.read_lock()
+    if owner is not None and owner_is_dead(owner):
+        return owner.run_id
+    return None
+
+
+def run_pipeline(settings: Settings, *, only: Sequence[str] = (), steps: Sequence[str] = SITE_STEPS,
+                 jobs: int | None = None, force: bool = False, retry_failed: bool = False, no_cache: bool = False,
+                 resume: str | None = None, run_id: str | None = None, console: Console | None = None) -> RunReport:
+    """Run the chosen steps of every image that needs them, pipelined, under the site lock.
+
+    `resume` continues a run that crashed (its finished steps are not redone); without it, a
+    crashed run of this machine that still holds the site lock is resumed and said so.
+    """
+    console = console or Console(stderr=True)
+    engine = docker_engine(settings)
+    engine.ping()
+    host = site_host(settings)
+    try:
+        site = open_site(settings, host)
+        if resume is None and run_id is None:
+            resume = _resumable_run(site)
+            if resume is not None:
+                console.print(f"[yellow]run {resume} crashed while holding the site lock; resuming it[/]")
+        the_plan = make_plan(catalog(settings), only=only, inventory=engine, force=force,
+                             registry_prefix=settings.registry_prefix, site=site.listing(),
+                             retry_failed=retry_failed)
+        run = RunFolder(settings.state_dir / "runs", resume or run_id)
+        previous = _previous_steps(run) if resume or run_id else {}
+        with site.locked(run.run_id, resume=resume is not None):
+            return _execute(settings, the_plan, run, site, engine, previous, steps, jobs, no_cache, console)
+    finally:
+        host.close()
+
+
+def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, engine: DockerEngine,
+             previous: dict[str, dict[str, dict[str, Any]]], steps: Sequence[str], jobs: int | None,
+             no_cache: bool, console: Console) -> RunReport:
+    from ci.engines import select_engine
+    from ci.schedulers import select_scheduler
+    from ci.stages import ImageChain, SiteServices
+
+    started = time.time()
+    stage_root = settings.state_dir / "stage" / run.run_id
+    registry = Registry(settings.site.registry, engine, site.host)
+    engine_backend = select_engine(settings.site.engine, site.host, compression=settings.site.compression)
+    scheduler = select_scheduler(settings.site.scheduler, site.host)
+    watcher = JobWatcher(scheduler.poll, interval=settings.site.poll_interval,
+                         on_error=lambda exc: console.print(f"[yellow]status query failed, retrying:[/] {exc}"))
+    work_count = sum(1 for image in the_plan.images.values() if the_plan.has_work(image))
+    console.print(f"run {run.run_id}: {len(the_plan.images)} images planned, {work_count} with work "
+                  f"(site {site.host.name}:{site.root}, engine {engine_backend.name}, scheduler {scheduler.name})",
+                  highlight=False)
+    with registry.reachable(), watcher:
+        services = SiteServices(site=site, registry=registry, engine=engine_backend, scheduler=scheduler,
+                                watcher=watcher, job_prefix=settings.site.job_prefix, account=settings.site.account,
+                                partition=settings.site.partition)
+        works = []
+        for image in the_plan.images.values():
+            build_step = None
+            if image.action is not Action.SKIP:
+                parent_tags = {the_plan.images[p].name: the_plan.images[p].tag for p in image.parents}
+                build_step = BuildStep(engine, image, parent_tags, stage_root, run.log_path(image.name, "build"),
+                                       no_cache)
+            chain = ImageChain(image, run, services, build_step, previous.get(image.key, {}))
+            chosen = [step for step in chain.steps() if step.name in steps]
+            if chosen:
+                works.append(Work(key=image.key, steps=chosen, parents=[
+                    p for p in image.parents if the_plan.images[p].action is not Action.SKIP and "build" in steps]))
+        limits = dict(settings.limits)
+        if jobs is not None:
+            limits["build"] = jobs
+        executor = Executor(limits, [ProgressPrinter(console, len(works)), run.record])
+        try:
+            outcomes = executor.run(works)
+        finally:
+            shutil.rmtree(stage_root, ignore_errors=True)
+    report = build_report(run.run_id, settings.profile, the_plan, outcomes, started)
+    write_reports(run, report)
+    for name in ("report.json", "junit.xml", "summary.md"):
+        site.host.put(run.path / name, site.path("runs", run.run_id, name))
+    return report
+
+
+def cleanup(settings: Settings, *, days: float | None = None, dry_run: bool = False) -> list[str]:
+    """Cancel test jobs of runs that no longer hold the site, and remove old staging folders."""
+    from ci.schedulers import select_scheduler
+
+    host = site_host(settings)
+    try:
+        site = open_site(settings, host)
+        owner = site.read_lock()
+        active = owner.run_id if owner is not None and not owner_is_dead(owner) else None
+        scheduler = select_scheduler(settings.site.scheduler, host)
+        prefix = f"{settings.site.job_prefix}-"
+        dangling = [job for job in scheduler.find(prefix) if active is None or f"-{active}-" not in job.name]
+        lines = [f"{'would cancel' if dry_run else 'cancelled'} job {job.job_id} ({job.name})" for job in dangling]
+        if dangling and not dry_run:
+            scheduler.cancel([job.job_id for job in dangling])
+        keep = {active} if active else set()
+        age = settings.site.staging_days if days is None else days
+        if dry_run:
+            lines.append(f"would remove staging folders older than {age:g} days (except the active run)")
+        else:
+            removed = site.clean_staging(age, keep=keep)
+            lines += [f"removed {path}" for path in removed]
+        return lines or ["nothing to clean"]
+    finally:
+        host.close()
+
+
+def build_environment(settings: Settings, say: Callable[[str], None]) -> AbstractContextManager[Settings]:
+    """The settings a run builds with: unchanged, or (ci.vm.enabled, e.g. profile cpouta) those of a fresh
+    build VM, started and prepared on entry and torn down on every way out (see ci/vm.py)."""
+    return vm.for_run(settings, say)

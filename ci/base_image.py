@@ -38,7 +38,8 @@ def ensure_base_image(engine: DockerEngine, settings: BaseImageSettings, *, forc
                                     check=False)
         if result.returncode != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-            raise CIError(f"debootstrap {settings.suite} from {settings.mirror} failed (exit {result.returncode}):\n{tail}")
+            raise CIError(f"debootstrap {settings.suite} from {settings.mirror} failed "
+                          f"(exit {result.returncode}):\n{tail}")
         tarball = Path(scratch) / "rootfs.tar"
         subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(tarball), "."], check=True)
         engine.import_rootfs(tarball, settings.tag, changes=['CMD ["/bin/bash"]', "ENV LANG=C.UTF-8"])

@@ -51,7 +51,8 @@ def explained(function: F) -> F:
             return function(*args, **kwargs)
         except DefinitionError as exc:
             count = len(exc.problems)
-            stderr.print(f"[bold red]{count} problem{'s' if count != 1 else ''} in the definitions; nothing was built:[/]")
+            plural = "s" if count != 1 else ""
+            stderr.print(f"[bold red]{count} problem{plural} in the definitions; nothing was built:[/]")
             for problem in exc.problems:
                 stderr.print(f"  {problem}", highlight=False, markup=False)
             raise Exit(code=2) from None

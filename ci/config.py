@@ -49,7 +49,7 @@ class SiteSettings:
 
     root: str
     ssh: SSHSettings | None = None
-    registry: RegistrySettings = RegistrySettings()
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
     engine: str = "auto"  # apptainer, singularity, charliecloud, docker, or auto
     scheduler: str = "auto"  # slurm, direct, or auto (slurm when sbatch answers on the site host)
     account: str | None = None
@@ -76,7 +76,8 @@ def _site_settings(data: Mapping[str, Any], site_root: str | None) -> SiteSettin
         allowed = set(SSHSettings.__dataclass_fields__)
         extra = sorted(set(ssh_raw) - allowed)
         if extra:
-            raise ConfigError(f"ci.site.ssh has unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(f"ci.site.ssh has unknown key(s) {', '.join(extra)}; "
+                              f"allowed: {', '.join(sorted(allowed))}")
         ssh = SSHSettings(**ssh_raw)
     registry_raw = raw.pop("registry", None) or {}
     try:
@@ -151,7 +152,8 @@ def load_settings(
     chosen = profile or os.environ.get("CI_PROFILE") or data.get("profile") or "local"
     if chosen not in profiles:
         known = ", ".join(sorted(profiles)) or "none"
-        raise ConfigError(f"unknown profile '{chosen}'; choose one of: {known} (profiles live under ci.profiles in invoke.yaml)")
+        raise ConfigError(f"unknown profile '{chosen}'; choose one of: {known} "
+                          "(profiles live under ci.profiles in invoke.yaml)")
     data = deep_merge(data, profiles[chosen] or {})
     overrides = dict(overrides or {})
     site_root = overrides.pop("site_root", None)
@@ -189,7 +191,8 @@ def load_settings(
     try:
         base_image = BaseImageSettings(**{k: tuple(v) if k == "include" else v for k, v in base.items()})
     except TypeError as exc:
-        raise ConfigError(f"ci.base_image has an unknown key ({exc}); allowed: tag, suite, mirror, variant, include") from None
+        raise ConfigError(f"ci.base_image has an unknown key ({exc}); "
+                          "allowed: tag, suite, mirror, variant, include") from None
     registry_prefix = str(data.get("registry_prefix") or "")
     if registry_prefix and not registry_prefix.endswith("/"):
         registry_prefix += "/"

@@ -371,7 +371,8 @@ def _load_docker_definition(catalog: Catalog, arch: str, folder: Path) -> None:
     check = _Checker(catalog, key, metadata_path if metadata_path.is_file() else folder)
     if not NAME_PATTERN.match(name):
         check.problem("", f"'{name}' is not a valid image name",
-                      "rename the folder to lower-case letters, digits, '.', '_' or '-', starting with a letter or digit")
+                      "rename the folder to lower-case letters, digits, '.', '_' or '-', "
+                      "starting with a letter or digit")
     meta = _read_metadata(check, metadata_path)
 
     version = check.string(meta["version"], "version") if "version" in meta else "latest"
@@ -417,7 +418,8 @@ def _load_docker_definition(catalog: Catalog, arch: str, folder: Path) -> None:
             continue
         refs = parse_from_references(text, spec.build_args)
         if not refs:
-            check.problem("Dockerfile", "has no FROM instruction", "start the Dockerfile (or its first fragment) with FROM")
+            check.problem("Dockerfile", "has no FROM instruction",
+                          "start the Dockerfile (or its first fragment) with FROM")
             continue
         catalog.images[image_key] = ImageSpec(**{**spec.__dict__, "from_references": tuple(refs)})
 
@@ -467,7 +469,8 @@ def _files(check: _Checker, folder: Path, value: Any) -> list[FileCopy]:
             check.problem(field_name, f"source '{source}' does not exist", f"create {folder / source} or fix the path")
             continue
         if not PurePosixPath(target).is_absolute():
-            check.problem(field_name, f"target '{target}' is not an absolute path", "write the target as /path/in/image")
+            check.problem(field_name, f"target '{target}' is not an absolute path",
+                          "write the target as /path/in/image")
             continue
         if PurePosixPath(source).parts[0] == TESTS_FOLDER:
             check.problem(field_name, f"source '{source}' is in tests/, which is not part of the build context",
@@ -632,7 +635,8 @@ def _metric(check: _Checker, name: str, value: Any, field_name: str) -> MetricCh
         return None
     entry = check.mapping(value, field_name, _METRIC_KEYS)
     if "regex" not in entry:
-        check.problem(f"{field_name}.regex", "is missing", "give a regular expression with one group capturing the number")
+        check.problem(f"{field_name}.regex", "is missing",
+                      "give a regular expression with one group capturing the number")
         return None
     regex = check.string(entry["regex"], f"{field_name}.regex", allow_numbers=False)
     if regex is None:

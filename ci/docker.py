@@ -125,7 +125,8 @@ class DockerEngine:
                 return self._build_buildx(request, log)
             return self._build_classic(request, log)
         except DockerException as exc:
-            raise BuildError(f"docker build of {request.name} failed (exit {exc.return_code}); see {log.name}") from None
+            raise BuildError(f"docker build of {request.name} failed (exit {exc.return_code}); "
+                             f"see {log.name}") from None
 
     def _build_buildx(self, request: BuildRequest, log: IO[str]) -> str:
         lines = self.client.buildx.build(
@@ -141,7 +142,7 @@ class DockerEngine:
     def _build_classic(self, request: BuildRequest, log: IO[str]) -> str:
         with tempfile.TemporaryDirectory(prefix="ci-iid-") as scratch:
             iidfile = Path(scratch) / "iid"
-            command = self.client.client_config.docker_cmd + ["build", "--iidfile", str(iidfile)]
+            command = [*self.client.client_config.docker_cmd, "build", "--iidfile", str(iidfile)]
             command += ["--file", str(request.dockerfile), "--tag", request.tag]
             for name, value in request.build_args.items():
                 command += ["--build-arg", f"{name}={value}"]

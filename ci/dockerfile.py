@@ -10,7 +10,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-_FROM = re.compile(r"^(?P<indent>\s*)FROM(?P<flags>(\s+--\S+)*)\s+(?P<image>\S+)(?P<rest>(\s+AS\s+(?P<alias>\S+))?\s*)$",
+_FROM = re.compile(r"^(?P<indent>\s*)FROM(?P<flags>(\s+--\S+)*)\s+(?P<image>\S+)"
+                   r"(?P<rest>(\s+AS\s+(?P<alias>\S+))?\s*)$",
                    re.IGNORECASE)
 _ARG = re.compile(r"^\s*ARG\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)(=(?P<value>.*))?\s*$", re.IGNORECASE)
 _VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[-+])(?P<word>[^}]*))?\}|"

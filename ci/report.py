@@ -66,7 +66,8 @@ class RunReport:
         return counts
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok, "counts": self.counts(), "elapsed": round(self.finished - self.started, 3)}
+        elapsed = round(self.finished - self.started, 3)
+        return {**asdict(self), "ok": self.ok, "counts": self.counts(), "elapsed": elapsed}
 
 
 def build_report(run_id: str, profile: str, plan: Plan, outcomes: dict[str, ImageOutcome],

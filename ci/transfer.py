@@ -8,6 +8,7 @@ same registry the site's engine pulls from. Registry credentials go to `docker l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -92,7 +93,7 @@ class Registry:
         push_ref = f"{self.push_address}/{name}:{tag}"
         self.engine.tag(local_tag, push_ref)
         pushed = existing = 0
-        command = self.engine.client.client_config.docker_cmd + ["push", push_ref]
+        command = [*self.engine.client.client_config.docker_cmd, "push", push_ref]
         try:
             for _, raw in stream_stdout_and_stderr(command):
                 line = raw.decode(errors="replace")
@@ -108,9 +109,7 @@ class Registry:
         finally:
             log.flush()
             if push_ref != local_tag:
-                try:
+                with contextlib.suppress(DockerException):
                     self.engine.client.image.remove(push_ref)  # only the extra tag; layers stay
-                except DockerException:
-                    pass
         return PushResult(reference=site_reference(self.settings, name, tag), pushed_layers=pushed,
                           existing_layers=existing)
