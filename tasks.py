@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import Collection, task
+from invoke.collection import Collection
+from invoke.tasks import task
 from invoke.exceptions import Exit
 
 from ci import api, base_image, local
@@ -204,7 +205,7 @@ def base_image_task(c, force=False, profile=None):  # type: ignore[no-untyped-de
     stdout.print(base_image.ensure_base_image(api.docker_engine(settings), settings.base_image, force=force))
 
 
-@task
+@task()
 @explained
 def up(c):  # type: ignore[no-untyped-def]
     """Install (from Debian) and start the local services: Docker, sshd, Slurm, registry, Charliecloud.

@@ -189,7 +189,8 @@ def load_settings(
     docker = data.get("docker") or {}
     base = data.get("base_image") or {}
     try:
-        base_image = BaseImageSettings(**{k: tuple(v) if k == "include" else v for k, v in base.items()})
+        values: dict[str, Any] = {k: tuple(v) if k == "include" else v for k, v in base.items()}
+        base_image = BaseImageSettings(**values)
     except TypeError as exc:
         raise ConfigError(f"ci.base_image has an unknown key ({exc}); "
                           "allowed: tag, suite, mirror, variant, include") from None
