@@ -1,0 +1,516 @@
+"""The build VM's lifecycle: start (cloud.py), prepare over SSH, remote Docker, guaranteed teardown.
+
+    start     find or create server, key pair, security group, volume, floating IP; wait for
+              ACTIVE, then for SSH to answer with our key (a probe with a deadline, never a sleep)
+    prepare   copy ci/vm/prepare-vm to the VM and run it as root: volume mounted, /var/lib/docker
+              on it, Docker restarted and answering; then check Docker answers over SSH from here
+    build     the pipeline's Docker engine is the VM's, reached as DOCKER_HOST=ssh://user@address
+    teardown  delete the server (waiting until it is gone), release the floating IP, keep the volume
+
+`build_vm()` chains them for `inv build-all --profile cpouta` and tears down on every way out:
+success, failure, exception, Ctrl-C and SIGTERM (a CI job being cancelled).
+
+Remote Docker over SSH: the docker CLI runs the system `ssh` to reach the VM and takes no SSH
+options of its own, and OpenSSH reads ~/.ssh/config from the passwd home (not $HOME). So each VM
+gets a folder `<state>/vm/<name>/` with an `ssh_config` (our key, a private known_hosts, batch
+mode, connection sharing), `bin/ssh` (runs /usr/bin/ssh -F that config) and `bin/docker` (the
+real client with bin/ first on PATH). The pipeline's engine uses `bin/docker`; by hand:
+
+    DOCKER_HOST=ssh://ubuntu@<address> <state>/vm/<name>/bin/docker ps
+
+A key with a passphrase (CI_SSH_KEY_PASSPHRASE) is loaded into a private ssh-agent through
+SSH_ASKPASS, so the passphrase travels in the environment of our own children only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ci.cloud import BuildVMCloud, Say, VMConfig, VMInfo, open_cloud, vm_config, wait_until
+from ci.config import Settings
+from ci.errors import CIError, CloudError
+from ci.hosts import SSHHost, SSHSettings
+
+PREPARE_SCRIPT = Path(__file__).resolve().parent / "vm" / "prepare-vm"
+REMOTE_SCRIPT = ".containers-ci/prepare-vm"  # relative to the SSH user's home on the VM
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def config_from(settings: Settings, **overrides: Any) -> VMConfig:
+    """`ci.vm` of the chosen profile, with task flags on top."""
+    return vm_config(settings.section("vm"), settings.project_dir, **overrides)
+
+
+def state_dir(settings: Settings, config: VMConfig) -> Path:
+    return settings.state_dir / "vm" / config.name
+
+
+def ssh_settings(config: VMConfig, address: str) -> SSHSettings:
+    return SSHSettings(host=address, user=config.ssh_user, port=config.ssh_port,
+                       key_filename=str(config.ssh_key), connect_timeout=20.0)
+
+
+def docker_host_url(config: VMConfig, address: str) -> str:
+    port = f":{config.ssh_port}" if config.ssh_port != 22 else ""
+    return f"ssh://{config.ssh_user}@{address}{port}"
+
+
+# --------------------------------------------------------------------------------------------
+# readiness: SSH answers, then accepts our key
+# --------------------------------------------------------------------------------------------
+
+def ssh_banner(address: str, port: int, timeout: float = 5.0) -> bool:
+    """True when something on address:port greets like an SSH server."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(4) == b"SSH-"
+    except OSError:
+        return False
+
+
+def wait_for_ssh(config: VMConfig, address: str, say: Say = _quiet) -> float:
+    """Wait until sshd answers and accepts our key; return the seconds it took."""
+    started = time.monotonic()
+    timeout = config.timeouts.ssh
+    say(f"waiting for SSH on {address}:{config.ssh_port} (at most {timeout:.0f}s)")
+    if not wait_until(lambda: ssh_banner(address, config.ssh_port), timeout, config.poll_interval):
+        raise CloudError(f"no SSH server answered on {address}:{config.ssh_port} within {timeout:.0f}s; "
+                         f"check that security group {config.security_group} allows port 22 from here "
+                         f"(ci.vm.ssh_cidr), and the console log "
+                         f"(`openstack console log show {config.name}`)")
+    last_error = ""
+
+    def login() -> bool:
+        nonlocal last_error
+        host = SSHHost(ssh_settings(config, address))
+        try:
+            host.run(["true"], timeout=30)
+            return True
+        except CIError as exc:
+            last_error = str(exc)
+            return False
+        finally:
+            host.close()
+
+    remaining = max(timeout - (time.monotonic() - started), config.poll_interval)
+    if not wait_until(login, remaining, config.poll_interval):
+        raise CloudError(f"SSH on {address}:{config.ssh_port} does not accept {config.ssh_user} with key "
+                         f"{config.ssh_key} after {timeout:.0f}s ({last_error}); check ci.vm.ssh_user for "
+                         f"this image and that key pair {config.key_name} holds {config.public_key}")
+    return time.monotonic() - started
+
+
+# --------------------------------------------------------------------------------------------
+# remote Docker over SSH
+# --------------------------------------------------------------------------------------------
+
+class RemoteDocker:
+    """The docker CLI set up to reach the VM's engine over SSH with our key and known_hosts."""
+
+    def __init__(self, settings: Settings, config: VMConfig, address: str,
+                 env: Mapping[str, str] | None = None):
+        from ci.docker import find_docker_client
+
+        self.config = config
+        self.address = address
+        self.url = docker_host_url(config, address)
+        self.folder = state_dir(settings, config)
+        self.bin = self.folder / "bin"
+        self.real_client = find_docker_client(settings.docker_client)[0]
+        self._env = os.environ if env is None else env
+        self._agent: subprocess.Popen[bytes] | None = None
+        self._closed = False
+        self._write_files()
+
+    @property
+    def client(self) -> str:
+        return str(self.bin / "docker")
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.folder / "ssh_config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.folder / "known_hosts"
+
+    def _control_dir(self) -> Path | None:
+        """A short, private folder for connection-sharing sockets (unix socket paths are limited)."""
+        folder = Path(tempfile.gettempdir()) / f"containers-ci-ssh-{os.getuid()}"
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            info = folder.stat()
+        except OSError:
+            return None
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            return None
+        return folder
+
+    def _write_files(self) -> None:
+        self.bin.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+        lines = [
+            "# Written by containers-ci (ci/vm.py) for the docker CLI's SSH connections to the build VM.",
+            "Host *",
+            f"  IdentityFile {self.config.ssh_key}",
+            "  IdentitiesOnly yes",
+            "  BatchMode yes",
+            "  StrictHostKeyChecking accept-new",
+            f"  UserKnownHostsFile {self.known_hosts}",
+            "  ConnectTimeout 20",
+            "  ServerAliveInterval 30",
+            "  LogLevel ERROR",
+        ]
+        control = self._control_dir()
+        if control is not None:
+            lines += [f"  ControlPath {control}/%C", "  ControlMaster auto", "  ControlPersist 120"]
+        self.ssh_config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        agent = f"SSH_AUTH_SOCK={shlex.quote(str(self._agent_socket))}; export SSH_AUTH_SOCK\n" \
+            if self._wants_agent() else ""
+        config = shlex.quote(str(self.ssh_config))
+        self._script(self.bin / "ssh", f"{agent}exec /usr/bin/ssh -F {config} \"$@\"\n")
+        self._script(self.bin / "docker", f"PATH={shlex.quote(str(self.bin))}:$PATH; export PATH\n"
+                                          f"exec {shlex.quote(self.real_client)} \"$@\"\n")
+
+    @staticmethod
+    def _script(path: Path, body: str) -> None:
+        text = "#!/bin/sh\n# Written by containers-ci (ci/vm.py): see the module's docstring.\n" + body
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(text, encoding="utf-8")
+        os.chmod(temporary, 0o700)
+        os.replace(temporary, path)
+
+    # ---- a key with a passphrase ---------------------------------------------------------------
+    @property
+    def _agent_socket(self) -> Path:
+        return self.folder / "agent.sock"
+
+    def _wants_agent(self) -> bool:
+        return bool(self._env.get(SSHSettings.passphrase_env))
+
+    def _start_agent(self) -> None:
+        if not self._wants_agent() or self._agent is not None:
+            return
+        sock = self._agent_socket
+        sock.unlink(missing_ok=True)
+        self._agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       start_new_session=True)
+        atexit.register(self.close)
+        if not wait_until(sock.exists, 10, 0.05):
+            raise CloudError("ssh-agent did not start; load the key into your own agent "
+                             "(SSH_AUTH_SOCK) instead")
+        askpass = self.folder / "askpass"
+        self._script(askpass, f"printf '%s\\n' \"${SSHSettings.passphrase_env}\"\n")
+        env = {**self._env, "SSH_AUTH_SOCK": str(sock), "SSH_ASKPASS": str(askpass),
+               "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": self._env.get("DISPLAY", ":0")}
+        result = subprocess.run(["ssh-add", "-q", "-t", "43200", str(self.config.ssh_key)], env=env,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+                                check=False)
+        if result.returncode != 0:
+            raise CloudError(f"could not load {self.config.ssh_key} into ssh-agent: "
+                             f"{result.stderr.strip() or 'exit ' + str(result.returncode)}; check "
+                             f"{SSHSettings.passphrase_env}")
+
+    # ---- use -----------------------------------------------------------------------------------
+    def apply(self, settings: Settings) -> Settings:
+        """The settings whose Docker engine is the VM's."""
+        self._start_agent()
+        return dataclasses.replace(settings, docker_host=self.url, docker_client=self.client)
+
+    def ping(self, timeout: float = 120.0) -> str:
+        """Docker's server version over SSH; retried briefly (a new docker group needs a new session)."""
+        self._start_agent()
+        env = {**self._env, "DOCKER_HOST": self.url}
+        last = ""
+
+        def answers() -> bool:
+            nonlocal last
+            try:
+                result = subprocess.run([self.client, "version", "--format", "{{.Server.Version}}"], env=env,
+                                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                                        check=False)
+            except subprocess.TimeoutExpired:
+                last = "timed out"
+                return False
+            last = (result.stdout.strip() if result.returncode == 0 else "") or \
+                (result.stderr.strip().splitlines() or ["no answer"])[-1]
+            return result.returncode == 0
+
+        if not wait_until(answers, timeout, min(self.config.poll_interval, 2.0)):
+            raise CloudError(f"the VM's Docker engine does not answer over SSH ({self.url}): {last}; try "
+                             f"`DOCKER_HOST={self.url} {self.client} version`")
+        return last
+
+    def reset_known_hosts(self) -> None:
+        """A new server behind a reused address has a new host key: forget the old one."""
+        self.known_hosts.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._control_dir() is not None:
+            subprocess.run(["/usr/bin/ssh", "-F", str(self.ssh_config), "-O", "exit",
+                            "-p", str(self.config.ssh_port), f"{self.config.ssh_user}@{self.address}"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=15, check=False)
+        if self._agent is not None:
+            self._agent.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._agent.wait(timeout=5)
+            self._agent_socket.unlink(missing_ok=True)
+            self._agent = None
+
+
+# --------------------------------------------------------------------------------------------
+# the steps, each usable alone (inv vm.start / vm.prepare / vm.teardown / vm.status)
+# --------------------------------------------------------------------------------------------
+
+def start(settings: Settings, say: Say = _quiet, *, vm_cloud: BuildVMCloud | None = None,
+          info: VMInfo | None = None, **overrides: Any) -> VMInfo:
+    """Find or create the VM and everything it needs; return once SSH accepts our key."""
+    config = vm_cloud.config if vm_cloud is not None else config_from(settings, **overrides)
+    vm_cloud = vm_cloud or open_cloud(config, say)
+    info = info or VMInfo(name=config.name)
+    vm_cloud.start(info)
+    if info.address is None:
+        raise CloudError(f"server {config.name} has no floating IP; check ci.vm.floating_ip_pool")
+    if info.created:
+        RemoteDocker(settings, config, info.address).reset_known_hosts()
+    info.notes.append(f"SSH answered after {wait_for_ssh(config, info.address, say):.0f}s")
+    return info
+
+
+def prepare_command(config: VMConfig, info: VMInfo, device: str | None = None) -> list[str]:
+    """The prepare-vm command line: the volume (by id, else the device), our settings, extra args."""
+    command = ["sh", REMOTE_SCRIPT, "--mount-point", config.mount_point, "--docker-user", config.ssh_user,
+               "--timeout", str(int(min(config.timeouts.prepare, 600)))]
+    if info.volume_id:
+        command += ["--volume-id", info.volume_id]
+    device = device or config.device or info.volume_device
+    if device:
+        command += ["--device", device]
+    command += list(config.prepare_args)
+    if config.ssh_user != "root":
+        command = ["sudo", "-n", *command]
+    return command
+
+
+def prepare_host(config: VMConfig, host: Any, info: VMInfo, say: Say = _quiet,
+                 device: str | None = None) -> list[str]:
+    """Copy prepare-vm to the VM and run it; return its report lines."""
+    say(f"running prepare-vm on {host.name}")
+    host.put(PREPARE_SCRIPT, REMOTE_SCRIPT)
+    command = prepare_command(config, info, device)
+    result = host.run(command, timeout=config.timeouts.prepare, check=False)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    if not result.ok:
+        tail = " / ".join(lines[-4:]) or f"exit {result.returncode}"
+        raise CloudError(f"prepare-vm failed on {host.name} (exit {result.returncode}): {tail}; to debug, "
+                         f"run it by hand: ssh -i {config.ssh_key} -p {config.ssh_port} {host.name} "
+                         f"{shlex.join(command)}")
+    return lines
+
+
+def locate(settings: Settings, say: Say = _quiet, *, address: str | None = None, **overrides: Any) -> VMInfo:
+    """The running VM as the cloud sees it (or as given: --address skips the cloud)."""
+    config = config_from(settings, **overrides)
+    if address:
+        return VMInfo(name=config.name, status="given", address=address)
+    info = open_cloud(config, say).status()
+    if info.server_id is None:
+        raise CloudError(f"no server {config.name}: run `inv vm.start` first (or `inv build-all`, which "
+                         "does it all)")
+    if info.status != "ACTIVE" or not info.address:
+        raise CloudError(f"server {config.name} is {info.status} with address {info.address or 'none'}; "
+                         "`inv vm.start` finishes what is missing")
+    return info
+
+
+def prepare(settings: Settings, say: Say = _quiet, *, info: VMInfo | None = None, address: str | None = None,
+            device: str | None = None, **overrides: Any) -> list[str]:
+    """Run prepare-vm on the VM, then check that its Docker answers over SSH from here."""
+    config = config_from(settings, **overrides)
+    info = info or locate(settings, say, address=address, **overrides)
+    assert info.address is not None
+    host = SSHHost(ssh_settings(config, info.address))
+    try:
+        lines = prepare_host(config, host, info, say, device)
+    finally:
+        host.close()
+    remote = RemoteDocker(settings, config, info.address)
+    try:
+        version = remote.ping(timeout=min(config.timeouts.ssh, 120))
+    finally:
+        remote.close()
+    return [*lines, f"Docker {version} answers over SSH: DOCKER_HOST={remote.url} {remote.client} ..."]
+
+
+def teardown(settings: Settings, say: Say = _quiet, *, vm_cloud: BuildVMCloud | None = None,
+             **overrides: Any) -> list[str]:
+    """Delete the server and release its floating IP; the volume stays. A no-op when nothing exists."""
+    config = vm_cloud.config if vm_cloud is not None else config_from(settings, **overrides)
+    vm_cloud = vm_cloud or open_cloud(config, say)
+    lines = vm_cloud.teardown()
+    (state_dir(settings, config) / "known_hosts").unlink(missing_ok=True)
+    return lines
+
+
+def status(settings: Settings, **overrides: Any) -> VMInfo:
+    config = config_from(settings, **overrides)
+    return open_cloud(config).status()
+
+
+def describe(settings: Settings, info: VMInfo, **overrides: Any) -> list[str]:
+    """What a person needs to reach the VM by hand, one line each."""
+    config = config_from(settings, **overrides)
+    if info.server_id is None:
+        return [f"server {config.name}: none"] + ([f"volume {config.volume}: {info.volume_status} (kept)"]
+                                                   if info.volume_id else [f"volume {config.volume}: none"])
+    lines = [f"server {config.name}: {info.status} ({info.server_id})",
+             f"address: {info.address or 'no floating IP'}" + (f" (fixed {info.fixed_address})"
+                                                                if info.fixed_address else "")]
+    if info.volume_id:
+        lines.append(f"volume {config.volume}: {info.volume_status}"
+                     + (f" as {info.volume_device}" if info.volume_device else ""))
+    if info.address:
+        port = f" -p {config.ssh_port}" if config.ssh_port != 22 else ""
+        folder = state_dir(settings, config)
+        lines.append(f"ssh: ssh -i {config.ssh_key}{port} {config.ssh_user}@{info.address}")
+        lines.append(f"docker: DOCKER_HOST={docker_host_url(config, info.address)} {folder / 'bin' / 'docker'} "
+                     "info   (after `inv vm.prepare`)")
+    return lines + info.notes
+
+
+def remote_settings(settings: Settings, say: Say = _quiet) -> Settings:
+    """Settings whose Docker engine is the running build VM's, when the profile builds on a VM.
+
+    A no-op unless ci.vm.enabled is true and no Docker host is set already (build_vm sets one).
+    """
+    if settings.docker_host:
+        return settings
+    config = config_from(settings)
+    if not config.enabled:
+        return settings
+    info = locate(settings, say)
+    assert info.address is not None
+    return RemoteDocker(settings, config, info.address).apply(settings)
+
+
+# --------------------------------------------------------------------------------------------
+# the whole lifecycle around a build, with teardown on every way out
+# --------------------------------------------------------------------------------------------
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job) arrives as this, so every `finally` runs as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _signals(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """Install `handler` for SIGINT/SIGTERM while inside; a no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for number in previous:
+            signal.signal(number, handler)
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def _raise_on_term(number: int, frame: FrameType | None) -> None:
+    if number == signal.SIGTERM:
+        raise Terminated("terminated (SIGTERM)")
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def build_vm(settings: Settings, say: Say = _quiet, **overrides: Any) -> Iterator[Settings]:
+    """start -> prepare -> yield settings whose Docker engine is the VM's -> ALWAYS teardown.
+
+    The teardown runs whatever happens inside or before the `yield` (a failed step, an exception,
+    Ctrl-C, SIGTERM); a second Ctrl-C during teardown is noted and ignored. When the body failed,
+    a failing teardown is reported through `say` and the body's exception propagates; when the
+    body succeeded, a failing teardown raises CloudError.
+    """
+    config = config_from(settings, **overrides)
+    cloud: BuildVMCloud | None = None
+    remote: RemoteDocker | None = None
+    failed = False
+    with _signals(_raise_on_term):
+        try:
+            cloud = open_cloud(config, say)
+            info = VMInfo(name=config.name)
+            start(settings, say, vm_cloud=cloud, info=info)
+            assert info.address is not None
+            say(f"VM {config.name} is up at {info.address}")
+            for line in prepare(settings, say, info=info, **overrides):
+                say(line)
+            remote = RemoteDocker(settings, config, info.address)
+            yield remote.apply(settings)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            _guarded_teardown(settings, config, cloud, remote, say, failed)
+
+
+def _guarded_teardown(settings: Settings, config: VMConfig, cloud: BuildVMCloud | None,
+                      remote: RemoteDocker | None, say: Say, failed: bool) -> None:
+    def note(number: int, frame: FrameType | None) -> None:
+        say("tearing the build VM down first; it takes a moment (the server must not be left running)")
+
+    with _signals(note):
+        if remote is not None:
+            with contextlib.suppress(Exception):
+                remote.close()
+        if cloud is None:
+            say("no connection to the cloud was made, so there is nothing to tear down")
+            return
+        say(f"tearing down the build VM {config.name}")
+        try:
+            for line in teardown(settings, say, vm_cloud=cloud):
+                say(line)
+        except Exception as exc:
+            message = (f"teardown of the build VM {config.name} failed: {exc}; delete it with "
+                       "`inv vm.teardown` (or `openstack server delete`) so it does not keep running")
+            if failed:
+                say(message)
+                return
+            raise CloudError(message) from None
+
+
+@contextlib.contextmanager
+def for_run(settings: Settings, say: Say = _quiet) -> Iterator[Settings]:
+    """The settings a run builds with: unchanged, or with ci.vm.enabled a fresh build VM's engine.
+
+    `build_vm` around the run when the profile builds on a VM (and no Docker host is pinned);
+    otherwise a no-op, so a front end can always wrap its run in it.
+    """
+    if settings.docker_host or not config_from(settings).enabled:
+        yield settings
+        return
+    with build_vm(settings, say) as vm_settings:
+        yield vm_settings
