@@ -226,6 +226,11 @@ def _translate(exc: BaseException, action: str, config: VMConfig) -> CloudError:
 
     if isinstance(exc, CloudError):
         return exc
+    while isinstance(exc, os_exc.SDKException) and not isinstance(exc, os_exc.HttpException):
+        inner = exc.__cause__ or exc.__context__  # authorize() wraps keystoneauth's own errors
+        if not isinstance(inner, ks_exc.ClientException):
+            break
+        exc = inner
     if isinstance(exc, ks_exc.Unauthorized) or getattr(exc, "status_code", None) == 401:
         return CloudError(
             f"{action}: OpenStack refused the credentials (HTTP 401) at {_auth_url(config)}; check the "

@@ -147,6 +147,7 @@ def ensure_helper_image(engine: DockerEngine, settings: Settings, *, force: bool
             _build(engine, context, tag, digest, build_args, config.network, result.log)
             result.action = "built"
         engine.tag(tag, latest)
+        _untag_older(engine, config.repository, keep=(tag, latest))
     should_push = push if push is not None else (config.push if config.push is not None
                                                  else bool(settings.registry_prefix))
     if should_push:
@@ -158,6 +159,18 @@ def ensure_helper_image(engine: DockerEngine, settings: Settings, *, force: bool
                              "(`docker login`)?") from None
         result.pushed = True
     return result
+
+
+def _untag_older(engine: DockerEngine, repository: str, keep: tuple[str, ...]) -> None:
+    """Drop the local tags of earlier helper builds, so they do not pile up (the registry keeps them)."""
+    older = [reference for image in engine.client.image.list(filters=[("label", HELPER_DIGEST_LABEL)])
+             for reference in image.repo_tags or []
+             if reference.rsplit(":", 1)[0] == repository and reference not in keep]
+    for reference in older:
+        try:
+            engine.client.image.remove(reference)
+        except DockerException:
+            continue  # still used by a container: leave it
 
 
 def _has_digest(engine: DockerEngine, tag: str, digest: str) -> bool:

@@ -319,7 +319,9 @@ def prepare_host(config: VMConfig, host: Any, info: VMInfo, say: Say = _quiet,
                  device: str | None = None) -> list[str]:
     """Copy prepare-vm to the VM and run it; return its report lines."""
     say(f"running prepare-vm on {host.name}")
-    host.put(PREPARE_SCRIPT, REMOTE_SCRIPT)
+    upload = f"{REMOTE_SCRIPT}.{os.getpid()}-{time.monotonic_ns()}"
+    host.put(PREPARE_SCRIPT, upload)
+    host.run(["mv", "-f", upload, REMOTE_SCRIPT])  # atomic: a prepare-vm still running keeps its copy
     command = prepare_command(config, info, device)
     result = host.run(command, timeout=config.timeouts.prepare, check=False)
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]

@@ -155,9 +155,9 @@ class Cloud:
 
     def _add_security_group(self, name: str, description: str) -> dict[str, Any]:
         group_id = str(uuid.uuid4())
-        group = {"id": group_id, "name": name, "description": description, "tenant_id": PROJECT_ID,
-                 "project_id": PROJECT_ID, "stateful": True, "tags": [], "created_at": now_iso(),
-                 "updated_at": now_iso(), "revision_number": 1, "security_group_rules": []}
+        group: dict[str, Any] = {"id": group_id, "name": name, "description": description, "tenant_id": PROJECT_ID,
+                                 "project_id": PROJECT_ID, "stateful": True, "tags": [], "created_at": now_iso(),
+                                 "updated_at": now_iso(), "revision_number": 1, "security_group_rules": []}
         for ethertype in ("IPv4", "IPv6"):
             group["security_group_rules"].append(self._rule(group_id, {"direction": "egress", "ethertype": ethertype}))
         self.security_groups[group_id] = group
@@ -236,8 +236,10 @@ class Cloud:
 class Handler(BaseHTTPRequestHandler):
     server: EmulatorServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body in one segment: no 40 ms delayed-ACK stalls
+    wbufsize = 1 << 16
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
 
@@ -331,7 +333,8 @@ class Emulator:
         return self.cloud.faults
 
     def start(self) -> Emulator:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="cloud-emulator", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="cloud-emulator", daemon=True)
         self._thread.start()
         return self
 
@@ -485,7 +488,8 @@ class Emulator:
             method = "application_credential"
         elif methods == ["password"]:
             user = (identity.get("password") or {}).get("user") or {}
-            if user.get("name", user.get("id")) not in (USERNAME, USER_ID) or user.get("password") != self.cloud.password:
+            known_user = user.get("name", user.get("id")) in (USERNAME, USER_ID)
+            if not known_user or user.get("password") != self.cloud.password:
                 raise unauthorized
             method = "password"
         else:
@@ -597,9 +601,10 @@ class Emulator:
         match = re.fullmatch(r"/servers/([^/]+)(/.*)?", path)
         if match:
             server_id, sub = match.group(1), match.group(2) or ""
-            server = cloud.servers.get(server_id)
-            if server is None:
+            the_server = cloud.servers.get(server_id)
+            if the_server is None:
                 raise nova_error(404, f"Instance {server_id} could not be found.")
+            server = the_server
             if sub == "" and method == "GET":
                 return 200, {"server": cloud.server_view(server)}, headers
             if sub == "" and method == "DELETE":
@@ -693,7 +698,7 @@ class Emulator:
             cloud.ports[port_id] = {
                 "id": port_id, "name": "", "network_id": network_id, "device_id": server_id,
                 "device_owner": "compute:nova", "status": "ACTIVE", "admin_state_up": True,
-                "mac_address": "fa:16:3e:%02x:%02x:%02x" % tuple(uuid.uuid4().bytes[:3]),
+                "mac_address": "fa:16:3e:" + ":".join(f"{b:02x}" for b in uuid.uuid4().bytes[:3]),
                 "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": f"{prefix}.{10 + len(cloud.ports)}"}],
                 "security_groups": [g["id"] for g in groups], "tenant_id": PROJECT_ID, "project_id": PROJECT_ID,
                 "tags": [], "description": "", "binding:vnic_type": "normal"}
@@ -872,7 +877,7 @@ class Emulator:
                                         f"allowed gigabytes quota. Requested {size}G, quota is 100G and 0G has "
                                         "been consumed.")
             volume_id = str(uuid.uuid4())
-            volume = {"id": volume_id, "name": spec.get("name"), "description": spec.get("description"),
+            volume: dict[str, Any] = {"id": volume_id, "name": spec.get("name"), "description": spec.get("description"),
                       "size": size, "status": "creating", "attachments": [], "bootable": "false",
                       "volume_type": spec.get("volume_type") or "standard", "availability_zone": "nova",
                       "metadata": spec.get("metadata") or {}, "multiattach": False, "encrypted": False,
@@ -884,17 +889,17 @@ class Emulator:
             return 202, {"volume": copy.deepcopy(volume)}, headers
         match = re.fullmatch(r"/volumes/([^/]+)", path)
         if match:
-            volume = cloud.volumes.get(match.group(1))
-            if volume is None:
+            the_volume = cloud.volumes.get(match.group(1))
+            if the_volume is None:
                 raise cinder_error(404, f"Volume {match.group(1)} could not be found.")
             if method == "GET":
-                return 200, {"volume": copy.deepcopy(volume)}, headers
+                return 200, {"volume": copy.deepcopy(the_volume)}, headers
             if method == "DELETE":
-                if volume["attachments"]:
+                if the_volume["attachments"]:
                     raise cinder_error(400, "Invalid volume: Volume status must be available or error or "
                                             "error_restoring or error_extending or error_managing and must not be "
                                             "migrating, attached, belong to a group, have snapshots or be "
                                             "disassociated from snapshots after volume transfer.")
-                del cloud.volumes[volume["id"]]
+                del cloud.volumes[the_volume["id"]]
                 return 202, None, headers
         raise cinder_error(404, f"The resource could not be found: {method} {path}")
