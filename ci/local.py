@@ -153,3 +153,219 @@ def start_sshd() -> None:
 
 
 SSHD = Service("sshd", ("openssh-server", "openssh-client"), ("sshd", "ssh-keygen"), sshd_ready, start_sshd)
+
+
+# --------------------------------------------------------------------------------------------
+# MUNGE + one-node Slurm: the scheduler of the local default (DESIGN.md section 5)
+# --------------------------------------------------------------------------------------------
+
+SLURM_CONF = Path("/etc/slurm/slurm.conf")
+SLURM_MARKER = "# written by containers-ci (ci/local.py); `inv local.up` rewrites it"
+SLURM_PARTITION = "debug"
+SLURM_JOBCOMP_LOG = LOG_DIR / "slurm-jobcomp.log"
+
+
+def munge_ready() -> bool:
+    return _quiet(["sh", "-c", "munge -n | unmunge >/dev/null"])
+
+
+def start_munge() -> None:
+    """munged runs as the munge user, with its socket folder in /run (a tmpfs: gone after reboot)."""
+    run_dir = Path("/run/munge")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = Path("/etc/munge/munge.key")
+    if not key.exists():
+        subprocess.run(["mungekey", "--create", "--keyfile", str(key)], check=True, capture_output=True)
+    for path in (run_dir, key, Path("/var/lib/munge"), Path("/var/log/munge")):
+        if path.exists():
+            shutil.chown(path, "munge", "munge")
+    key.chmod(0o400)
+    _spawn(["runuser", "-u", "munge", "--", "/usr/sbin/munged", "--foreground", "--force"], "munged.log")
+
+
+MUNGE = Service("munge", ("munge",), ("munged", "munge", "unmunge"), munge_ready, start_munge)
+
+
+def _node_states() -> list[str]:
+    try:
+        result = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return result.stdout.split() if result.returncode == 0 else []
+
+
+def slurm_ready() -> bool:
+    """slurmd runs, the controller answers, and the node takes jobs (idle, or busy with some)."""
+    if not _pid_alive(Path("/run/slurmd.pid")):
+        return False  # slurmctld would go on calling the node idle for SlurmdTimeout
+    states = _node_states()
+    return bool(states) and all(state.rstrip("*~#!%$@^-") in ("idle", "mix", "alloc", "comp") and
+                                not state.endswith("*") for state in states)
+
+
+def slurm_conf(node_line: str, hostname: str) -> str:
+    """slurm.conf for one node: root runs everything, no cgroups, no accounting database.
+
+    `slurmd -C` gives the node's real CPUs and memory. Job completion logging (jobcomp/filetxt)
+    lets `sacct -c` answer for jobs that left slurmctld's memory; KillWait=5 makes cancelled and
+    timed-out jobs end within seconds.
+    """
+    fields = dict(item.split("=", 1) for item in node_line.split() if "=" in item)
+    memory = int(fields.get("RealMemory", "1024"))
+    fields["RealMemory"] = str(max(1, memory * 95 // 100))  # leave room: more than the node has drains it
+    node = " ".join(f"{key}={value}" for key, value in fields.items() if key not in ("UpTime",))
+    return "\n".join([
+        SLURM_MARKER,
+        "ClusterName=containers-ci",
+        f"SlurmctldHost={hostname}(127.0.0.1)",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        "AuthType=auth/munge",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "MpiDefault=none",
+        "SchedulerType=sched/backfill",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core",
+        "ReturnToService=2",
+        "StateSaveLocation=/var/spool/slurmctld",
+        "SlurmdSpoolDir=/var/spool/slurmd",
+        "SlurmctldPidFile=/run/slurmctld.pid",
+        "SlurmdPidFile=/run/slurmd.pid",
+        f"SlurmctldLogFile={LOG_DIR / 'slurmctld.log'}",
+        f"SlurmdLogFile={LOG_DIR / 'slurmd.log'}",
+        "AccountingStorageType=accounting_storage/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "JobCompType=jobcomp/filetxt",
+        f"JobCompLoc={SLURM_JOBCOMP_LOG}",
+        "MinJobAge=300",
+        "KillWait=5",
+        "InactiveLimit=0",
+        f"{node} NodeAddr=127.0.0.1 State=UNKNOWN",
+        f"PartitionName={SLURM_PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+        "",
+    ])
+
+
+def _write_slurm_conf() -> bool:
+    """Write slurm.conf if it differs; never overwrite one we did not write. True if it changed."""
+    detected = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout
+    node_line = next((line for line in detected.splitlines() if line.startswith("NodeName=")), "")
+    if not node_line:
+        raise CIError(f"`slurmd -C` printed no NodeName line: {detected.strip()}")
+    hostname = node_line.split()[0].split("=", 1)[1]
+    text = slurm_conf(node_line, hostname)
+    if SLURM_CONF.exists():
+        current = SLURM_CONF.read_text(encoding="utf-8")
+        if current == text:
+            return False
+        if not current.startswith(SLURM_MARKER):
+            raise CIError(f"{SLURM_CONF} exists and was not written by containers-ci; move it away "
+                          "(or run a Slurm of your own and skip `inv local.up`)")
+    SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
+    SLURM_CONF.write_text(text, encoding="utf-8")
+    return True
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return Path(f"/proc/{pid}").exists()
+
+
+def start_slurm() -> None:
+    """slurmctld, then slurmd; a node left DOWN by an earlier stop is resumed."""
+    if not munge_ready():
+        raise CIError("MUNGE does not answer, and Slurm authenticates with it; start munge first")
+    changed = _write_slurm_conf()
+    for folder in (Path("/var/spool/slurmctld"), Path("/var/spool/slurmd"), LOG_DIR):
+        folder.mkdir(parents=True, exist_ok=True)
+    if changed and _quiet(["scontrol", "ping"]):
+        _quiet(["scontrol", "reconfigure"])
+    if not _quiet(["scontrol", "ping"]):
+        _spawn(["slurmctld", "-D"], "slurmctld-start.log")
+        wait_until(lambda: _quiet(["scontrol", "ping"]), 30, "slurmctld")
+    if not _pid_alive(Path("/run/slurmd.pid")):
+        _spawn(["slurmd", "-D"], "slurmd-start.log")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = _node_states()
+        if states and not any(state.endswith("*") for state in states):  # "*": slurmd not heard from yet
+            if any(state.startswith(("down", "drain", "drng", "fail")) for state in states):
+                _quiet(["scontrol", "update", "NodeName=ALL", "State=RESUME"])
+            return
+        time.sleep(0.5)
+
+
+SLURM = Service("slurm", ("slurm-wlm", "slurm-client", "munge"), ("slurmctld", "slurmd", "sbatch", "squeue"),
+                slurm_ready, start_slurm, timeout=90.0)
+
+
+# --------------------------------------------------------------------------------------------
+# docker-registry on 127.0.0.1:5000 (plain http: dockerd treats 127.0.0.0/8 as insecure already)
+# --------------------------------------------------------------------------------------------
+
+REGISTRY_ADDRESS = "127.0.0.1:5000"
+REGISTRY_CONFIG = Path("/etc/containers-ci/registry/config.yml")
+REGISTRY_STORAGE = Path("/var/lib/docker-registry")
+
+
+def registry_ready() -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{REGISTRY_ADDRESS}/v2/", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_registry() -> None:
+    """Debian's distribution 2.8 with our own config: loopback only, no auth, deletes allowed.
+
+    (Debian's default config listens on every interface and points htpasswd at a folder.)
+    """
+    REGISTRY_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    REGISTRY_STORAGE.mkdir(parents=True, exist_ok=True)
+    REGISTRY_CONFIG.write_text(
+        "version: 0.1\n"
+        "log: {level: info, fields: {service: registry}}\n"
+        f"storage: {{filesystem: {{rootdirectory: {REGISTRY_STORAGE}}}, delete: {{enabled: true}}, "
+        "cache: {blobdescriptor: inmemory}}\n"
+        f"http: {{addr: '{REGISTRY_ADDRESS}', headers: {{X-Content-Type-Options: [nosniff]}}}}\n",
+        encoding="utf-8")
+    _spawn(["docker-registry", "serve", str(REGISTRY_CONFIG)], "registry.log")
+
+
+REGISTRY = Service("registry", ("docker-registry",), ("docker-registry",), registry_ready, start_registry)
+
+
+# --------------------------------------------------------------------------------------------
+# Charliecloud: the real HPC engine of the local default (nothing to start, only to install)
+# --------------------------------------------------------------------------------------------
+
+CHARLIECLOUD_PACKAGES = ("charliecloud", "python3-lark", "squashfs-tools", "squashfuse", "pigz")
+
+
+def charliecloud_ready() -> bool:
+    """Installed and usable: ch-run starts (it needs USER), Debian's python3 has lark for ch-image."""
+    binaries = ("ch-convert", "ch-run", "ch-image", "mksquashfs", "squashfuse", "pigz")
+    return (all(shutil.which(binary, path="/usr/bin:/bin:/usr/sbin") for binary in binaries)
+            and _quiet(["/usr/bin/python3", "-c", "import lark"])
+            and _quiet(["env", "USER=root", "ch-run", "--version"]))
+
+
+def start_charliecloud() -> None:
+    """Install what is missing (python3-lark and pigz are not pulled in by the binaries' check)."""
+    if not charliecloud_ready():
+        apt_install(CHARLIECLOUD_PACKAGES, lambda _text: None)
+
+
+CHARLIECLOUD = Service("charliecloud", CHARLIECLOUD_PACKAGES, ("ch-convert", "ch-run", "mksquashfs"),
+                       charliecloud_ready, start_charliecloud, timeout=30.0)
+
+# In dependency order: `inv local.up` ensures each in turn.
+ALL_SERVICES = (DOCKER, SSHD, MUNGE, SLURM, REGISTRY, CHARLIECLOUD)
