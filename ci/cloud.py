@@ -446,6 +446,10 @@ class BuildVMCloud:
                 fault = (getattr(server, "fault", None) or {}).get("message", "no fault message")
                 raise CloudError(f"server {config.name} ({server.id}) is in ERROR: {fault}; delete it with "
                                  "`inv vm.teardown`, then `inv vm.start` again")
+            flavor = (getattr(server, "flavor", None) or {}).get("original_name")
+            if flavor and flavor != config.flavor:
+                info.notes.append(f"server {config.name} exists with flavor {flavor}, not {config.flavor}: "
+                                  "`inv vm.teardown` first to change it")
             if server.status == "SHUTOFF":
                 with _step(f"starting server {config.name}", config):
                     self.conn.compute.start_server(server)
