@@ -20,6 +20,7 @@ from ci.build import BuildStep
 from ci.config import Settings
 from ci.definitions import Catalog, load_catalog
 from ci.docker import DockerEngine
+from ci.engines import select_engine
 from ci.errors import CIError
 from ci.hosts import Host, LocalHost, SSHHost
 from ci.jobwatch import JobWatcher
@@ -28,7 +29,9 @@ from ci.plan import Action, Plan, make_plan
 from ci.progress import ProgressPrinter
 from ci.report import RunReport, build_report, publish_step_summary, to_json, to_junit, to_markdown
 from ci.runs import RunFolder
+from ci.schedulers import select_scheduler
 from ci.site import Site, owner_is_dead
+from ci.stages import ImageChain, SiteServices
 from ci.transfer import Registry
 
 
@@ -174,9 +177,7 @@ def run_pipeline(settings: Settings, *, only: Sequence[str] = (), steps: Sequenc
 def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, engine: DockerEngine,
              previous: dict[str, dict[str, dict[str, Any]]], steps: Sequence[str], jobs: int | None,
              no_cache: bool, console: Console) -> RunReport:
-    from ci.engines import select_engine
     from ci.schedulers import select_scheduler
-    from ci.stages import ImageChain, SiteServices
 
     started = time.time()
     stage_root = settings.state_dir / "stage" / run.run_id
@@ -222,7 +223,6 @@ def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, eng
 
 def cleanup(settings: Settings, *, days: float | None = None, dry_run: bool = False) -> list[str]:
     """Cancel test jobs of runs that no longer hold the site, and remove old staging folders."""
-    from ci.schedulers import select_scheduler
 
     host = site_host(settings)
     try:
