@@ -415,7 +415,15 @@ def remote_settings(settings: Settings, say: Say = _quiet) -> Settings:
         return settings
     info = locate(settings, say)
     assert info.address is not None
-    return RemoteDocker(settings, config, info.address).apply(settings)
+    key = f"{state_dir(settings, config)} {info.address}"
+    remote = _REMOTES.get(key)
+    if remote is None or remote._closed:
+        remote = _REMOTES[key] = RemoteDocker(settings, config, info.address)
+        atexit.register(remote.close)  # no shared SSH connection or agent outlives this process
+    return remote.apply(settings)
+
+
+_REMOTES: dict[str, RemoteDocker] = {}
 
 
 # --------------------------------------------------------------------------------------------
