@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,8 +24,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
+# Outside a terminal (CI logs, pipes) rich would assume 80 columns and fold every table cell.
+_WIDTH = None if sys.stdout.isatty() else shutil.get_terminal_size((150, 40)).columns
+stdout = Console(soft_wrap=True, width=_WIDTH)
+stderr = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 
 
 def settings_from(context: Any, *, profile: str | None = None, **overrides: Any) -> Settings:

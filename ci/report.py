@@ -118,14 +118,33 @@ def to_json(report: RunReport) -> str:
     return json.dumps(report.as_dict(), indent=2, default=str)
 
 
+def _test_case(suite: ET.Element, image: ImageReport, test: dict[str, Any]) -> bool:
+    """One testcase per container test, with its metrics as properties; returns whether it failed."""
+    case = ET.SubElement(suite, "testcase", classname=image.name, name=f"test {test.get('name')}", time="0")
+    metrics = test.get("metrics") or []
+    if metrics:
+        properties = ET.SubElement(case, "properties")
+        for metric in metrics:
+            ET.SubElement(properties, "property", name=f"metric.{metric['name']}",
+                          value=f"{metric.get('value')} {metric.get('unit') or ''}".strip())
+    if test.get("output_tail"):
+        ET.SubElement(case, "system-out").text = str(test["output_tail"])
+    if not test.get("passed"):
+        reasons = "; ".join(test.get("reasons") or []) or "failed"
+        ET.SubElement(case, "failure", message=reasons[:500]).text = reasons
+        return True
+    return False
+
+
 def to_junit(report: RunReport) -> str:
-    """One testcase per image step (and per test, once tests run), as CI systems expect."""
+    """One testcase per image step and one per container test, as CI systems expect."""
     suite = ET.Element("testsuite", name=f"containers-ci {report.run_id}",
                        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(report.started)),
                        time=f"{report.finished - report.started:.3f}")
     tests = failures = skipped = 0
     for image in report.images:
-        steps = image.steps or [StepReport(name="build", state=image.state, duration=0.0, detail=image.reason)]
+        steps = image.steps or [StepReport(name="build", state=image.state, duration=0.0,
+                                           detail=image.detail or image.reason)]
         for step in steps:
             tests += 1
             case = ET.SubElement(suite, "testcase", classname=image.name, name=step.name, time=f"{step.duration:.3f}")
@@ -135,6 +154,9 @@ def to_junit(report: RunReport) -> str:
             elif step.state in ("skipped", "up to date"):
                 skipped += 1
                 ET.SubElement(case, "skipped", message=step.detail or image.reason)
+            for test in step.data.get("tests", []) if step.name == "test" else []:
+                tests += 1
+                failures += _test_case(suite, image, test)
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", "0")

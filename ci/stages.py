@@ -188,8 +188,12 @@ class ImageChain:
                   "test_digest": self.image.test_digest, "run_id": self.run.run_id, "verdict": verdict,
                   "tests": self.verdicts, "image_file": posixpath.basename(self.image_file)}
         path = site.promote(self.run.run_id, self.image.name, self.stem, verdict, result)
-        return self._result("promote", f"{verdict}/{self.image.name}/{self.stem}", failed=self.tests_failed,
-                            verdict=verdict, path=path)
+        passed = sum(1 for v in self.verdicts if v.get("passed"))
+        summary = f"{verdict}: {passed}/{len(self.verdicts)} tests passed"
+        failing = [f"{v['name']}: {'; '.join(v.get('reasons') or [])}" for v in self.verdicts if not v.get("passed")]
+        if failing:
+            summary += " (" + " | ".join(failing) + ")"
+        return self._result("promote", summary, failed=self.tests_failed, verdict=verdict, path=path)
 
     # ------------------------------------------------------------------ jobs
 
