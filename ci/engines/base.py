@@ -243,6 +243,18 @@ def with_secret_env(argv: Sequence[str], secrets: Mapping[str, str]) -> tuple[li
     return ["sh", "-c", SECRET_PROLOGUE, "sh", *argv], "".join(lines)
 
 
+def with_env(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """`env NAME=value ... argv`: non-secret variables as arguments, quoted once by the Host.
+
+    (A Host's own `env` goes through fabric's inline `export` on SSH hosts, which does not quote
+    values with spaces; ci.schedulers.base has the same helper for job submission.)
+    """
+    for name in env:
+        if not _ENV_NAME.match(name):
+            raise EngineError(f"'{name}' is not a valid environment variable name")
+    return ["env", *(f"{name}={value}" for name, value in env.items()), *argv] if env else list(argv)
+
+
 def with_path_prefix(argv: Sequence[str], prefix: str | None) -> list[str]:
     """Run `argv` with `prefix` in front of the host's PATH (expanded on the host, not here)."""
     if not prefix:
@@ -301,13 +313,12 @@ class BaseEngine:
         host.run(["mkdir", "-p", directory])
         self.cleanup(host, part)
         self.prepare(host, source, part)
-        argv = self.conversion_command(source, part)
+        argv = with_env(self.conversion_command(source, part), {**self.conversion_env(source), **(env or {})})
         stdin: str | None = None
         if credentials is not None:
             argv, stdin = with_secret_env(argv, self.secret_env(credentials))
         started = time.monotonic()
-        result = host.run(argv, env={**self.conversion_env(source), **(env or {})}, stdin=stdin, timeout=timeout,
-                          check=False)
+        result = host.run(argv, stdin=stdin, timeout=timeout, check=False)
         seconds = time.monotonic() - started
         log = result.stdout + result.stderr
         if not result.ok:

@@ -172,6 +172,18 @@ def job_name(prefix: str, run_id: str, image: str, test: str) -> str:
     return "-".join(_NAME_UNSAFE.sub("_", part) for part in (prefix, run_id, image, test) if part)
 
 
+def with_env(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """`env NAME=value ... argv`: the job's (non-secret) variables as arguments, quoted once by the
+    Host like any argument. (Passing them as a Host's `env` would put them through fabric's inline
+    `export` on SSH sites, which does not quote values with spaces.)"""
+    if not env:
+        return list(argv)
+    for name in env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SchedulerError(f"'{name}' is not a valid environment variable name (JobSpec.env)")
+    return ["env", *(f"{name}={value}" for name, value in env.items()), *argv]
+
+
 def time_limit_seconds(value: str) -> int | None:
     """Slurm's --time forms (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) in seconds; None = unlimited."""
     text = value.strip()

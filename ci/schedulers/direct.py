@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from ci.errors import CIError, SchedulerError
 from ci.hosts import Host
-from ci.schedulers.base import JobSpec, JobState, JobStatus
+from ci.schedulers.base import JobSpec, JobState, JobStatus, with_env
 
 # The wrapper around a job script: records the process id, enforces the time limit, writes the
 # exit status last (atomically), and marks why it was stopped when it was.
@@ -145,8 +145,8 @@ class DirectScheduler:
         self.host.write_text(posixpath.join(folder, "run"), WRAPPER, mode=0o755)
         self.host.write_text(posixpath.join(folder, "name"), job.name)
         limit = job.time_limit or 0
-        result = self.host.run(["sh", "-c", LAUNCH, "sh", folder, job.workdir, job.output, script, str(limit)],
-                               env=dict(job.env), check=False)
+        launch = ["sh", "-c", LAUNCH, "sh", folder, job.workdir, job.output, script, str(limit)]
+        result = self.host.run(with_env(launch, job.env), check=False)
         if not result.ok:
             raise SchedulerError(f"cannot start job {job.name} on {self.host.name}: {result.stderr.strip()}; "
                                  "check that `setsid` (util-linux) is installed there")

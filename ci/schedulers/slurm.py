@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from ci.definitions import SlurmResources
 from ci.errors import SchedulerError
 from ci.hosts import CommandResult, Host
-from ci.schedulers.base import JobSpec, JobState, JobStatus, decode_exit, normalise_state
+from ci.schedulers.base import JobSpec, JobState, JobStatus, decode_exit, normalise_state, with_env
 
 SQUEUE_FIELDS = ("JobID", "State", "Reason", "exit_code", "Name", "Comment")
 SQUEUE_FORMAT = ",".join(f"{name}:0|" for name in SQUEUE_FIELDS[:-1]) + f",{SQUEUE_FIELDS[-1]}:0"
@@ -174,7 +174,7 @@ class SlurmScheduler:
         argv = ["sbatch", "--parsable", *sbatch_options(job), script_path]
         delay = self.backoff
         for attempt in range(self.retries):
-            result = self.host.run(argv, env=dict(job.env), check=False, timeout=self.command_timeout)
+            result = self.host.run(with_env(argv, job.env), check=False, timeout=self.command_timeout)
             if result.ok:
                 return parse_job_id(result.stdout)
             message = (result.stderr or result.stdout).strip()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,6 +178,20 @@ def test_engines_pull_from_the_plain_http_registry(image: str, site: Path) -> No
             assert "mark=from-the-image" in _run_inside(charliecloud, result.output, site)
     finally:
         subprocess.run([DOCKER, "rmi", "-f", remote], capture_output=True, check=False)
+        _delete_from_registry(image)
+
+
+def _delete_from_registry(image: str) -> None:
+    """Leave the registry as we found it (its config allows deletes; blobs wait for its GC)."""
+    repository, tag = image.split(":")
+    url = f"http://{local.REGISTRY_ADDRESS}/v2/{repository}/manifests/{tag}"
+    accept = "application/vnd.docker.distribution.manifest.v2+json"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD", headers={"Accept": accept})) as answer:
+            digest = answer.headers["Docker-Content-Digest"]
+        urllib.request.urlopen(urllib.request.Request(url.rsplit("/", 1)[0] + f"/{digest}", method="DELETE")).close()
+    except OSError:
+        pass
 
 
 def teardown_module() -> None:

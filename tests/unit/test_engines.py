@@ -268,7 +268,8 @@ def test_convert_writes_a_part_file_then_renames_it() -> None:
     result = ApptainerEngine().convert(host, REGISTRY, "/site/s/b.sif", env={"EXTRA": "1"})
     build_index = next(i for i, c in enumerate(host.commands) if "build" in c)
     assert host.commands[build_index][-2] == "/site/s/b.sif.part"
-    assert host.envs[build_index] == {"APPTAINER_NOHTTPS": "true", "EXTRA": "1"}
+    assert host.commands[build_index][:4] == ("env", "APPTAINER_NOHTTPS=true", "EXTRA=1", "apptainer")
+    assert result.command == host.commands[build_index]
     assert ("mv", "-f", "/site/s/b.sif.part", "/site/s/b.sif") in host.commands
     assert host.commands.index(("mv", "-f", "/site/s/b.sif.part", "/site/s/b.sif")) > build_index
     assert result.size == 12345 and result.output == "/site/s/b.sif"
