@@ -65,6 +65,8 @@ class Expectation:
 class TestSpec:
     """One test script of an image, with where it runs and how it is judged."""
 
+    __test__ = False  # not a pytest test class, despite its name
+
     name: str
     script: Path
     slurm: SlurmResources = SlurmResources()

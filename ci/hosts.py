@@ -150,10 +150,13 @@ class SSHHost:
     def run(self, command: Sequence[str], *, env: Mapping[str, str] | None = None, stdin: str | None = None,
             timeout: float | None = None, check: bool = True, cwd: str | None = None) -> CommandResult:
         argv = tuple(str(part) for part in command)
-        line = shlex.join(argv)
+        # Variables go through env(1), quoted like every other argument: fabric's inline
+        # `export` does not quote values. They are visible on the remote side: never secrets.
+        prefix = ["env", *(f"{name}={value}" for name, value in (env or {}).items())] if env else []
+        line = shlex.join([*prefix, *argv])
         if cwd:
             line = f"cd {shlex.quote(cwd)} && {line}"
-        kwargs: dict[str, Any] = {"hide": True, "warn": True, "env": dict(env or {}), "timeout": timeout}
+        kwargs: dict[str, Any] = {"hide": True, "warn": True, "timeout": timeout}
         if stdin is not None:
             import io
 
