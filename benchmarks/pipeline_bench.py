@@ -17,10 +17,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import yaml
+
 from benchmarks.harness import Measurement
 from benchmarks.schedule import critical_path, lower_bound, resource_bound, stage_synchronous
 from ci import api, local
-from ci.config import load_settings
+from ci.config import deep_merge, load_settings
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -77,12 +79,12 @@ def run() -> list[Measurement]:
         scratch_dir = Path(scratch)
         definitions = scratch_dir / "defs"
         _write_definitions(definitions, token)
-        settings = load_settings({
+        project_config = yaml.safe_load((PROJECT / "invoke.yaml").read_text())["ci"]
+        settings = load_settings(deep_merge(project_config, {
             "definitions": str(definitions), "state_dir": str(scratch_dir / "state"),
             "registry_prefix": f"bench{token}/",
             "site": {"root": str(scratch_dir / "site"), "poll_interval": 0.5},
-            "profiles": {"local": {}},
-        }, PROJECT)
+        }), PROJECT, profile="local")
         report = api.run_pipeline(settings)
         if not report.ok:
             raise SystemExit(f"the benchmark run failed: {report.counts()} (run {report.run_id})")
