@@ -24,7 +24,7 @@ from ci.engines import select_engine
 from ci.errors import CIError
 from ci.hosts import Host, LocalHost, SSHHost
 from ci.jobwatch import JobWatcher
-from ci.pipeline import Executor, Step, Work
+from ci.pipeline import Executor, Work
 from ci.plan import Action, Plan, make_plan
 from ci.progress import ProgressPrinter
 from ci.report import RunReport, build_report, publish_step_summary, to_json, to_junit, to_markdown
@@ -71,25 +71,35 @@ def plan(settings: Settings, *, only: Sequence[str] = (), force: bool = False,
 
 def build(settings: Settings, *, only: Sequence[str] = (), jobs: int | None = None, force: bool = False,
           no_cache: bool = False, console: Console | None = None, run_id: str | None = None) -> RunReport:
-    """Build what the plan says needs building, in dependency order, `jobs` at a time."""
+    """Build what the plan says needs building, in dependency order, `jobs` at a time (no site)."""
     console = console or Console(stderr=True)
     engine = docker_engine(settings)
     engine.ping()
     the_plan = plan(settings, only=only, force=force, engine=engine, require_engine=True).plan
     run = RunFolder(settings.state_dir / "runs", run_id)
-    stage_root = settings.state_dir / "stage" / run.run_id
-    started = time.time()
-    todo = the_plan.to_build()
-    console.print(f"run {run.run_id}: {len(the_plan.images)} images planned, {len(todo)} to build "
+    console.print(f"run {run.run_id}: {len(the_plan.images)} images planned, {len(the_plan.to_build())} to build "
                   f"(logs in {run.logs})", highlight=False)
+    return _run_chains(settings, the_plan, run, engine, None, {}, ("build",), jobs, no_cache, console)
+
+
+def _run_chains(settings: Settings, the_plan: Plan, run: RunFolder, engine: DockerEngine,
+                services: SiteServices | None, previous: dict[str, dict[str, dict[str, Any]]],
+                steps: Sequence[str], jobs: int | None, no_cache: bool, console: Console) -> RunReport:
+    """Run the chosen steps of every planned image through the executor; write the run's reports."""
+    started = time.time()
+    stage_root = settings.state_dir / "stage" / run.run_id
     works = []
     for image in the_plan.images.values():
-        if image.action is Action.SKIP:
-            continue
-        parent_tags = {the_plan.images[p].name: the_plan.images[p].tag for p in image.parents}
-        step = BuildStep(engine, image, parent_tags, stage_root, run.log_path(image.name, "build"), no_cache)
-        works.append(Work(key=image.key, steps=[Step("build", "build", step)],
-                          parents=[p for p in image.parents if the_plan.images[p].action is not Action.SKIP]))
+        build_step = None
+        if image.action is not Action.SKIP:
+            parent_tags = {the_plan.images[p].name: the_plan.images[p].tag for p in image.parents}
+            build_step = BuildStep(engine, image, parent_tags, stage_root, run.log_path(image.name, "build"),
+                                   no_cache)
+        chain = ImageChain(image, run, services, build_step, previous.get(image.key, {}))
+        chosen = [step for step in chain.steps() if step.name in steps]
+        if chosen:
+            works.append(Work(key=image.key, steps=chosen, parents=[
+                p for p in image.parents if the_plan.images[p].action is not Action.SKIP and "build" in steps]))
     limits = dict(settings.limits)
     if jobs is not None:
         limits["build"] = jobs
@@ -177,10 +187,6 @@ def run_pipeline(settings: Settings, *, only: Sequence[str] = (), steps: Sequenc
 def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, engine: DockerEngine,
              previous: dict[str, dict[str, dict[str, Any]]], steps: Sequence[str], jobs: int | None,
              no_cache: bool, console: Console) -> RunReport:
-    from ci.schedulers import select_scheduler
-
-    started = time.time()
-    stage_root = settings.state_dir / "stage" / run.run_id
     registry = Registry(settings.site.registry, engine, site.host)
     engine_backend = select_engine(settings.site.engine, site.host, compression=settings.site.compression)
     scheduler = select_scheduler(settings.site.scheduler, site.host)
@@ -194,28 +200,7 @@ def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, eng
         services = SiteServices(site=site, registry=registry, engine=engine_backend, scheduler=scheduler,
                                 watcher=watcher, job_prefix=settings.site.job_prefix, account=settings.site.account,
                                 partition=settings.site.partition)
-        works = []
-        for image in the_plan.images.values():
-            build_step = None
-            if image.action is not Action.SKIP:
-                parent_tags = {the_plan.images[p].name: the_plan.images[p].tag for p in image.parents}
-                build_step = BuildStep(engine, image, parent_tags, stage_root, run.log_path(image.name, "build"),
-                                       no_cache)
-            chain = ImageChain(image, run, services, build_step, previous.get(image.key, {}))
-            chosen = [step for step in chain.steps() if step.name in steps]
-            if chosen:
-                works.append(Work(key=image.key, steps=chosen, parents=[
-                    p for p in image.parents if the_plan.images[p].action is not Action.SKIP and "build" in steps]))
-        limits = dict(settings.limits)
-        if jobs is not None:
-            limits["build"] = jobs
-        executor = Executor(limits, [ProgressPrinter(console, len(works)), run.record])
-        try:
-            outcomes = executor.run(works)
-        finally:
-            shutil.rmtree(stage_root, ignore_errors=True)
-    report = build_report(run.run_id, settings.profile, the_plan, outcomes, started)
-    write_reports(run, report)
+        report = _run_chains(settings, the_plan, run, engine, services, previous, steps, jobs, no_cache, console)
     for name in ("report.json", "junit.xml", "summary.md"):
         site.host.put(run.path / name, site.path("runs", run.run_id, name))
     return report
@@ -223,7 +208,6 @@ def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, eng
 
 def cleanup(settings: Settings, *, days: float | None = None, dry_run: bool = False) -> list[str]:
     """Cancel test jobs of runs that no longer hold the site, and remove old staging folders."""
-
     host = site_host(settings)
     try:
         site = open_site(settings, host)
