@@ -53,6 +53,9 @@ def explained(function: F) -> F:
         try:
             return function(*args, **kwargs)
         except DefinitionError as exc:
+            if kwargs.get("json"):
+                emit_json({"ok": False, "problems": [
+                    {"path": str(p.path), "field": p.field, "message": p.message, "fix": p.fix} for p in exc.problems]})
             count = len(exc.problems)
             plural = "s" if count != 1 else ""
             stderr.print(f"[bold red]{count} problem{plural} in the definitions; nothing was built:[/]")
@@ -60,6 +63,8 @@ def explained(function: F) -> F:
                 stderr.print(f"  {problem}", highlight=False, markup=False)
             raise Exit(code=2) from None
         except CIError as exc:
+            if kwargs.get("json"):
+                emit_json({"ok": False, "error": str(exc)})
             stderr.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise Exit(code=2) from None
         except KeyboardInterrupt:
