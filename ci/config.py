@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ci.definitions import SlurmResources
 from ci.errors import ConfigError
 from ci.hosts import SSHSettings
 from ci.transfer import RegistrySettings
@@ -58,6 +59,8 @@ class SiteSettings:
     poll_interval: float = 2.0
     staging_days: float = 7.0
     compression: str = "zstd"  # squashfs compressor for conversions: zstd (fast), gzip (default of the tools), lz4
+    convert_on: str = "login"  # login: on the site host; compute: as a batch job on a compute node
+    convert_job: SlurmResources = field(default_factory=lambda: SlurmResources(time="01:00:00"))
 
     @property
     def remote(self) -> bool:
@@ -84,6 +87,16 @@ def _site_settings(data: Mapping[str, Any], site_root: str | None) -> SiteSettin
         registry = RegistrySettings(**registry_raw)
     except TypeError as exc:
         raise ConfigError(f"ci.site.registry: {exc}") from None
+    convert_job = raw.pop("convert_job", None) or {}
+    try:
+        values: dict[str, Any] = {"time": "01:00:00", **convert_job}
+        if "extra" in values:
+            values["extra"] = tuple(values["extra"])
+        raw["convert_job"] = SlurmResources(**values)
+    except TypeError as exc:
+        raise ConfigError(f"ci.site.convert_job: {exc}; allowed: nodes, ntasks, time, partition, gpus, extra") from None
+    if raw.get("convert_on", "login") not in ("login", "compute"):
+        raise ConfigError(f"ci.site.convert_on must be login or compute; got {raw['convert_on']!r}")
     root = site_root or raw.pop("root", None)
     raw.pop("root", None)
     if not root:

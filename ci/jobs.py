@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ci.definitions import Expectation, MetricCheck, TestSpec
-from ci.engines.base import Bind, Engine
+from ci.definitions import Expectation, MetricCheck, SlurmResources, TestSpec
+from ci.engines.base import Bind, Engine, ImageSource, with_env
 from ci.schedulers.slurm import resource_options
 
 MARKER = "== containers-ci:"
@@ -115,6 +115,33 @@ def render_job_script(*, test: TestSpec, engine: Engine, image_file: str, script
         part = shlex.quote(f"{exit_file}.part")
         lines.append(f'echo "$status" > {part} && mv -f {part} {shlex.quote(exit_file)}')
     lines.append('exit "$status"')
+    return "\n".join(lines) + "\n"
+
+
+def render_conversion_script(*, engine: Engine, source: ImageSource, output: str, log: str,
+                             resources: SlurmResources, job_name: str | None = None, account: str | None = None,
+                             partition: str | None = None) -> str:
+    """A batch script converting one image on a compute node (large images, busy login nodes).
+
+    Like `Engine.convert`, it writes `<output>.part` and renames it only on success, so a killed
+    job never leaves a half-written image file. Registry credentials are not available in a job
+    script: use it with a registry the compute nodes reach without them, or a docker archive.
+    """
+    part = f"{output}.part"
+    command = with_env(engine.conversion_command(source, part), engine.conversion_env(source))
+    options = ([f"--job-name={job_name}"] if job_name else []) + [f"--output={log}"]
+    options += resource_options(resources, partition=partition, account=account)
+    lines = ["#!/bin/sh", *(f"#SBATCH {option}" for option in options),
+             f"# containers-ci conversion job (generated): {source.describe()} with {engine.name}",
+             "set -u",
+             f"rm -rf {shlex.quote(part)}",
+             f'echo "{MARKER} converting on $(uname -n) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"',
+             shlex.join(command),
+             "status=$?",
+             f'if [ "$status" -eq 0 ]; then mv -f {shlex.quote(part)} {shlex.quote(output)} || status=$?; '
+             f"else rm -rf {shlex.quote(part)}; fi",
+             f'echo "{MARKER} exit status $status"',
+             'exit "$status"']
     return "\n".join(lines) + "\n"
 
 
