@@ -163,6 +163,8 @@ def load_settings(
     data = _plain(config)
     profiles = data.pop("profiles", {}) or {}
     chosen = profile or os.environ.get("CI_PROFILE") or data.get("profile") or "local"
+    if chosen == "local" and chosen not in profiles:
+        profiles["local"] = {}  # the built-in default needs no entry
     if chosen not in profiles:
         known = ", ".join(sorted(profiles)) or "none"
         raise ConfigError(f"unknown profile '{chosen}'; choose one of: {known} "
