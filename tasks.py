@@ -350,3 +350,65 @@ openstack_tasks = Collection("openstack")
 openstack_tasks.add_task(openstack_image_task, name="image")
 ns.add_collection(vm_tasks)
 ns.add_collection(openstack_tasks)
+
+
+# --- GitHub Actions glue ---
+# `inv gh.matrix` and `inv gh.changed` are what .github/workflows/containers-build.yml asks the
+# package, so that the workflow itself decides nothing (see the README, "GitHub Actions").
+
+from ci import matrix, workflows  # noqa: E402  (kept with the tasks that use them)
+from ci.cli import PROJECT_DIR  # noqa: E402
+
+
+@task(iterable=["only"], help={
+    **{k: v for k, v in SITE_HELP.items() if k != "run"},
+    "json": "Print the matrix as JSON ({\"include\": [...]}) instead of one line per image.",
+})
+@explained
+def gh_matrix(c, definitions=None, profile=None, only=None, arch=None, site_root=None, force=False,  # type: ignore[no-untyped-def]
+              retry_failed=False, json=False):
+    """The per-image job matrix of the workflow: the images that need the site steps.
+
+    Plans as build-all does (digests, the Docker engine, the site's tested/ and failed/). In GitHub
+    Actions, writes the step outputs matrix ({"include": [...]}, empty when nothing is to do),
+    has_work (true/false), images (comma separated, for --only) and count to $GITHUB_OUTPUT, and
+    the plan to the step summary.
+    """
+    settings = _site_settings(c, definitions, profile, arch, site_root)
+    result = api.plan(settings, only=names(only), force=force, site=True, retry_failed=retry_failed)
+    if result.engine_note:
+        stderr.print(f"[yellow]note:[/] {result.engine_note}", highlight=False)
+    found = matrix.matrix_for(result.plan)
+    for line in matrix.publish(result.plan, found):
+        stderr.print(line, highlight=False, markup=False)
+    if json:
+        emit_json(found.as_github())
+        return
+    for item in found.entries:
+        stdout.print(f"{item['image']}: {item['reason']} (build: {item['build']})", highlight=False, markup=False)
+    if not found.has_work:
+        stdout.print("nothing to do: every selected image is settled at the site", highlight=False)
+
+
+@task(iterable=["path"], help={
+    "path": "A file or folder to watch, relative to the repository; repeat for more.",
+    "since": "The commit to compare HEAD with (in a push: github.event.before); empty: a manual run, unchanged.",
+    "output": "Name of the step output that gets true or false (default: changed).",
+})
+@explained
+def gh_changed(c, path=None, since=None, output="changed"):  # type: ignore[no-untyped-def]
+    """Say whether the watched files changed since a commit; writes <output>=true|false to $GITHUB_OUTPUT.
+
+    Used to rebuild the OpenStack helper image only when its Dockerfile changed. A new branch or a
+    commit git does not know counts as changed; exits 0 either way.
+    """
+    change = workflows.changed_paths(names(path), since, cwd=PROJECT_DIR)
+    workflows.write_outputs({output: "true" if change.changed else "false"})
+    stdout.print(f"{output}: {'true' if change.changed else 'false'} ({change.reason})", highlight=False,
+                 markup=False)
+
+
+gh_tasks = Collection("gh")
+gh_tasks.add_task(gh_matrix, name="matrix")
+gh_tasks.add_task(gh_changed, name="changed")
+ns.add_collection(gh_tasks)

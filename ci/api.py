@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from ci.progress import ProgressPrinter
 from ci.report import RunReport, build_report, publish_step_summary, to_json, to_junit, to_markdown
 from ci.runs import RunFolder
 from ci.schedulers import select_scheduler
-from ci.site import Site, owner_is_dead
+from ci.site import Site, SiteListing, SiteLocked, owner_is_dead
 from ci.stages import ImageChain, SiteServices
 from ci.transfer import Registry
 
@@ -52,8 +52,12 @@ class PlanResult:
 
 
 def plan(settings: Settings, *, only: Sequence[str] = (), force: bool = False,
-         engine: DockerEngine | None = None, require_engine: bool = False) -> PlanResult:
-    """Plan the selected images; without a reachable engine every image counts as not built."""
+         engine: DockerEngine | None = None, require_engine: bool = False, site: bool = False,
+         retry_failed: bool = False) -> PlanResult:
+    """Plan the selected images; without a reachable engine every image counts as not built.
+
+    With `site`, the site's tested/ and failed/ decide too, as in build-all (`site_listing`).
+    """
     found = catalog(settings)
     note = ""
     inventory = None
@@ -66,7 +70,8 @@ def plan(settings: Settings, *, only: Sequence[str] = (), force: bool = False,
             raise
         note = f"{exc}; skip decisions below ignore already built images"
     return PlanResult(make_plan(found, only=only, inventory=inventory, force=force,
-                                registry_prefix=settings.registry_prefix), note)
+                                registry_prefix=settings.registry_prefix,
+                                site=site_listing(settings) if site else None, retry_failed=retry_failed), note)
 
 
 def build(settings: Settings, *, only: Sequence[str] = (), jobs: int | None = None, force: bool = False,
@@ -138,6 +143,41 @@ def open_site(settings: Settings, host: Host | None = None) -> Site:
     return site
 
 
+def site_listing(settings: Settings) -> SiteListing:
+    """Which digests the site holds in tested/ and failed/ (one `find` on the site host)."""
+    host = site_host(settings)
+    try:
+        return open_site(settings, host).listing()
+    finally:
+        host.close()
+
+
+@contextmanager
+def _run_lock(site: Site, run_id: str, resume: bool) -> Iterator[None]:
+    """The site lock for a run. A step whose run already holds it (parallel workflow jobs of one
+    run, e.g. the convert + test matrix) joins it and leaves the release to the holder."""
+    joined = False
+    for attempt in range(3):
+        try:
+            site.acquire(run_id, take_over_dead=run_id if resume else None)
+            break
+        except SiteLocked as exc:
+            if exc.owner is None and attempt < 2:
+                time.sleep(1.0)  # the holder made the lock but has not written its owner file yet
+                continue
+            if exc.owner is None or exc.owner.run_id != run_id:
+                raise
+            joined = True
+            break
+    if joined:
+        yield
+        return
+    try:
+        yield
+    finally:
+        site.release(run_id)
+
+
 def _previous_steps(run: RunFolder) -> dict[str, dict[str, dict[str, Any]]]:
     """Data of the steps an earlier attempt of this run finished, by image key and step."""
     done: dict[str, dict[str, dict[str, Any]]] = {}
@@ -178,7 +218,7 @@ def run_pipeline(settings: Settings, *, only: Sequence[str] = (), steps: Sequenc
                              retry_failed=retry_failed)
         run = RunFolder(settings.state_dir / "runs", resume or run_id)
         previous = _previous_steps(run) if resume or run_id else {}
-        with site.locked(run.run_id, resume=resume is not None):
+        with _run_lock(site, run.run_id, resume=resume is not None):
             return _execute(settings, the_plan, run, site, engine, previous, steps, jobs, no_cache, console)
     finally:
         host.close()
