@@ -155,7 +155,7 @@ def site_listing(settings: Settings) -> SiteListing:
 @contextmanager
 def _run_lock(site: Site, run_id: str, resume: bool) -> Iterator[None]:
     """The site lock for a run. A step whose run already holds it (parallel workflow jobs of one
-    run, e.g. the convert + test matrix) joins it and leaves the release to the holder."""
+    run, e.g. the convert + test matrix) joins a live holder and leaves the release to it."""
     joined = False
     for attempt in range(3):
         try:
@@ -165,8 +165,8 @@ def _run_lock(site: Site, run_id: str, resume: bool) -> Iterator[None]:
             if exc.owner is None and attempt < 2:
                 time.sleep(1.0)  # the holder made the lock but has not written its owner file yet
                 continue
-            if exc.owner is None or exc.owner.run_id != run_id:
-                raise
+            if exc.owner is None or exc.owner.run_id != run_id or exc.stale:
+                raise  # another run's lock, or a dead holder of this one (resume it: --resume)
             joined = True
             break
     if joined:

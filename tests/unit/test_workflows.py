@@ -4,9 +4,12 @@ match the README, a teardown that runs whatever happens, and actionlint has noth
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from helpers import PROJECT_DIR
 from ci.errors import CIError
 from ci.hosts import LocalHost
 from ci.matrix import Matrix
-from ci.site import Site, SiteLocked
+from ci.site import Site, SiteLocked, this_process
 from ci.workflows import (
     InvCall,
     Scenario,
@@ -281,6 +284,25 @@ def test_steps_of_one_run_share_the_site_lock_and_other_runs_wait(tmp_path: Path
     site.release("gh-1-1")
     with _run_lock(site, "gh-2-1", resume=False):
         assert site.read_lock() is not None
+    assert site.read_lock() is None
+
+
+def test_a_dead_holder_of_the_same_run_is_not_joined_but_resumed(tmp_path: Path) -> None:
+    from ci.api import _run_lock
+
+    site = Site(LocalHost(), str(tmp_path / "site"))
+    site.ensure_layout()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    site.acquire("gh-1-1")
+    dead = replace(this_process("gh-1-1"), pid=gone.pid)
+    site.host.write_text(site.path(".lock", "owner.json"), json.dumps(dead.__dict__))
+
+    with pytest.raises(SiteLocked, match="--resume gh-1-1"), _run_lock(site, "gh-1-1", resume=False):
+        pass
+    with _run_lock(site, "gh-1-1", resume=True):  # taken over by the resumed run, and released at its end
+        owner = site.read_lock()
+        assert owner is not None and owner.pid == os.getpid()
     assert site.read_lock() is None
 
 
