@@ -10,6 +10,7 @@ name instead of submitted twice, and promotion is one rename that is checked bef
 from __future__ import annotations
 
 import posixpath
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,7 @@ class ImageChain:
             self.image_file = posixpath.join(self.staging, f"{self.stem}.{services.engine.file_suffix}")
         self.verdicts: list[dict[str, Any]] = []
         self.tests_failed = False
+        self.tested = False  # the test step finished (now or in an earlier attempt): there is a verdict
 
     # ------------------------------------------------------------------ helpers
 
@@ -91,6 +93,7 @@ class ImageChain:
         elif step == "convert":
             self.image_file = data.get("image_file")
         elif step == "test":
+            self.tested = True
             self.verdicts = list(data.get("tests", []))
             self.tests_failed = any(not v.get("passed") for v in self.verdicts)
 
@@ -150,7 +153,17 @@ class ImageChain:
         if services.site.host.exists(output):
             return self._result("convert", f"{posixpath.basename(output)} (already converted)", image_file=output)
         source = ImageSource.registry(self.reference, insecure=services.registry.settings.insecure)
-        services.engine.convert(services.site.host, source, output)
+        host = services.site.host
+        # Each attempt converts in a folder of its own beside the staged one (which is what gets promoted):
+        # a conversion orphaned by a killed run (its ch-convert or mksquashfs lives on) keeps writing there
+        # and never meets this attempt's scratch files; the finished file is renamed into place.
+        attempt = posixpath.join(posixpath.dirname(self.staging), f".convert-{uuid.uuid4().hex[:12]}")
+        partial = posixpath.join(attempt, posixpath.basename(output))
+        try:
+            services.engine.convert(host, source, partial)
+            host.run(["mv", "-f", partial, output])
+        finally:
+            host.run(["rm", "-rf", attempt], check=False)
         return self._result("convert", f"{posixpath.basename(output)}", image_file=output)
 
     def test(self) -> StepResult:
@@ -180,10 +193,12 @@ class ImageChain:
         site = services.site
         verdict = FAILED if self.tests_failed else TESTED
         target = site.promoted_path(verdict, self.image.name, self.stem)
-        if self.image_file is None or not site.host.exists(self.staging):
-            if site.host.exists(target):
+        if not self.tested or self.image_file is None or not site.host.exists(self.image_file):
+            if self.tested and site.host.exists(target):
                 return self._result("promote", f"already in {verdict}/", verdict=verdict, path=target)
-            return self._result("promote", "nothing to promote: no image file was made", verdict=None)
+            # An earlier step failed (no image file, or no verdict): promoting now would file an
+            # untested image under tested/. It stays in staging; the next run tries again.
+            return self._result("promote", "not promoted: no image file and test verdict to promote", verdict=None)
         result = {"name": self.image.name, "version": self.image.spec.version, "digest": self.image.digest,
                   "test_digest": self.image.test_digest, "run_id": self.run.run_id, "verdict": verdict,
                   "tests": self.verdicts, "image_file": posixpath.basename(self.image_file)}
