@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from invoke.collection import Collection
-from invoke.tasks import task
 from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from ci import api, base_image, local
 from ci.cli import emit_json, explained, names, settings_from, stderr, stdout
