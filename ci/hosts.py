@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -64,8 +65,20 @@ class Host(Protocol):
     def close(self) -> None: ...
 
 
+# Names of variables that hold secrets (CI_REGISTRY_TOKEN, CI_SSH_KEY_PASSPHRASE, OS_PASSWORD,
+# GITHUB_TOKEN, ...). The commands of a site never inherit them: sbatch exports the submitting
+# environment to the job (a test printing `env` would put them in its log and the report), and
+# slurmctld keeps each job's environment in its spool. What a command needs it is given explicitly.
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSPHRASE|SECRET|CREDENTIAL", re.IGNORECASE)
+
+
+def without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment minus the variables whose names say they hold a secret."""
+    return {name: value for name, value in environ.items() if not _SECRET_NAME.search(name)}
+
+
 class LocalHost:
-    """This machine."""
+    """This machine (its commands inherit our environment, less the secrets)."""
 
     name = "localhost"
 
@@ -74,7 +87,7 @@ class LocalHost:
         argv = tuple(str(part) for part in command)
         try:
             completed = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
-                                       env={**os.environ, **(env or {})}, cwd=cwd, check=False)
+                                       env={**without_secrets(os.environ), **(env or {})}, cwd=cwd, check=False)
         except FileNotFoundError:
             result = CommandResult(argv, 127, "", f"{argv[0]}: command not found")
         except subprocess.TimeoutExpired as exc:
