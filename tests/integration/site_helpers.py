@@ -130,6 +130,7 @@ class SiteProject:
         self.images: dict[str, str] = {}  # name -> version
         self.console_output = io.StringIO()
         self.reports: list[RunReport] = []
+        self.registries = {REGISTRY}  # where conversions pulled from (their tags are removed afterwards)
 
     # -- definitions ---------------------------------------------------------------------------
 
@@ -234,7 +235,8 @@ class SiteProject:
         for path in (self.state_dir / "runs").glob("*/report.json"):  # runs of `inv` subprocesses too
             for image in json.loads(path.read_text(encoding="utf-8")).get("images", []):
                 pulled.add((image["name"], f"{image['version']}-{image['digest12']}"))
-        remove_images(self.registry_prefix, {f"{REGISTRY}/{name}:{tag}" for name, tag in pulled})
+        remove_images(self.registry_prefix, {f"{registry}/{name}:{tag}" for name, tag in pulled
+                                             for registry in self.registries})
         for name, tag in sorted(pulled):
             delete_from_registry(name, tag)
 
