@@ -36,6 +36,7 @@ from ci.config import Settings, deep_merge, load_settings
 from ci.report import RunReport
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = PROJECT_DIR / "container_definitions"
 BASE_IMAGE = "containers-ci/debian:bookworm"
 DOCKER = "/usr/bin/docker"
 REGISTRY = local.REGISTRY_ADDRESS
@@ -118,15 +119,20 @@ def sleeping(name: str = "sleeper", seconds: int = 300) -> Check:
 class SiteProject:
     """A definitions tree and a site in a temporary folder, isolated from every other run."""
 
-    def __init__(self, root: Path, *, site_root: str | None = None):
+    def __init__(self, root: Path, *, site_root: str | None = None, definitions: Path | None = None,
+                 shared_images: bool = False):
+        """`definitions`: an existing tree (default: a new one under `root`). `shared_images`: build
+        under the default tags (no registry prefix), reusing and keeping what the Docker cache and
+        the registry hold already, as a person's `inv build-all` would."""
         self.token = uuid.uuid4().hex[:10]
         self.root = root
-        self.definitions = root / "definitions"
+        self.definitions = definitions or root / "definitions"
         self.definitions.mkdir(parents=True, exist_ok=True)
         self.site_root = site_root or str(root / "site")
         self.state_dir = root / "state"
         self.job_prefix = f"cci{self.token[:8]}"
-        self.registry_prefix = f"citest{self.token}/"
+        self.shared_images = shared_images
+        self.registry_prefix = "" if shared_images else f"citest{self.token}/"
         self.images: dict[str, str] = {}  # name -> version
         self.console_output = io.StringIO()
         self.reports: list[RunReport] = []
@@ -230,6 +236,8 @@ class SiteProject:
         active = [job_id for job_id, _, _ in self.jobs(all_states=False)]
         if active:
             subprocess.run(["scancel", *active], capture_output=True, check=False)
+        if self.shared_images:
+            return  # images and registry tags are the cache's, not ours to remove
         pulled = {(image.name, f"{image.version}-{image.digest12}") for report in self.reports
                   for image in report.images}
         for path in (self.state_dir / "runs").glob("*/report.json"):  # runs of `inv` subprocesses too
