@@ -136,10 +136,11 @@ def test_kill_during_test_jobs_then_rerun_adopts_the_jobs(site_project: SiteProj
         prefix = f"{project.job_prefix}-{run_id}-"
 
         def in_flight() -> dict[str, str]:
-            rows = {name[len(prefix):]: job_id for job_id, name, state in slurm_jobs(prefix) if state == "RUNNING"}
+            """Both sleeping jobs submitted and not finished (running, or pending on a busy node)."""
+            rows = {name[len(prefix):]: job_id for job_id, name, _ in slurm_jobs(prefix, all_states=False)}
             return rows if {"sleepy-smoke", "late-late"} <= set(rows) else {}
 
-        before = wait_for(in_flight, 120, f"the sleeping test jobs to run:\n{first.output()}")
+        before = wait_for(in_flight, 120, f"the sleeping test jobs to be submitted:\n{first.output()}")
         first.kill(group=False)
     finally:
         if first.process.poll() is None:
