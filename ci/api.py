@@ -18,7 +18,7 @@ from rich.console import Console
 from ci import vm
 from ci.build import BuildStep
 from ci.config import Settings
-from ci.definitions import Catalog, load_catalog
+from ci.definitions import Catalog, SlurmResources, load_catalog
 from ci.docker import DockerEngine
 from ci.engines import select_engine
 from ci.errors import CIError
@@ -30,6 +30,7 @@ from ci.progress import ProgressPrinter
 from ci.report import RunReport, build_report, publish_step_summary, to_json, to_junit, to_markdown
 from ci.runs import RunFolder
 from ci.schedulers import select_scheduler
+from ci.schedulers.base import settled
 from ci.site import Site, SiteListing, SiteLocked, owner_is_dead
 from ci.stages import ImageChain, SiteServices
 from ci.transfer import Registry
@@ -230,7 +231,7 @@ def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, eng
     registry = Registry(settings.site.registry, engine, site.host)
     engine_backend = select_engine(settings.site.engine, site.host, compression=settings.site.compression)
     scheduler = select_scheduler(settings.site.scheduler, site.host)
-    watcher = JobWatcher(scheduler.poll, interval=settings.site.poll_interval,
+    watcher = JobWatcher(scheduler.poll, interval=settings.site.poll_interval, settled=settled,
                          on_error=lambda exc: console.print(f"[yellow]status query failed, retrying:[/] {exc}"))
     work_count = sum(1 for image in the_plan.images.values() if the_plan.has_work(image))
     console.print(f"run {run.run_id}: {len(the_plan.images)} images planned, {work_count} with work "
@@ -239,11 +240,17 @@ def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, eng
     with registry.reachable(), watcher:
         services = SiteServices(site=site, registry=registry, engine=engine_backend, scheduler=scheduler,
                                 watcher=watcher, job_prefix=settings.site.job_prefix, account=settings.site.account,
-                                partition=settings.site.partition)
+                                partition=settings.site.partition,
+                                convert_job=_conversion_job(settings))
         report = _run_chains(settings, the_plan, run, engine, services, previous, steps, jobs, no_cache, console)
     for name in ("report.json", "junit.xml", "summary.md"):
         site.host.put(run.path / name, site.path("runs", run.run_id, name))
     return report
+
+
+def _conversion_job(settings: Settings) -> SlurmResources | None:
+    """The batch resources for conversions on compute nodes, or None to convert on the site host."""
+    return settings.site.convert_job if settings.site.convert_on == "compute" else None
 
 
 def cleanup(settings: Settings, *, days: float | None = None, dry_run: bool = False) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from python_on_whales import DockerClient
-from python_on_whales.exceptions import DockerException
+from python_on_whales.exceptions import DockerException, NoSuchImage
 from python_on_whales.utils import stream_stdout_and_stderr
 
 from ci.errors import BuildError, CIError
@@ -100,7 +100,20 @@ class DockerEngine:
             ) from None
 
     def known_images(self) -> list[KnownImage]:
-        """Images carrying our digest label, with their tags (one `docker image ls` + one inspect)."""
+        """Images carrying our digest label, with their tags (one `docker image ls` + one inspect).
+
+        Another process may remove an image between the listing and the inspection; the listing
+        is then simply taken again.
+        """
+        for attempt in range(5):
+            try:
+                return self._known_images()
+            except NoSuchImage:
+                if attempt == 4:
+                    raise
+        return []
+
+    def _known_images(self) -> list[KnownImage]:
         out: list[KnownImage] = []
         for image in self.client.image.list(filters=[("label", DIGEST_LABEL)]):
             labels = image.config.labels or {}

@@ -25,8 +25,10 @@ Poll = Callable[[Sequence[str]], Mapping[str, Any]]
 class JobWatcher:
     """Wait for many jobs with one poll per interval."""
 
-    def __init__(self, poll: Poll, interval: float = 2.0, on_error: Callable[[Exception], None] | None = None):
+    def __init__(self, poll: Poll, interval: float = 2.0, on_error: Callable[[Exception], None] | None = None,
+                 settled: Callable[[Any], bool] | None = None):
         self._poll = poll
+        self._settled = settled or (lambda status: bool(getattr(status, "terminal", False)))
         self.interval = interval
         self._on_error = on_error
         self._lock = threading.Lock()
@@ -50,7 +52,7 @@ class JobWatcher:
             self._thread.join(timeout=10)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Any:
-        """Block until the job is in a terminal state; return its last status."""
+        """Block until the job is settled (finished, or never to start); return its last status."""
         with self._lock:
             event = self._waiting.setdefault(job_id, threading.Event())
         self._wake.set()
@@ -75,7 +77,7 @@ class JobWatcher:
                 with self._lock:
                     for job, status in statuses.items():
                         self._status[job] = status
-                        if getattr(status, "terminal", False) and job in self._waiting:
+                        if self._settled(status) and job in self._waiting:
                             self._waiting[job].set()
             self._wake.wait(self.interval)
             self._wake.clear()

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ci.build import BuildStep
-from ci.definitions import TestSpec
+from ci.definitions import SlurmResources, TestSpec
 from ci.engines.base import Engine, ImageSource
 from ci.errors import CIError, SiteError
-from ci.jobs import exit_status_from_log, judge, render_job_script, test_output
+from ci.jobs import exit_status_from_log, judge, render_conversion_script, render_job_script, test_output
 from ci.jobwatch import JobWatcher
 from ci.pipeline import Step, StepResult
 from ci.plan import Action, PlannedImage
 from ci.runs import RunFolder
-from ci.schedulers.base import JobSpec, JobState, JobStatus, Scheduler, job_name
+from ci.schedulers.base import JobSpec, JobState, JobStatus, Scheduler, job_name, never_starts
 from ci.site import FAILED, TESTED, Site, image_stem
 from ci.transfer import Registry, site_reference
 
@@ -44,6 +44,7 @@ class SiteServices:
     account: str | None = None
     partition: str | None = None
     job_env: Mapping[str, str] = field(default_factory=dict)
+    convert_job: SlurmResources | None = None  # set: convert as a batch job on a compute node
 
 
 class ImageChain:
@@ -153,6 +154,8 @@ class ImageChain:
         if services.site.host.exists(output):
             return self._result("convert", f"{posixpath.basename(output)} (already converted)", image_file=output)
         source = ImageSource.registry(self.reference, insecure=services.registry.settings.insecure)
+        if services.convert_job is not None:
+            return self._convert_as_job(source, output, services.convert_job)
         host = services.site.host
         # Each attempt converts in a folder of its own beside the staged one (which is what gets promoted):
         # a conversion orphaned by a killed run (its ch-convert or mksquashfs lives on) keeps writing there
@@ -166,17 +169,47 @@ class ImageChain:
             host.run(["rm", "-rf", attempt], check=False)
         return self._result("convert", f"{posixpath.basename(output)}", image_file=output)
 
+    def _convert_as_job(self, source: ImageSource, output: str, resources: SlurmResources) -> StepResult:
+        """Convert on a compute node: submit (or adopt) the conversion job, wait, check the file."""
+        services = self._services
+        host = services.site.host
+        name = job_name(services.job_prefix, self.run.run_id, self.image.name, "convert")
+        log = posixpath.join(self.staging, "logs", "convert.out")
+        existing = [status for status in services.scheduler.find(name) if status.name == name]
+        if existing:
+            job_id = existing[0].job_id
+        else:
+            host.run(["mkdir", "-p", posixpath.join(self.staging, "logs")])
+            services.engine.prepare(host, source, f"{output}.part")
+            script_path = posixpath.join(self.staging, "convert.job.sh")
+            host.write_text(script_path, render_conversion_script(
+                engine=services.engine, source=source, output=output, log=log, resources=resources, job_name=name,
+                account=services.account, partition=services.partition), mode=0o755)
+            job_id = services.scheduler.submit(JobSpec(
+                name=name, workdir=self.staging, output=log, script_path=script_path, resources=resources,
+                account=services.account, partition=services.partition))
+        status = self._wait(job_id)
+        services.engine.cleanup(host, f"{output}.part")  # helpers staged by prepare(), a part left by a kill
+        if never_starts(status):
+            raise SiteError(f"conversion job {job_id} can never start as submitted ({status.reason}); "
+                            "ask for less in ci.site.convert_job or choose another partition")
+        if not host.exists(output):
+            tail = " / ".join(host.read_text(log).splitlines()[-3:]) if host.exists(log) else ""
+            raise SiteError(f"conversion job {status.describe()} left no {posixpath.basename(output)}; "
+                            f"see {log} on {host.name}" + (f": {tail}" if tail else ""))
+        return self._result("convert", f"{posixpath.basename(output)} (job {job_id})", image_file=output,
+                            job_id=job_id)
+
     def test(self) -> StepResult:
         resumed = self._resumed("test")
         if resumed is not None:
             return resumed
-        services = self._services
         if self.image_file is None:
             raise SiteError("nothing to test: the convert step left no image file")
         submitted = [(test, self._submit_or_adopt(test)) for test in self.image.spec.tests]
         verdicts: list[dict[str, Any]] = []
         for test, job_id in submitted:
-            status = services.watcher.wait(job_id) if job_id else None
+            status = self._wait(job_id) if job_id else None
             verdicts.append(self._judge(test, job_id, status))
         failed = [v["name"] for v in verdicts if not v["passed"]]
         detail = f"{len(verdicts) - len(failed)}/{len(verdicts)} tests passed" + \
@@ -244,6 +277,14 @@ class ImageChain:
         spec = JobSpec(name=name, workdir=self.staging, output=output, script_path=script_path,
                        resources=test.slurm, account=services.account, partition=services.partition)
         return services.scheduler.submit(spec)
+
+    def _wait(self, job_id: str) -> JobStatus:
+        """Wait for a job; one that can never start is cancelled, with Slurm's reason kept."""
+        services = self._services
+        status: JobStatus = services.watcher.wait(job_id)
+        if never_starts(status):
+            services.scheduler.cancel([job_id], reason=f"never starts as submitted: {status.reason}")
+        return status
 
     def _judge(self, test: TestSpec, job_id: str | None, status: JobStatus | None) -> dict[str, Any]:
         """Judge from the job's own files first (they survive the scheduler forgetting the job)."""

@@ -214,6 +214,14 @@ class Engine(Protocol):
         """Where the `index`-th bind of `host_path` should appear inside the container."""
         ...
 
+    def prepare(self, host: Host, source: ImageSource, output: str) -> None:
+        """Stage on `host` what the conversion command refers to (before running it, here or in a job)."""
+        ...
+
+    def cleanup(self, host: Host, output: str) -> None:
+        """Remove `output` and whatever the conversion staged or left beside it."""
+        ...
+
     def convert(self, host: Host, source: ImageSource, output: str, *, env: Mapping[str, str] | None = None,
                 credentials: RegistryCredentials | None = None, timeout: float | None = None) -> Conversion:
         """Run the conversion on `host`; `output` appears complete or not at all."""

@@ -167,6 +167,21 @@ class Scheduler(Protocol):
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+# Pending reasons Slurm gives for a job that will never start as submitted: waiting is pointless.
+NEVER_STARTS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "AccountNotAllowed",
+                "InvalidAccount", "InvalidQOS", "QOSNotAllowed", "BadConstraints", "DependencyNeverSatisfied")
+
+
+def never_starts(status: JobStatus) -> bool:
+    """A pending job whose reason says it cannot run as submitted (too big for the partition, ...)."""
+    return status.state is JobState.PENDING and any(reason in status.reason for reason in NEVER_STARTS)
+
+
+def settled(status: JobStatus) -> bool:
+    """Nothing more will happen to this job without someone acting: finished, or never to start."""
+    return status.terminal or never_starts(status)
+
+
 def job_name(prefix: str, run_id: str, image: str, test: str) -> str:
     """`cci-<run-id>-<image>-<test>`: findable by prefix, readable in squeue."""
     return "-".join(_NAME_UNSAFE.sub("_", part) for part in (prefix, run_id, image, test) if part)
