@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from site_helpers import require
 
 from ci import definitions, local
 from ci.definitions import Expectation, MetricCheck, SlurmResources
@@ -36,13 +37,7 @@ PROBE = ["sh", "-c", 'echo "mark=$CI_MARK"; cat /opt/hello; [ -e /etc/debian_ver
 TIMINGS: dict[str, float] = {}
 
 
-def _require(ready: bool, what: str) -> None:
-    if ready:
-        return
-    message = f"{what} is not available here; `inv local.up` sets it up"
-    if os.environ.get("CI_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+_require = require  # skip with the reason; fail when CI_REQUIRE_SERVICES=1
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ last, while the other tests run beside it on the node's second CPU.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from site_helpers import require
 
 from ci import local
 from ci.definitions import SlurmResources
@@ -24,13 +24,7 @@ RUN = uuid.uuid4().hex[:8]
 PREFIX = f"cci-test{RUN}"
 
 
-def _require(ready: bool, what: str) -> None:
-    if ready:
-        return
-    message = f"{what} is not running here; `inv local.up` starts it"
-    if os.environ.get("CI_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+_require = require  # skip with the reason; fail when CI_REQUIRE_SERVICES=1
 
 
 class CountingHost(LocalHost):
