@@ -163,7 +163,8 @@ class ImageChain:
         attempt = posixpath.join(posixpath.dirname(self.staging), f".convert-{uuid.uuid4().hex[:12]}")
         partial = posixpath.join(attempt, posixpath.basename(output))
         try:
-            services.engine.convert(host, source, partial)
+            services.engine.convert(host, source, partial, credentials=services.registry.credentials())
+            host.run(["mkdir", "-p", self.staging])
             host.run(["mv", "-f", partial, output])
         finally:
             host.run(["rm", "-rf", attempt], check=False)

@@ -20,6 +20,7 @@ from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import stream_stdout_and_stderr
 
 from ci.docker import DockerEngine
+from ci.engines.base import RegistryCredentials
 from ci.errors import SiteError
 from ci.hosts import Host, SSHHost
 
@@ -74,6 +75,12 @@ class Registry:
             raise SiteError("ci.site.registry.tunnel needs an SSH site host (ci.site.ssh.host)")
         with self.site_host.tunnel(self.settings.local_port, self.settings.remote_port):
             yield
+
+    def credentials(self) -> RegistryCredentials | None:
+        """The registry login from the environment, for the site's engine to pull with (on stdin)."""
+        username = os.environ.get(self.settings.username_env)
+        token = os.environ.get(self.settings.token_env)
+        return RegistryCredentials(username, token) if username and token else None
 
     def login(self) -> None:
         """Log in once when credentials are configured; the token goes on stdin, never argv."""
