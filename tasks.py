@@ -13,8 +13,8 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from ci import api, base_image, local
-from ci.cli import emit_json, explained, names, settings_from, stderr, stdout
+from ci import api, base_image, local, matrix, openstack_image, vm, workflows
+from ci.cli import PROJECT_DIR, emit_json, explained, names, settings_from, stderr, stdout
 from ci.report import render_plan, render_table, to_json
 
 COMMON_HELP = {
@@ -109,7 +109,7 @@ def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root
     the local Debian base image first when it is missing. Exits non-zero if anything failed.
     """
     settings = _site_settings(c, definitions, profile, arch, site_root)
-    if settings.profile == "local":
+    if settings.profile == "local":  # the local default builds offline: its base image is made here
         stderr.print(base_image.ensure_base_image(api.docker_engine(settings), settings.base_image), highlight=False)
     with api.build_environment(settings, say=lambda text: stderr.print(text, highlight=False)) as settings:
         report = api.run_pipeline(settings, only=names(only), jobs=int(jobs) if jobs is not None else None,
@@ -235,7 +235,6 @@ ns.add_collection(site_tasks)
 # `inv vm.start`, `vm.prepare`, `vm.status`, `vm.teardown` are the steps build-all chains on a
 # profile with ci.vm.enabled (cpouta); run them one by one to debug a step on the VM by hand.
 
-from ci import openstack_image, vm  # noqa: E402  (kept with the tasks that use it)
 
 VM_HELP = {
     "profile": "Configuration profile from invoke.yaml (default: ci.profile); ci.vm of that profile applies.",
@@ -356,8 +355,6 @@ ns.add_collection(openstack_tasks)
 # `inv gh.matrix` and `inv gh.changed` are what .github/workflows/containers-build.yml asks the
 # package, so that the workflow itself decides nothing (see the README, "GitHub Actions").
 
-from ci import matrix, workflows  # noqa: E402  (kept with the tasks that use them)
-from ci.cli import PROJECT_DIR  # noqa: E402
 
 
 @task(iterable=["only"], help={
