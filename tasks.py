@@ -210,11 +210,14 @@ def base_image_task(c, force=False, profile=None):  # type: ignore[no-untyped-de
 def up(c):  # type: ignore[no-untyped-def]
     """Install (from Debian) and start the local services: Docker, sshd, Slurm, registry, Charliecloud.
 
+    Then create the local Debian base image if it is missing (no registry can be reached).
     Idempotent: a service that already answers is left alone. Needs root to install.
     sshd listens on 127.0.0.1:2222 only, with a throw-away key, for the SSH code paths.
     """
     for line in local.up(local.ALL_SERVICES, say=lambda text: stderr.print(text)):
         stdout.print(line)
+    settings = settings_from(c)
+    stdout.print("base image: " + base_image.ensure_base_image(api.docker_engine(settings), settings.base_image))
 
 
 local_tasks = Collection("local")
