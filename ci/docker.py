@@ -54,22 +54,18 @@ def image_labels(name: str, version: str, digest: str, test_digest: str, source:
 
 
 def find_docker_client(preferred: str | None = None) -> list[str]:
-    """The client binary to call: configured, else one with buildx, else Debian's, else any."""
+    """The client binary to call: the configured one, else the distribution's, else the one on PATH.
+
+    The distribution's client matches the distribution's engine (a newer client found first on
+    PATH may lack buildx and the classic builder's BuildKit). Whether buildx is used is decided
+    per engine by `DockerEngine.has_buildx`.
+    """
     if preferred and preferred != "auto":
         return [preferred]
-    candidates = [path for path in ("/usr/bin/docker", shutil.which("docker")) if path]
-    for path in candidates:
-        if os.path.exists(os.path.join(os.path.dirname(path), "docker-buildx")) or _has_buildx_plugin():
+    for path in ("/usr/bin/docker", shutil.which("docker")):
+        if path and os.path.exists(path):
             return [path]
-    if candidates:
-        return [candidates[0]]
     raise CIError("no docker client found; run `inv local.up` or install docker.io")
-
-
-def _has_buildx_plugin() -> bool:
-    plugin_dirs = ["/usr/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
-                   os.path.expanduser("~/.docker/cli-plugins"), "/usr/local/lib/docker/cli-plugins"]
-    return any(os.path.exists(os.path.join(d, "docker-buildx")) for d in plugin_dirs)
 
 
 class DockerEngine:

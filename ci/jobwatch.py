@@ -9,7 +9,6 @@ failed job (ReFrame's habit).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -81,5 +80,3 @@ class JobWatcher:
                             self._waiting[job].set()
             self._wake.wait(self.interval)
             self._wake.clear()
-            if not pending:
-                time.sleep(0)  # nothing to do: wait for the next wake-up

@@ -50,12 +50,12 @@ class Step:
 
 @dataclass
 class Work:
-    """An image's chain of steps and the images whose `gate` step it waits for."""
+    """An image's chain of steps, and the images it is built on (it starts once their gates opened)."""
 
     key: str
     steps: Sequence[Step]
     parents: Sequence[str] = ()
-    gate: str = "build"  # the parent's step that must be done before this image starts
+    gate: str = "build"  # this image's step whose end lets the images built on it start
 
 
 @dataclass(frozen=True)

@@ -84,12 +84,12 @@ class Registry:
 
     def login(self) -> None:
         """Log in once when credentials are configured; the token goes on stdin, never argv."""
-        username = os.environ.get(self.settings.username_env)
-        token = os.environ.get(self.settings.token_env)
-        if self._logged_in or not (username and token):
+        credentials = self.credentials()
+        if self._logged_in or credentials is None:
             return
         try:
-            self.engine.client.login(server=self.push_address, username=username, password=token)
+            self.engine.client.login(server=self.push_address, username=credentials.username,
+                                     password=credentials.password)
         except DockerException:
             raise SiteError(f"registry {self.push_address} refused the credentials from "
                             f"{self.settings.username_env}/{self.settings.token_env}") from None
