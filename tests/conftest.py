@@ -50,5 +50,13 @@ def ssh_host(loopback_ssh: SSHSettings) -> Iterator[SSHHost]:
 
 
 @pytest.fixture
+def no_openstack_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cloud tests see only the configuration they write: no OS_* variables from the machine."""
+    for name in list(os.environ):
+        if name.startswith("OS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
 def local_host() -> LocalHost:
     return LocalHost()

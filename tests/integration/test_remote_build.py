@@ -31,10 +31,7 @@ def base_image(docker_available: None) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_openstack_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("OS_"):
-            monkeypatch.delenv(name)
+def _no_openstack_environment(no_openstack_environment: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI_SSH_KEY_PASSPHRASE", raising=False)
 
 

@@ -140,6 +140,16 @@ def slurm_saved_environments(job_ids: list[str]) -> dict[str, str]:
     return found
 
 
+def arm_canaries(project: SiteProject, monkeypatch: pytest.MonkeyPatch) -> Witness:
+    """Two images whose tests print their environment, the secrets set, and argv being watched."""
+    project.add("envy", [PRINTENV])
+    project.add("sour", [PRINTENV, failing()])
+    monkeypatch.setenv("CI_REGISTRY_USER", USER)
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    return Witness(monkeypatch)
+
+
 def assert_no_canary(witness: Witness, project: SiteProject, texts: dict[str, str], roots: list[Path]) -> None:
     job_ids = [job_id for job_id, _, _ in project.jobs()]
     texts = {**texts, "progress": project.console_output.getvalue(), **slurm_saved_environments(job_ids)}
@@ -169,12 +179,7 @@ def test_no_secret_leaks_from_a_run_on_the_local_site(site_project: SiteProject,
     assert anonymous_status(address) == 401, "the registry must demand credentials"
     project = site_project
     project.registries.add(address)
-    project.add("envy", [PRINTENV])
-    project.add("sour", [PRINTENV, failing()])
-    monkeypatch.setenv("CI_REGISTRY_USER", USER)
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
-    witness = Witness(monkeypatch)
+    witness = arm_canaries(project, monkeypatch)
     report = project.run(project.settings(registry={"address": address, "insecure": True}))
     out, err = capfd.readouterr()
 
@@ -239,12 +244,7 @@ def test_no_secret_leaks_from_a_run_on_an_ssh_site(site_project: SiteProject, pa
     finally:
         without.close()
 
-    project.add("envy", [PRINTENV])
-    project.add("sour", [PRINTENV, failing()])
-    monkeypatch.setenv("CI_REGISTRY_USER", USER)
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
-    witness = Witness(monkeypatch)
+    witness = arm_canaries(project, monkeypatch)
     fabric = FabricLines(monkeypatch)
     report = project.run(settings)
     out, err = capfd.readouterr()

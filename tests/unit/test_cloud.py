@@ -6,7 +6,6 @@ catalog, version discovery, Nova/Neutron/Cinder/Glance calls and their real erro
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,11 +19,8 @@ from ci.errors import CloudError, ConfigError
 
 
 @pytest.fixture(autouse=True)
-def _no_openstack_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests see only the configuration they write: no OS_* variables from the machine."""
-    for name in list(os.environ):
-        if name.startswith("OS_"):
-            monkeypatch.delenv(name)
+def _no_openstack_environment(no_openstack_environment: None) -> None:
+    """Tests see only the configuration they write."""
 
 
 @pytest.fixture

@@ -25,10 +25,8 @@ from ci.errors import BuildError, CIError, CloudError
 
 
 @pytest.fixture(autouse=True)
-def _no_openstack_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("OS_"):
-            monkeypatch.delenv(name)
+def _no_openstack_environment(no_openstack_environment: None) -> None:
+    """Tests see only the configuration they write."""
 
 
 @pytest.fixture
