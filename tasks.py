@@ -13,7 +13,7 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from ci import api, base_image, local, matrix, openstack_image, vm, workflows
+from ci import api, local, matrix, openstack_image, vm, workflows
 from ci.cli import PROJECT_DIR, emit_json, explained, names, settings_from, stderr, stdout
 from ci.report import render_plan, render_table, to_json
 
@@ -110,7 +110,7 @@ def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root
     """
     settings = _site_settings(c, definitions, profile, arch, site_root)
     if settings.profile == "local":  # the local default builds offline: its base image is made here
-        stderr.print(base_image.ensure_base_image(api.docker_engine(settings), settings.base_image), highlight=False)
+        stderr.print(api.ensure_base_image(settings), highlight=False)
     with api.build_environment(settings, say=lambda text: stderr.print(text, highlight=False)) as settings:
         report = api.run_pipeline(settings, only=names(only), jobs=int(jobs) if jobs is not None else None,
                                   force=force, retry_failed=retry_failed, no_cache=no_cache, resume=resume,
@@ -202,7 +202,7 @@ def base_image_task(c, force=False, profile=None):  # type: ignore[no-untyped-de
     this image (ci.base_image.tag, default containers-ci/debian:bookworm).
     """
     settings = settings_from(c, profile=profile)
-    stdout.print(base_image.ensure_base_image(api.docker_engine(settings), settings.base_image, force=force))
+    stdout.print(api.ensure_base_image(settings, force=force))
 
 
 @task()
@@ -217,7 +217,7 @@ def up(c):  # type: ignore[no-untyped-def]
     for line in local.up(local.ALL_SERVICES, say=lambda text: stderr.print(text)):
         stdout.print(line)
     settings = settings_from(c)
-    stdout.print("base image: " + base_image.ensure_base_image(api.docker_engine(settings), settings.base_image))
+    stdout.print("base image: " + api.ensure_base_image(settings))
 
 
 local_tasks = Collection("local")

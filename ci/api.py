@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ci import vm
+from ci import base_image, vm
 from ci.build import BuildStep
 from ci.config import Settings
 from ci.definitions import Catalog, SlurmResources, load_catalog
@@ -44,6 +44,11 @@ def docker_engine(settings: Settings) -> DockerEngine:
     settings = vm.remote_settings(settings)  # the running build VM's engine when ci.vm.enabled
     return DockerEngine(client_call=[settings.docker_client] if settings.docker_client != "auto" else None,
                         host=settings.docker_host, buildkit=settings.buildkit)
+
+
+def ensure_base_image(settings: Settings, *, force: bool = False) -> str:
+    """The local Debian base image that the local default's definitions start FROM (made when missing)."""
+    return base_image.ensure_base_image(docker_engine(settings), settings.base_image, force=force)
 
 
 @dataclass
