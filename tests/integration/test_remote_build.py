@@ -15,6 +15,7 @@ import pytest
 from cloud_emulator import Cloud, Emulator
 from cloud_emulator.testing import PROJECT_DIR, Witness, assert_nowhere, loop_device, project_config, vm_settings
 from helpers import BASE_IMAGE, definition
+from site_helpers import require
 
 from ci import api, vm
 from ci.config import Settings, deep_merge, load_settings
@@ -26,8 +27,7 @@ pytestmark = [pytest.mark.ssh, pytest.mark.docker]
 
 @pytest.fixture
 def base_image(docker_available: None) -> None:
-    if not DockerEngine().image_exists(BASE_IMAGE):
-        pytest.skip(f"{BASE_IMAGE} is missing; `inv local.base-image` creates it")
+    require(DockerEngine().image_exists(BASE_IMAGE), f"the base image {BASE_IMAGE} (`inv local.base-image`)")
 
 
 @pytest.fixture(autouse=True)
@@ -102,8 +102,7 @@ def test_build_all_on_a_vm_profile_starts_prepares_builds_and_tears_down(
         loopback_ssh: SSHSettings, tmp_path: Path, base_image: None, monkeypatch: pytest.MonkeyPatch,
         encrypted_loopback_key: tuple[Path, str], capfd: pytest.CaptureFixture[str]) -> None:
     """The cpouta chain against the emulated cloud; this machine is the VM; secrets are canaries."""
-    if shutil.which("losetup") is None or os.geteuid() != 0:
-        pytest.skip("needs root and losetup for the VM's volume")
+    require(shutil.which("losetup") is not None and os.geteuid() == 0, "root with losetup (the VM's volume)")
     key, passphrase = encrypted_loopback_key
     secret = f"canary-secret-{uuid.uuid4().hex}"
     monkeypatch.setenv("CI_SSH_KEY_PASSPHRASE", passphrase)

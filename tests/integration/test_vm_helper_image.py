@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cloud_emulator.testing import PROJECT_DIR, project_config
 from helpers import BASE_IMAGE
+from site_helpers import require
 
 from ci import openstack_image
 from ci.config import deep_merge, load_settings
@@ -21,8 +22,7 @@ pytestmark = [pytest.mark.docker]
 @pytest.fixture
 def engine(docker_available: None) -> DockerEngine:
     engine = DockerEngine()
-    if not engine.image_exists(BASE_IMAGE):
-        pytest.skip(f"{BASE_IMAGE} is missing; `inv local.base-image` creates it")
+    require(engine.image_exists(BASE_IMAGE), f"the base image {BASE_IMAGE} (`inv local.base-image`)")
     return engine
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from cloud_emulator.testing import loop_device
+from site_helpers import require
 
 from ci import vm
 from ci.cloud import VMInfo, vm_config
@@ -77,8 +78,8 @@ class Bed:
 
 @pytest.fixture
 def bed(tmp_path: Path, docker_available: None) -> Iterator[Bed]:
-    if shutil.which("dockerd") is None or shutil.which("losetup") is None or os.geteuid() != 0:
-        pytest.skip("needs root, dockerd and losetup to emulate the VM's volume and Docker")
+    require(shutil.which("dockerd") is not None and shutil.which("losetup") is not None and os.geteuid() == 0,
+            "root with dockerd and losetup (to emulate the VM's volume and Docker)")
     root = Path(f"/tmp/ci-prepare-{os.getpid()}-{time.monotonic_ns() % 10**6}")  # short: unix socket paths
     root.mkdir()
     had_docker0 = _link_exists("docker0")
