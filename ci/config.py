@@ -93,7 +93,7 @@ def _site_settings(data: Mapping[str, Any], site_root: str | None) -> SiteSettin
         if "extra" in values:
             values["extra"] = tuple(values["extra"])
         raw["convert_job"] = SlurmResources(**values)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise ConfigError(f"ci.site.convert_job: {exc}; allowed: nodes, ntasks, time, partition, gpus, extra") from None
     if raw.get("convert_on", "login") not in ("login", "compute"):
         raise ConfigError(f"ci.site.convert_on must be login or compute; got {raw['convert_on']!r}")

@@ -15,30 +15,20 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from ci.dockerfile import FromReference, parse_from_references
 from ci.errors import DefinitionError, Problem
+from ci.resources import Resources
+from ci.resources import SlurmResources as SlurmResources  # the old name, for callers not moved yet
+from ci.resources import is_valid_slurm_time as is_valid_slurm_time
+from ci.validation import problems_from
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 KNOWN_ARCHES = ("amd64", "arm64")
 CONTAINER_YAML = "container.yaml"
 TESTS_FOLDER = "tests"
 
-# Slurm's accepted --time forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, plus the unlimited words.
-_SLURM_TIME = re.compile(r"^(\d+-\d+(:\d+(:\d+)?)?|\d+(:\d+(:\d+)?)?)$")
-_SLURM_UNLIMITED = {"UNLIMITED", "INFINITE", "unlimited", "infinite"}
-
-
-@dataclass(frozen=True)
-class SlurmResources:
-    """What a test job asks of the scheduler."""
-
-    nodes: int = 1
-    ntasks: int = 1
-    time: str = "00:10:00"
-    partition: str | None = None
-    gpus: int = 0
-    extra: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,7 +59,7 @@ class TestSpec:
 
     name: str
     script: Path
-    slurm: SlurmResources = SlurmResources()
+    slurm: Resources = field(default_factory=Resources)
     expect: Expectation = Expectation()
 
 
@@ -159,7 +149,6 @@ class Catalog:
 _TOP_KEYS = ("version", "fragments", "build_args", "variants", "platforms", "files", "tests")
 _VARIANT_KEYS = ("suffix", "build_args", "version", "platforms")
 _TEST_KEYS = ("name", "script", "slurm", "expect")
-_SLURM_KEYS = ("nodes", "ntasks", "time", "partition", "gpus", "extra")
 _EXPECT_KEYS = ("exit_code", "patterns", "metrics")
 _METRIC_KEYS = ("regex", "min", "max", "unit")
 _PLATFORM = re.compile(r"^linux/(amd64|arm64)(/v\d+)?$")
@@ -271,10 +260,6 @@ def _inside(path: Path, folder: Path) -> bool:
     except ValueError:
         return False
     return True
-
-
-def is_valid_slurm_time(value: str) -> bool:
-    return value in _SLURM_UNLIMITED or bool(_SLURM_TIME.match(value))
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,37 +557,15 @@ def _tests(check: _Checker, folder: Path, meta: Mapping[str, Any]) -> list[TestS
     return out
 
 
-def _slurm(check: _Checker, value: Any, field_name: str) -> SlurmResources | None:
-    if value is not None and not isinstance(value, dict):
-        check.mapping(value, field_name, _SLURM_KEYS)
+def _slurm(check: _Checker, value: Any, field_name: str) -> Resources | None:
+    if value is None:
+        return Resources()
+    try:
+        return Resources.model_validate(value)
+    except ValidationError as exc:
+        for problem in problems_from(exc, file=check.path, prefix=field_name, model=Resources):
+            check.problem(problem.field, problem.message, problem.fix)
         return None
-    entry = check.mapping(value, field_name, _SLURM_KEYS)
-    defaults = SlurmResources()
-    nodes = check.integer(entry.get("nodes", defaults.nodes), f"{field_name}.nodes", 1)
-    ntasks = check.integer(entry.get("ntasks", defaults.ntasks), f"{field_name}.ntasks", 1)
-    gpus = check.integer(entry.get("gpus", defaults.gpus), f"{field_name}.gpus", 0)
-    time_value = entry.get("time", defaults.time)
-    time = check.string(time_value, f"{field_name}.time", allow_numbers=True)
-    if time is not None and not is_valid_slurm_time(time):
-        check.problem(f"{field_name}.time", f"'{time}' is not a Slurm time limit",
-                      "use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. \"00:10:00\"")
-        time = None
-    partition = None
-    if entry.get("partition") is not None:
-        partition = check.string(entry["partition"], f"{field_name}.partition", allow_numbers=False)
-    extra = check.string_list(entry.get("extra"), f"{field_name}.extra")
-    for index, option in enumerate(extra):
-        if not option.startswith("--"):
-            check.problem(f"{field_name}.extra[{index}]", f"'{option}' is not a long sbatch option",
-                          "write extra options in the --name=value form")
-    if nodes is not None and ntasks is not None and ntasks < nodes:
-        check.problem(f"{field_name}.ntasks", f"{ntasks} tasks cannot fill {nodes} nodes",
-                      "ask for at least one task per node")
-        return None
-    if None in (nodes, ntasks, gpus, time) or not check.ok:
-        return None
-    assert nodes is not None and ntasks is not None and gpus is not None and time is not None
-    return SlurmResources(nodes=nodes, ntasks=ntasks, time=time, partition=partition, gpus=gpus, extra=tuple(extra))
 
 
 def _expect(check: _Checker, value: Any, field_name: str) -> Expectation | None:

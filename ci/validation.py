@@ -1,0 +1,226 @@
+"""The one formatter from pydantic's errors to our Problem lines, and the grammar helpers of our models.
+
+Every schema we read (container.yaml, settings, request bodies, the allocator's targets) is a
+pydantic v2 model; a person never sees pydantic's own wording. `problems_from` turns one
+`ValidationError` into one `Problem` per error, naming the file, the field path as the user wrote
+it (`tests[0].slurm.partition`), the message and the fix. Our own validators raise `invalid(message,
+fix)`, so their wording passes through unchanged; pydantic's built-in errors get today's phrasing
+("expected a whole number, got a string", "unknown key 'x'; did you mean 'y'?").
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
+
+from ci.errors import Problem
+
+ERROR_TYPE = "ci"  # the pydantic error type of every problem our own validators raise
+_SHOWN_LENGTH = 80
+
+
+def invalid(message: str, fix: str) -> PydanticCustomError:
+    """An error for a validator to raise: our message and fix, kept verbatim by `problems_from`."""
+    return PydanticCustomError(ERROR_TYPE, "invalid value", {"message": message, "fix": fix})
+
+
+def shown(value: object, limit: int = _SHOWN_LENGTH) -> str:
+    """A user value quoted for a message: control characters escaped, long values cut.
+
+    Messages go to terminals, logs and JSON; a newline or an escape sequence from a definition must
+    not start a fake line or recolour the terminal.
+    """
+    text = str(value)
+    cut = len(text) > limit
+    text = text[:limit]
+    out = []
+    for char in text:
+        if char == "'" or char == "\\":
+            out.append("\\" + char)
+        elif has_control(char):
+            out.append(char.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(char)
+    return "'" + "".join(out) + ("…'" if cut else "'")
+
+
+def has_control(text: str) -> bool:
+    """True when `text` holds a control, format or unassigned character (newline, ESC, zero-width, ...)."""
+    return any(unicodedata.category(char)[0] == "C" for char in text)
+
+
+def check_text(value: str, *, what: str, max_length: int, pattern: re.Pattern[str] | None = None,
+               fix: str = "") -> str:
+    """The common grammar check: no control characters, a length cap, and an anchored pattern."""
+    if has_control(value):
+        raise invalid(f"{shown(value)} contains a control character", "remove line breaks, tabs and other "
+                      "control characters")
+    if not value:
+        raise invalid(f"{what} is empty", fix or "write a value")
+    if len(value) > max_length:
+        raise invalid(f"{what} {shown(value, 40)} is {len(value)} characters long (at most {max_length})",
+                      fix or f"shorten it to {max_length} characters")
+    if pattern is not None and not pattern.match(value):
+        raise invalid(f"{shown(value)} is not a valid {what}", fix)
+    return value
+
+
+def type_name(value: Any) -> str:
+    """How a YAML value's type reads in a sentence."""
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", tuple: "a list"}.get(type(value), type(value).__name__)
+
+
+def field_path(loc: Sequence[int | str], prefix: str = "") -> str:
+    """`('tests', 0, 'slurm', 'partition')` -> `tests[0].slurm.partition` (pydantic's union tags dropped)."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _is_internal(part):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _is_internal(part: str) -> bool:
+    """pydantic's own location parts: union members, validator wrappers and the dict-key marker."""
+    return part == "[key]" or bool(re.fullmatch(r"(function-\w+|str|int|float|bool|none|list|dict|tuple|"
+                                                r"lax-or-strict|json-or-python|nullable|union|[a-z]+\[.*\])",
+                                                part)) or (part[:1].isupper() and "[" in part)
+
+
+def problems_from(error: ValidationError, *, file: str | Path, prefix: str = "",
+                  model: type[BaseModel] | None = None) -> list[Problem]:
+    """One Problem per pydantic error, in our words.
+
+    `prefix` is put before every field path (e.g. `ci.site` for a settings section); `model`, when
+    given, lets an unknown key suggest the closest known one and lets a field's `fix` (its
+    json_schema_extra) be used for missing values.
+    """
+    path = Path(file)
+    problems: list[Problem] = []
+    for item in error.errors(include_url=False):
+        loc = tuple(part for part in item["loc"])
+        kind = item["type"]
+        ctx = item.get("ctx") or {}
+        value = item.get("input")
+        if kind == ERROR_TYPE:
+            name = field_path(loc, prefix)
+            problems.append(Problem(path, name, str(ctx.get("message", item["msg"])), str(ctx.get("fix", ""))))
+            continue
+        problems.append(_builtin(path, loc, prefix, kind, ctx, value, item["msg"], model))
+    return problems
+
+
+def _builtin(path: Path, loc: tuple[int | str, ...], prefix: str, kind: str, ctx: dict[str, Any], value: Any,
+             msg: str, model: type[BaseModel] | None) -> Problem:
+    name = field_path(loc, prefix)
+    shown_name = name or "(top level)"
+    if kind == "extra_forbidden":
+        key = str(next((part for part in reversed(loc) if not isinstance(part, int)), ""))
+        allowed = _allowed_keys(model, loc[:-1]) if model is not None else []
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else "")
+        fix = f"remove it or fix the name ({hint})" if hint else "remove it or fix the name"
+        return Problem(path, name, f"unknown key {shown(key)}", fix)
+    if kind == "missing":
+        fix = _field_fix(model, loc) if model is not None else ""
+        return Problem(path, name, "is missing", fix or "add it")
+    got = type_name(value)
+    if kind in ("model_type", "model_attributes_type", "dict_type", "mapping_type"):
+        keys = _allowed_keys(model, loc) if model is not None else []
+        fix = f"write it as 'key: value' lines with the keys {', '.join(keys)}" if keys else "write it as " \
+            "'key: value' lines"
+        return Problem(path, shown_name, f"expected a mapping, got {got}", fix)
+    if kind in ("list_type", "tuple_type", "iterable_type", "set_type"):
+        return Problem(path, shown_name, f"expected a list, got {got}", "write a YAML list, e.g. [a, b]")
+    if kind in ("string_type", "string_sub_type"):
+        return Problem(path, shown_name, f"expected a string, got {got}", "write a quoted string")
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return Problem(path, shown_name, f"expected a whole number, got {got}", "write a whole number")
+    if kind in ("float_type", "float_parsing"):
+        return Problem(path, shown_name, f"expected a number, got {got}", "write a number, e.g. 60 or 1.5")
+    if kind in ("bool_type", "bool_parsing"):
+        return Problem(path, shown_name, f"expected true or false, got {got}", "write true or false")
+    if kind in ("greater_than_equal", "greater_than"):
+        bound = ctx.get("ge", ctx.get("gt"))
+        return Problem(path, shown_name, f"{value} is below the minimum {bound}", f"use a number >= {bound}")
+    if kind in ("less_than_equal", "less_than"):
+        bound = ctx.get("le", ctx.get("lt"))
+        return Problem(path, shown_name, f"{value} is above the maximum {bound}", f"use a number <= {bound}")
+    if kind == "string_too_long":
+        limit = ctx.get("max_length")
+        return Problem(path, shown_name, f"is longer than {limit} characters", f"shorten it to {limit} characters")
+    if kind in ("too_long", "too_short"):
+        return Problem(path, shown_name, msg, "fix the number of entries")
+    if kind in ("literal_error", "enum"):
+        return Problem(path, shown_name, f"{shown(value)} is not one of {ctx.get('expected', '')}",
+                       f"use one of {ctx.get('expected', '')}")
+    return Problem(path, shown_name, msg, "fix the value")
+
+
+def _annotation_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside an annotation such as `Foo | None`, `tuple[Foo, ...]` or `dict[str, Foo]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _annotation_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _walk(model: type[BaseModel], loc: Sequence[int | str]) -> tuple[type[BaseModel] | None, str | None]:
+    """Follow a location through the model classes: the class at the end and the last field name."""
+    current: type[BaseModel] | None = model
+    last: str | None = None
+    for part in loc:
+        if current is None:
+            return None, last
+        if isinstance(part, int) or _is_internal(part):
+            continue
+        field = _field_by_alias(current, part)
+        if field is None:
+            # a dict key (e.g. a metric name): stay on the dict's value model
+            continue
+        last = part
+        current = _annotation_model(current.model_fields[field].annotation)
+    return current, last
+
+
+def _field_by_alias(model: type[BaseModel], name: str) -> str | None:
+    for field_name, info in model.model_fields.items():
+        if (info.alias or field_name) == name:
+            return field_name
+    return None
+
+
+def _allowed_keys(model: type[BaseModel] | None, loc: Sequence[int | str]) -> list[str]:
+    if model is None:
+        return []
+    target, _ = _walk(model, loc)
+    if target is None:
+        return []
+    return [info.alias or name for name, info in target.model_fields.items()]
+
+
+def _field_fix(model: type[BaseModel], loc: Sequence[int | str]) -> str:
+    parent, _ = _walk(model, loc[:-1])
+    if parent is None:
+        return ""
+    field = _field_by_alias(parent, str(loc[-1]))
+    if field is None:
+        return ""
+    extra = parent.model_fields[field].json_schema_extra
+    return str(extra.get("fix", "")) if isinstance(extra, dict) else ""
