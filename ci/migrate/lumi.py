@@ -46,9 +46,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
 
 from ci.errors import CIError
 from ci.migrate.shell import Command, Operator, Part, ShellSyntaxError, Word, commands
+from ci.resources import Resources, check_sbatch_option
+from ci.validation import problems_from, shown
 
 RECIPES = "RecipesDocker"
 DEF_RECIPES = "Recipes"
@@ -599,8 +603,42 @@ def read_test_defaults(text: str) -> TestDefaults:
     if "ntasks" not in defaults.slurm and "nodes" in defaults.slurm:
         defaults.slurm["ntasks"] = defaults.slurm["nodes"]
     order = ("nodes", "ntasks", "cpus_per_task", "gpus", "mem", "time", "partition", "extra")
-    defaults.slurm = {key: defaults.slurm[key] for key in order if key in defaults.slurm}
+    defaults.slurm = _valid_resources({key: defaults.slurm[key] for key in order if key in defaults.slurm},
+                                      defaults)
     return defaults
+
+
+def _valid_resources(slurm: dict[str, Any], defaults: TestDefaults) -> dict[str, Any]:
+    """Keep what our Resources model accepts; each value it refuses is dropped with a note saying why."""
+    kept = dict(slurm)
+    extra: list[str] = []
+    for option in kept.pop("extra", []):
+        try:
+            check_sbatch_option(option)
+        except PydanticCustomError as exc:
+            context = exc.context or {}
+            defaults.notes.append((f"#SBATCH {option} of their test.sbatch is not carried over "
+                                   f"({context.get('message', exc.message())})", str(context.get("fix", ""))))
+            continue
+        extra.append(option)
+    if extra:
+        kept["extra"] = extra
+    for key in list(kept):
+        try:
+            Resources.model_validate({key: kept[key]} if key != "ntasks" else {"ntasks": kept[key]})
+        except ValidationError as exc:
+            for problem in problems_from(exc, file=TRANSFER_SCRIPT, prefix="slurm"):
+                defaults.notes.append((f"their test.sbatch's {key} {shown(kept[key])} is not carried over "
+                                       f"({problem.message})", problem.fix))
+            del kept[key]
+    try:
+        Resources.model_validate(kept)
+    except ValidationError as exc:
+        for problem in problems_from(exc, file=TRANSFER_SCRIPT, prefix="slurm"):
+            defaults.notes.append((f"their test.sbatch's resources are not carried over ({problem.message})",
+                                   problem.fix))
+        return {}
+    return kept
 
 
 def _sbatch_line(words: list[str], defaults: TestDefaults) -> None:
