@@ -45,7 +45,8 @@ def script(text: str) -> str:
 # The body and fragments are valid Dockerfiles on top of the local base image, so the e2e test
 # can build them; the fidelity tests only compare bytes.
 COMMON = {
-    "Dockerfile.header": "ARG BASE_IMAGE=" + BASE_IMAGE + "\nFROM $BASE_IMAGE\n\nENV STACK_ROOT /opt/stack\n",
+    "Dockerfile.header": "ARG BASE_IMAGE=" + BASE_IMAGE + "\nFROM $BASE_IMAGE\n\nENV STACK_ROOT /opt/stack\n"
+                         "RUN mkdir -p /opt/stack\n",
     "Dockerfile.tools": "ARG TOOL_VERSION\nRUN mkdir -p $STACK_ROOT && echo \"tools $TOOL_VERSION\" "
                         "> $STACK_ROOT/tools.txt\n",
     "Dockerfile.env-a": "# environment, after the body\nENV STACK_A=1\n",
@@ -165,8 +166,8 @@ HOST_TEST = script(r"""
     cat > run.sh << EOF
     #!/bin/sh -e
     cd /myrun
-    echo "mode=\$STACK_MODE tools=\$(cat \$STACK_ROOT/tools.txt)"
-    test -f \$STACK_ROOT/layers.txt
+    echo "mode=\$STACK_MODE tools=\$(cat /opt/stack/tools.txt)"
+    test -f /opt/stack/layers.txt
     EOF
     chmod +x run.sh
 
@@ -180,13 +181,15 @@ HOST_TEST = script(r"""
     echo "both runs done"
 """)
 
+# Its failing twin: the first of the two $SCMD calls fails, the second passes. Only the script's own
+# `bash -e` (its #! line, as their pipeline runs `$test $sif`) makes the test fail: run unchanged.
 FAILING_TEST = script(r"""
     #!/bin/bash -ex
     rm -rf run.sh
     cat > run.sh << EOF
     #!/bin/sh
     echo "mode=\$STACK_MODE"
-    exit 3
+    test "\$STACK_MODE" = second
     EOF
     chmod +x run.sh
     export STACK_MODE=first
@@ -235,8 +238,14 @@ class Layout:
     refused_script: str
 
 
-def write_checkout(root: Path, *, with_refused: bool = True, failing_twin: bool = False) -> Layout:
-    """Write a LUMI-style checkout under `root`; return what it holds."""
+def write_checkout(root: Path, *, with_refused: bool = True, failing_twin: bool = False,
+                   exclusive: bool = True) -> Layout:
+    """Write a LUMI-style checkout under `root`; return what it holds.
+
+    `failing_twin`: Science_App gets a .test in the same style whose first $SCMD call fails;
+    `exclusive`: the transfer script's test.sbatch asks for whole nodes (the e2e test does not, so
+    its jobs share the one local node with other tests' jobs).
+    """
     recipes = root / "RecipesDocker"
     for name, text in COMMON.items():
         _write(recipes / "common" / name, text)
@@ -263,7 +272,8 @@ def write_checkout(root: Path, *, with_refused: bool = True, failing_twin: bool 
         _write(recipes / "zz-refused" / "build-bad.sh", REFUSED, executable=True)
     _write(recipes / "helper-files" / "Dockerfile", HELPER_DOCKERFILE)
     _write(recipes / "helper-files" / "site-env.txt", "site environment stand-in\n")
-    _write(recipes / "lumi-containers-transfer.sh", TRANSFER, executable=True)
+    transfer = TRANSFER if exclusive else TRANSFER.replace("#SBATCH --exclusive\n", "")
+    _write(recipes / "lumi-containers-transfer.sh", transfer, executable=True)
     _write(root / "Recipes" / "MY_TOOL.def", DEF_RECIPE)
     return Layout(root=root, migrated_scripts=tuple(scripts), refused_script=refused)
 
@@ -345,3 +355,55 @@ def tree_state(root: Path) -> dict[str, tuple[str, int, bytes]]:
             else:
                 state[rel] = ("file", info.st_mode & 0o7777, path.read_bytes())
     return state
+
+
+def compare_with_scripts(checkout: Path, definitions: Path, work: Path,
+                         recipes: list[tuple[str, list[str]]]) -> tuple[int, list[str]]:
+    """Run each recipe's build script (recording $DOCKERBUILD) and compare with the migrated images.
+
+    `recipes`: (RecipesDocker/<app>/build-*.sh, [image names in $DOCKERBUILD order]). For each image,
+    the recipe the definitions render (`inv render`'s text) must equal what the script composed into
+    $DOCKERFILE_TMP, and its build args what that $DOCKERBUILD call passed. Returns (images
+    compared, mismatches described).
+    """
+    from ci.definitions.render import render
+
+    from ci.definitions import load_catalog
+
+    catalog = load_catalog(definitions)
+    mismatches = [str(problem) for problem in catalog.all_problems()]
+    compared = 0
+    for relative, images in recipes:
+        recorded = run_build_script(checkout, relative, work)
+        if len(recorded.builds) != len(images):
+            mismatches.append(f"{relative}: {len(recorded.builds)} builds, {len(images)} images")
+            continue
+        for call, image in enumerate(images):
+            rendered = render(catalog, image)
+            text = rendered.recipe.encode("utf-8")
+            if text != recorded.dockerfile:
+                same_aside = [line.rstrip() for line in text.splitlines()] == \
+                    [line.rstrip() for line in recorded.dockerfile.splitlines()]
+                mismatches.append(f"{image}: composed Dockerfile differs"
+                                  + (" (trailing whitespace only)" if same_aside else ""))
+            if dict(rendered.spec.build_args) != recorded.build_args(call):
+                mismatches.append(f"{image}: build args {dict(rendered.spec.build_args)} != "
+                                  f"{recorded.build_args(call)}")
+            compared += 1
+    return compared, mismatches
+
+
+if __name__ == "__main__":  # python tests/lumi_layout.py CHECKOUT DEFINITIONS WORK: a real checkout, by hand
+    import json
+    import sys
+
+    from ci.migrate import lumi
+
+    checkout_arg, definitions_arg, work_arg = (Path(arg) for arg in sys.argv[1:4])
+    report = lumi.migrate(checkout_arg, definitions_arg, partial=True)
+    work_arg.mkdir(parents=True, exist_ok=True)
+    done, differences = compare_with_scripts(
+        checkout_arg, definitions_arg, work_arg,
+        [(recipe.file, recipe.images) for recipe in report.recipes if recipe.status == "migrated"])
+    print(json.dumps({"counts": report.counts(), "compared_images": done, "mismatches": differences,
+                      "refused": [str(p) for p in report.all_problems]}, indent=2))

@@ -988,7 +988,11 @@ def _app(reader: _Checkout, app_dir: Path, scripts: list[Path], arch: str, defau
     context_problems: list[Finding] = []
     test_names = {script.name[: -len(".sh")] + ".test" for script in scripts}
     for rel, path in reader.walk(app_dir):
-        if _BUILD_SCRIPT.match(rel) or rel in test_names or _LEFTOVER.match(PurePosixPath(rel).name):
+        if _BUILD_SCRIPT.match(rel) or rel in test_names:
+            continue
+        if _LEFTOVER.match(PurePosixPath(rel).name):
+            reader.report.notes.append(Finding(reader.rel(path), "is left over from a build of their pipeline "
+                                               "(*.log, *.done, .tmp-*) and is not copied", ""))
             continue
         name_problem = _file_name_problem(rel)
         if name_problem:
@@ -1028,6 +1032,10 @@ def _variant(reader: _Checkout, app_dir: Path, script: Path, recipe: Recipe, fol
              tests: dict[str, _Copy]) -> list[dict[str, Any]]:
     app = recipe.app
     problems = recipe.problems
+    name_problem = _file_name_problem(script.name)
+    if name_problem:
+        problems.append(Finding(recipe.file, name_problem, "rename it"))
+        return []
     text = reader.text(script, problems, script=True)
     if text is None:
         return []

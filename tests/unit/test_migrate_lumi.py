@@ -308,3 +308,15 @@ def test_the_task_exits_2_with_problems_and_json_and_0_with_partial(layout: Layo
     assert f"problem: {layout.refused_script}:" in partial.stderr
     missing = _inv("migrate.lumi", str(tmp_path / "nope"), "--out", str(out))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr and "is not a folder" in missing.stderr
+
+
+def test_file_names_that_are_not_utf8_are_problems(tmp_path: Path) -> None:
+    layout = write_checkout(tmp_path / "checkout", with_refused=False)
+    toolbox = os.fsencode(layout.root / "RecipesDocker" / "toolbox")
+    with open(os.path.join(toolbox, b"build-\xff.sh"), "wb") as handle:
+        handle.write(b"cat ../common/Dockerfile.header $DOCKERFILE > $DOCKERFILE_TMP\n")
+    report = lumi.migrate(layout.root, tmp_path / "out")
+    assert not report.ok
+    (odd,) = [recipe for recipe in report.refused]
+    assert odd.file.startswith("'RecipesDocker/toolbox/build-") and "control or escape" in str(odd.problems[0])
+    json.dumps(report.as_dict())  # the report stays printable and serialisable
