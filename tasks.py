@@ -13,9 +13,14 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from ci import api, local, matrix, openstack_image, vm, workflows
+from ci import api, build_failures, local, matrix, openstack_image, site_address, vm, workflows
 from ci.cli import PROJECT_DIR, emit_json, explained, names, settings_from, stderr, stdout
-from ci.report import render_plan, render_table, to_json
+from ci.errors import CIError
+from ci.github import jobs as gh_jobs
+from ci.github import rest as gh_rest
+from ci.github import summary as gh_summary_module
+from ci.github import workflow as gh_workflow
+from ci.report import publish_step_summary, render_plan, render_table, to_json
 
 COMMON_HELP = {
     "definitions": "Folder of container definitions (default: ci.definitions, i.e. container_definitions/).",
@@ -458,3 +463,183 @@ def migrate_lumi(c, checkout, out, partial=False, arch="amd64", json=False):  # 
 migrate_tasks = Collection("migrate")
 migrate_tasks.add_task(migrate_lumi, name="lumi")
 ns.add_collection(migrate_tasks)
+
+# --- the generated per-image workflow (gh) ---
+# .github/workflows/containers-build.yml is generated from the definitions by `inv gh.workflow`; its
+# jobs call `inv gh.plan` (which images need which jobs), `inv gh.build` (a build that files its
+# failure on the site), `inv site.resolve` (one login node for the run) and `inv gh.summary`.
+
+
+def _workflow_text(c: Any) -> tuple[str, Any]:
+    base = settings_from(c)
+    options = gh_workflow.workflow_settings(base.section("workflow"))
+    settings = settings_from(c, profile=options.default_profile)
+    profiles = [str(name) for name in (c.config.get("ci", {}).get("profiles") or {"local": {}})]
+    return gh_workflow.render(api.catalog(settings), options, profiles), settings
+
+
+@task(help={"check": "Only check that the committed file is current; exit 1 (with a diff summary) if not."})
+@explained
+def gh_workflow_task(c, check=False):  # type: ignore[no-untyped-def]
+    """Write .github/workflows/containers-build.yml from the definitions: one job chain per image.
+
+    build -> transfer -> test per image, a child's build after its ancestors' builds, per-image
+    timeouts from ci.workflow (build_timeout, transfer_timeout, test_timeout, images.<name>.*).
+    Run it after adding, removing or renaming a definition, and commit the result.
+    """
+    text, settings = _workflow_text(c)
+    target = PROJECT_DIR / gh_workflow.WORKFLOW_FILE
+    current = target.read_text(encoding="utf-8") if target.exists() else ""
+    if check:
+        if current != text:
+            stderr.print(f"[bold red]{gh_workflow.WORKFLOW_FILE} is not current for {settings.definitions}[/]; "
+                         "run `inv gh.workflow` and commit the file", highlight=False)
+            raise Exit(code=1)
+        stdout.print(f"{gh_workflow.WORKFLOW_FILE} is current", highlight=False)
+        return
+    target.write_text(text, encoding="utf-8")
+    stdout.print(f"wrote {gh_workflow.WORKFLOW_FILE} ({'unchanged' if current == text else 'changed'})",
+                 highlight=False)
+
+
+@task(iterable=["only"], help={**{k: v for k, v in SITE_HELP.items() if k != "run"},
+                               "json": "Print the per-image work as JSON (the step outputs) instead of lines."})
+@explained
+def gh_plan(c, definitions=None, profile=None, only=None, arch=None, site_root=None, force=False,  # type: ignore[no-untyped-def]
+            retry_failed=False, json=False):
+    """Which image needs a build and which the site steps in this run: the generated workflow's switches.
+
+    Writes build-<image> and test-<image> (true/false), has_work and images to $GITHUB_OUTPUT, and
+    the plan to the step summary. A build that failed before is reported with its log, not retried
+    (unless --retry-failed), and the images built on it are blocked.
+    """
+    settings = _site_settings(c, definitions, profile, arch, site_root)
+    work = gh_jobs.plan_work(settings, only=names(only), force=force, retry_failed=retry_failed)
+    outputs = work.outputs()
+    workflows.write_outputs(outputs)
+    publish_step_summary(work.markdown())
+    if json:
+        emit_json(outputs)
+        return
+    for line in work.lines():
+        stdout.print(line, highlight=False, markup=False)
+
+
+@task(iterable=["only"], help={**{k: v for k, v in SITE_HELP.items() if k != "retry_failed"},
+                               "run": "Run id (the workflow's RUN_ID), for the run records and the failed/ entry.",
+                               "retry_failed": "Build a digest whose build failed before (else it is reported)."})
+@explained
+def gh_build(c, definitions=None, profile=None, only=None, arch=None, site_root=None, run=None, force=False,  # type: ignore[no-untyped-def]
+             retry_failed=False, json=False):
+    """Build the selected images; a failed build is filed on the site under failed/ with its log.
+
+    So the next run reports it ("its build failed in run ...; log: ...") instead of building it
+    again, until the definition changes (a new digest) or --retry-failed is given.
+    """
+    settings = _site_settings(c, definitions, profile, arch, site_root)
+    try:
+        report, recorded = gh_jobs.build_and_record(settings, only=names(only), run_id=run, force=force,
+                                                    retry_failed=retry_failed, console=stderr)
+    except build_failures.RecordedFailure as exc:
+        for line in exc.lines:
+            stderr.print(f"[bold red]not built again:[/] {line}", highlight=False)
+        raise Exit(code=1) from None
+    for path in recorded:
+        stderr.print(f"[red]build failure recorded:[/] {path}", highlight=False)
+    _finish(report, json)
+
+
+@task(help={"records": "Folder with this run's downloaded run records (one sub-folder per job).",
+            "run": "The workflow run's RUN_ID: only its run folders are read."})
+@explained
+def gh_summary(c, records=".ci-artifacts", run=None):  # type: ignore[no-untyped-def]
+    """The whole workflow run in one step summary: every image's steps and a Mermaid timeline."""
+    from pathlib import Path
+
+    text = gh_summary_module.markdown(gh_summary_module.events_under(Path(records), run), run or "?")
+    publish_step_summary(text)
+    stdout.print(text, highlight=False, markup=False)
+
+
+@task(help={"profile": COMMON_HELP["profile"],
+            "output": "Name of the step output that gets the address (default: address)."})
+@explained
+def site_resolve(c, profile=None, output="address"):  # type: ignore[no-untyped-def]
+    """Resolve the site's login host once; later jobs use that address (CI_SITE_ADDRESS) for the run.
+
+    A round-robin name (lumi.csc.fi) would otherwise give each job another login node: another
+    registry behind the tunnel, other host keys. A local site writes an empty address.
+    """
+    settings = settings_from(c, profile=profile)
+    address = site_address.resolve(settings.site.ssh.host, settings.site.ssh.port) if settings.site.ssh else ""
+    workflows.write_outputs({output: address})
+    stdout.print(f"{output}: {address or '(the site is this machine)'}", highlight=False, markup=False)
+
+
+gh_tasks.add_task(gh_workflow_task, name="workflow")
+gh_tasks.add_task(gh_plan, name="plan")
+gh_tasks.add_task(gh_build, name="build")
+gh_tasks.add_task(gh_summary, name="summary")
+site_tasks.add_task(site_resolve, name="resolve")
+
+
+@task(help={"workflow": "Workflow file name or id (default: this run's workflow, else containers-build.yml).",
+            "branch": "Branch whose runs count (default: $GITHUB_REF_NAME, else main).",
+            "output": "Name of the step output that gets the commit (default: since)."})
+@explained
+def gh_last_success(c, workflow=None, branch=None, output="since"):  # type: ignore[no-untyped-def]
+    """The commit of the workflow's last successful run, for `inv gh.changed --since` ($GITHUB_TOKEN).
+
+    Not github.event.before: a push whose pending run was replaced would never be compared. With no
+    successful run yet, or when the API cannot tell, the answer is the null commit: "changed".
+    """
+    import os
+
+    name = workflow or (os.environ.get("GITHUB_WORKFLOW_REF", "").split("@", 1)[0].rsplit("/", 1)[-1]
+                        or gh_workflow.WORKFLOW_FILE.name)
+    ref = branch or os.environ.get("GITHUB_REF_NAME") or "main"
+    try:
+        sha = gh_rest.last_successful_commit(gh_rest.GitHub.from_environment(), name, ref)
+        reason = f"last successful run of {name} on {ref}" if sha else f"no successful run of {name} on {ref} yet"
+    except CIError as exc:
+        sha, reason = None, f"cannot ask GitHub ({exc}); counting everything as changed"
+    workflows.write_outputs({output: sha or workflows.NULL_COMMIT})
+    stdout.print(f"{output}: {sha or workflows.NULL_COMMIT} ({reason})", highlight=False, markup=False)
+
+
+@task(iterable=["label"], help={
+    "label": "A runner label that needs an online runner; repeat for more.",
+    "wait": "Wait until every label has one (else only list the runners).",
+    "timeout": "Seconds to wait before failing (default: 900).",
+    "interval": "Seconds between two looks (default: 10).",
+})
+@explained
+def gh_runners(c, label=None, wait=False, timeout=None, interval=None):  # type: ignore[no-untyped-def]
+    """List the repository's self-hosted runners; with --wait, fail unless each label has an online one.
+
+    Needs $GITHUB_TOKEN with "Administration: read" (the workflow's RUNNERS_TOKEN secret).
+    """
+    github = gh_rest.GitHub.from_environment()
+    if wait:
+        found = gh_rest.wait_for_runners(github, names(label), timeout=_seconds(timeout, "--timeout", 900),
+                                         interval=_seconds(interval, "--interval", 10), say=_say)
+    else:
+        found = gh_rest.runners(github)
+    for runner in found:
+        stdout.print(f"{runner.name}: {'online' if runner.online else 'offline'} ({', '.join(sorted(runner.labels))})",
+                     highlight=False, markup=False)
+
+
+def _seconds(value: Any, flag: str, default: float) -> float:
+    try:
+        seconds = float(value) if value is not None else default
+    except ValueError:
+        raise Exit(f"{flag} takes a number of seconds; got {value!r}", code=2) from None
+    if seconds < 0:
+        raise Exit(f"{flag} takes a number of seconds >= 0; got {value!r}", code=2)
+    return seconds
+
+
+gh_tasks.add_task(gh_last_success, name="last-success")
+gh_tasks.add_task(gh_runners, name="runners")
+

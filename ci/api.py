@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ci import base_image, vm
+from ci import base_image, site_address, vm
 from ci.build import BuildStep
 from ci.config import Settings
 from ci.definitions import Catalog, SlurmResources, load_catalog
@@ -127,7 +127,7 @@ def _run_chains(settings: Settings, the_plan: Plan, run: RunFolder, engine: Dock
 def write_reports(run: RunFolder, report: RunReport) -> None:
     run.write("report.json", to_json(report))
     run.write("junit.xml", to_junit(report))
-    markdown = to_markdown(report)
+    markdown = to_markdown(report, run.events())
     run.write("summary.md", markdown)
     publish_step_summary(markdown)
 
@@ -140,7 +140,7 @@ SITE_STEPS = ("build", "transfer", "convert", "test", "promote")
 
 
 def site_host(settings: Settings) -> Host:
-    return SSHHost(settings.site.ssh) if settings.site.ssh is not None else LocalHost()
+    return SSHHost(site_address.pinned(settings.site.ssh)) if settings.site.ssh is not None else LocalHost()
 
 
 def open_site(settings: Settings, host: Host | None = None) -> Site:

@@ -10,6 +10,7 @@ import json
 import os
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ci import timeline
 from ci.pipeline import ImageOutcome, State
 from ci.plan import Action, Plan
 
@@ -165,7 +167,7 @@ def to_junit(report: RunReport) -> str:
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def to_markdown(report: RunReport) -> str:
+def to_markdown(report: RunReport, events: Sequence[Mapping[str, Any]] = ()) -> str:
     icon = {"done": "✅", "failed": "❌", "skipped": "⏭️", "up to date": "💤", "pending": "⏳"}
     lines = [f"## Container images, run `{report.run_id}`", "",
              "| image | version | digest | result | time | detail |", "|---|---|---|---|---|---|"]
@@ -177,7 +179,7 @@ def to_markdown(report: RunReport) -> str:
         lines.append(f"\n> `{item['arch']}/{item['name']}` not handled: {item['reason']}")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items())) or "nothing to do"
     lines += ["", f"**{counts}** in {_seconds(report.finished - report.started)}", ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + timeline.markdown(events)
 
 
 def publish_step_summary(markdown: str) -> Path | None:
