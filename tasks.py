@@ -464,6 +464,7 @@ migrate_tasks = Collection("migrate")
 migrate_tasks.add_task(migrate_lumi, name="lumi")
 ns.add_collection(migrate_tasks)
 
+
 # --- the generated per-image workflow (gh) ---
 # .github/workflows/containers-build.yml is generated from the definitions by `inv gh.workflow`; its
 # jobs call `inv gh.plan` (which images need which jobs), `inv gh.build` (a build that files its
