@@ -7,6 +7,7 @@ variables or `-f FILE`; a flag overrides them for one call.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from invoke.collection import Collection
@@ -21,6 +22,10 @@ from ci.github import rest as gh_rest
 from ci.github import summary as gh_summary_module
 from ci.github import workflow as gh_workflow
 from ci.report import publish_step_summary, render_plan, render_table, to_json
+from ci.spack import buildcache as spack_buildcache
+from ci.spack import builder as spack_builder
+from ci.spack import janitor as spack_janitor_module
+from ci.spack.settings import spack_settings
 
 COMMON_HELP = {
     "definitions": "Folder of container definitions (default: ci.definitions, i.e. container_definitions/).",
@@ -644,3 +649,69 @@ def _seconds(value: Any, flag: str, default: float) -> float:
 gh_tasks.add_task(gh_last_success, name="last-success")
 gh_tasks.add_task(gh_runners, name="runners")
 
+
+# --- Spack: the build cache janitor and the stand-in builder ---
+# `inv spack.janitor` prunes the binary build cache (ci.spack.buildcache); `inv local.spack-builder`
+# makes the stand-in builder image local runs use instead of a real Spack image.
+
+
+@task(iterable=["lock"], help={
+    "profile": COMMON_HELP["profile"],
+    "definitions": COMMON_HELP["definitions"],
+    "cache": "The build cache: a directory (v2 or v3 layout) or oci://host/name, oci+http://host/name "
+             "(default: ci.spack.buildcache).",
+    "max_age": "Keep unreferenced entries younger than this many days (default: 30).",
+    "lock": "Another spack.lock whose hashes are kept; repeat for more (the current definitions' recorded "
+            "locks are always kept).",
+    "yes": "Really delete (default: a dry run that lists the entries and bytes that would go).",
+    "json": COMMON_HELP["json"],
+})
+@explained
+def spack_janitor(c, profile=None, definitions=None, cache=None, max_age=30, lock=None, yes=False, json=False):  # type: ignore[no-untyped-def]
+    """Prune the Spack binary build cache: keep what current environments use and what is young.
+
+    An entry stays when a current definition's recorded spack.lock references it or when it is
+    younger than --max-age days; every other entry goes, with every entry that depends on one that
+    goes (the cascade ends on any input, cycles included). Without --yes nothing is deleted: the
+    listing shows what would go and how many bytes. After deleting, the cache index is rewritten.
+    """
+    settings = settings_from(c, profile=profile, definitions=definitions)
+    spack = spack_settings(settings.section("spack"))
+    url = cache or spack.buildcache
+    if not url:
+        raise Exit("no build cache: set ci.spack.buildcache or pass --cache", code=2)
+    locks, warnings = spack_janitor_module.current_locks(settings, [Path(p) for p in names(lock)])
+    keep, problems = spack_janitor_module.referenced_hashes(locks)
+    store = spack_buildcache.open_store(url)
+    result = spack_janitor_module.plan(store, keep_hashes=keep, max_age_days=float(max_age), now=spack_buildcache.now(),
+                          warnings=[*warnings, *problems])
+    spack_janitor_module.run(store, result, yes=yes)
+    if json:
+        emit_json(result.as_dict())
+        return
+    for line in spack_janitor_module.describe(result):
+        stdout.print(line, highlight=False, markup=False)
+
+
+@task(help={"force": "Rebuild the image even when its inputs did not change.", "profile": COMMON_HELP["profile"]})
+@explained
+def spack_builder_task(c, force=False, profile=None):  # type: ignore[no-untyped-def]
+    """Create the STAND-IN Spack builder image (ci.spack.builder_image) FROM the local base image.
+
+    Spack cannot be installed here, so local runs and tests build Spack definitions with a small
+    program (ci/spack/standin/spack_standin.py) that implements only the spack subcommands of the
+    generated Dockerfile, in Spack's file formats. Production uses a real Spack image. A no-op when
+    the image exists with the same inputs.
+    """
+    settings = settings_from(c, profile=profile)
+    spack = spack_settings(settings.section("spack"))
+    stdout.print(api.ensure_base_image(settings), highlight=False)
+    result = spack_builder.ensure_standin_builder(api.docker_engine(settings), spack.builder_image,
+                                                  settings.base_image.tag, force=force)
+    stdout.print(result, highlight=False)
+
+
+spack_tasks = Collection("spack")
+spack_tasks.add_task(spack_janitor, name="janitor")
+local_tasks.add_task(spack_builder_task, name="spack-builder")
+ns.add_collection(spack_tasks)

@@ -1,0 +1,94 @@
+"""Recipes from templates: the merged `spack.yaml` and the multi-stage Dockerfile of a Spack definition.
+
+Like `spack containerize`, code only gathers a small context (images, paths, cache, files) and a
+Jinja2 template in `templates/` turns it into text; `inv render NAME` shows exactly this text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import jinja2
+import yaml
+
+from ci.spack.environment import FilePair
+from ci.spack.settings import SpackSettings
+
+ENV_DIR = "/opt/spack-environment"
+MIRROR_NAME = "ci-buildcache"
+DEFAULT_INSTALL_TREE = "/opt/software"
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style YAML with lists indented under their key, as Spack writes its files."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def to_yaml(value: Any) -> str:
+    return yaml.dump(value, Dumper=_Dumper, default_flow_style=False, sort_keys=False, allow_unicode=True,
+                     width=100).rstrip("\n")
+
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("ci.spack", "templates"), trim_blocks=True,
+                          lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+                          autoescape=False)
+_ENV.filters["to_yaml"] = to_yaml
+
+
+def render_template(name: str, context: Mapping[str, Any]) -> str:
+    return _ENV.get_template(name).render(**context)
+
+
+@dataclass(frozen=True)
+class View:
+    """A Spack view: its root (a link) and the folder the link points into (`<parent>/._<name>`)."""
+
+    root: str
+    store: str
+
+
+def views_of(environment: Mapping[str, Any]) -> list[View]:
+    """The view roots of `spack: view:` (a path, true for the environment's default, a mapping of views)."""
+    value = environment.get("spack", {}).get("view")
+    roots: list[str] = []
+    if value is True:
+        roots = [f"{ENV_DIR}/.spack-env/view"]
+    elif isinstance(value, str):
+        roots = [value]
+    elif isinstance(value, Mapping):
+        roots = [str(item["root"]) for item in value.values() if isinstance(item, Mapping) and item.get("root")]
+    out = []
+    for root in roots:
+        path = PurePosixPath(root)
+        out.append(View(root=str(path), store=str(path.parent / f"._{path.name}")))
+    return out
+
+
+def install_tree(environment: Mapping[str, Any]) -> str:
+    tree = environment.get("spack", {}).get("config", {}).get("install_tree", DEFAULT_INSTALL_TREE)
+    if isinstance(tree, Mapping):
+        tree = tree.get("root", DEFAULT_INSTALL_TREE)
+    return str(tree)
+
+
+def render_spack_yaml(environment: Mapping[str, Any], *, name: str, arch: str, source: str) -> str:
+    return render_template("spack.yaml.j2", {"environment": environment, "name": name, "arch": arch,
+                                             "source": source})
+
+
+def render_dockerfile(environment: Mapping[str, Any], settings: SpackSettings, *, name: str, arch: str, source: str,
+                      files: Sequence[FilePair] = (), epilogue: str = "") -> str:
+    context = {
+        "name": name, "arch": arch, "source": source,
+        "builder_image": settings.builder_image, "runtime_image": settings.runtime_image,
+        "runtime_packages": list(settings.runtime_packages),
+        "env_dir": ENV_DIR, "install_tree": install_tree(environment), "views": views_of(environment),
+        "buildcache": settings.buildcache, "mirror_name": MIRROR_NAME, "signed": settings.signed,
+        "secret": settings.signing_key_env, "files": list(files), "epilogue": epilogue.strip("\n"),
+    }
+    return render_template("Dockerfile.j2", context)
