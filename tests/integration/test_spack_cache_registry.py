@@ -46,7 +46,8 @@ def test_janitor_on_an_oci_cache(tmp_path: Path) -> None:
     keep = {spack_standin.dag_hash("keep"), spack_standin.dag_hash("runtime")}
     dry = plan(store, keep_hashes=keep, max_age_days=30, now=now)
     assert {r.entry.name: r.reason for r in dry.remove} == {
-        "old": "unreferenced, 60 days old", "child": f"depends on old@1.0/{spack_standin.dag_hash('old')[:7]}, which goes"}
+        "old": "unreferenced, 60 days old",
+        "child": f"depends on old@1.0/{spack_standin.dag_hash('old')[:7]}, which goes"}
     assert {e.name for e in store.entries()} == {"runtime", "keep", "old", "child"}
     real = run(store, plan(store, keep_hashes=keep, max_age_days=30, now=now), yes=True)
     assert [r.entry.hash for r in real.remove] == [r.entry.hash for r in dry.remove] and real.bytes == dry.bytes
