@@ -1,0 +1,29 @@
+"""`python -m tests.github_emulator [--port 8790]`: serve the emulated GitHub API until Ctrl-C.
+
+Prints the URL and the token to use (CI_GITHUB_TOKEN); scenarios are driven with POST
+/_emulator/runs etc. (see emulator.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+
+from .emulator import Emulator, GitHub
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--repository", default=GitHub().repository)
+    args = parser.parse_args()
+    emulator = Emulator(GitHub(repository=args.repository), port=args.port)
+    print(json.dumps({"api_url": emulator.url, "repository": args.repository, "token_env": "CI_GITHUB_TOKEN",
+                      "token": emulator.github.token}), flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        emulator.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

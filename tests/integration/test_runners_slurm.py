@@ -1,0 +1,231 @@
+"""The runner allocator against the real local Slurm and an emulated GitHub.
+
+Each Slurm job runs the stand-in runner (tests/github_emulator/runner.py), which reads
+ACTIONS_RUNNER_INPUT_JITCONFIG, connects to the emulator, takes any queued job its labels allow
+(so runners can be stolen, as on GitHub), completes it and exits. Jobs are tiny (1 CPU, 100 MB).
+Every test uses its own name prefix, and cancels whatever of it is left in Slurm.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from cloud_emulator.testing import Witness, assert_nowhere
+from conftest import _missing
+from github_emulator import TOKEN, Emulator, wait_for
+from github_emulator.testing import (
+    PROJECT_DIR,
+    cancel_all,
+    our_jobs,
+    serving,
+    settings_for,
+    standin_runner_dir,
+    target,
+    unique_prefix,
+)
+
+from ci import local
+
+pytestmark = pytest.mark.slurm
+
+JOBCOMP = Path("/var/log/containers-ci/slurm-jobcomp.log")
+SPOOLS = (Path("/var/spool/slurmctld"), Path("/var/spool/slurmd"))
+
+
+@pytest.fixture(autouse=True)
+def slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not local.slurm_ready():
+        _missing("Slurm (munge, slurmctld, slurmd)", "the node does not take jobs")
+    monkeypatch.setenv("CI_GITHUB_TOKEN", TOKEN)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    name = unique_prefix()
+    yield name
+    cancel_all(name)
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator() as running:
+        yield running
+
+
+def finished_jobs(prefix: str) -> list[str]:
+    """Names of our Slurm jobs that ended (Slurm's job completion log, as the local site enables)."""
+    if not JOBCOMP.exists():
+        return []
+    return [part.split("=", 1)[1] for line in JOBCOMP.read_text(errors="replace").splitlines()
+            for part in line.split() if part.startswith("Name=") and part[5:].startswith(f"{prefix}.")]
+
+
+def all_done(emulator: Emulator, count: int) -> bool:
+    summary = emulator.summary()
+    return bool(summary["success"] == count)
+
+
+class SpoolWatch:
+    """Copies of what Slurm keeps of each job while it exists (scripts, environments), for canary checks."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, bytes] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._scan, daemon=True)
+        self._thread.start()
+
+    def _scan(self) -> None:
+        while not self._stop.is_set():
+            for root in SPOOLS:
+                for path in root.rglob("*"):
+                    try:
+                        if path.is_file() and path.stat().st_size < (1 << 20):
+                            self.seen[str(path)] = path.read_bytes()
+                    except OSError:
+                        continue
+            self._stop.wait(0.1)
+
+    def stop(self) -> dict[str, str]:
+        self._stop.set()
+        self._thread.join()
+        return {path: data.decode(errors="replace") for path, data in self.seen.items()}
+
+
+def test_twenty_jobs_over_three_targets_get_twenty_runners_and_no_secret_leaks(
+        emulator: Emulator, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ci.runners")
+    witness = Witness(monkeypatch)
+    spool = SpoolWatch()
+    labels = {"cpu": ["self-hosted", "slurm", "cpu"], "mem": ["self-hosted", "slurm", "mem"],
+              "io": ["self-hosted", "slurm", "io"]}
+    settings = settings_for(emulator, tmp_path, [target(name, value) for name, value in labels.items()], prefix=prefix)
+    names = list(labels)
+    for first in range(0, 20, 5):  # four runs of five jobs
+        emulator.add_run([{"labels": labels[names[(first + i) % 3]]} for i in range(5)])
+    with serving(settings):
+        wait_for(lambda: all_done(emulator, 20), 150, "20 jobs done")
+        wait_for(lambda: not our_jobs(prefix), 30, "every runner job ended")
+    summary = emulator.summary()
+    assert summary["served_twice"] == [] and summary["completed"] == 20
+    assert len(emulator.github.registered) == 20, emulator.github.registered  # one runner per job, no more
+    assert summary["runners"] == 0  # ephemeral: gone after their job
+    wait_for(lambda: len(finished_jobs(prefix)) == 20, 20, "Slurm's completion log lists 20 runner jobs")
+    assert len(set(finished_jobs(prefix))) == 20
+    spooled = spool.stop()
+    assert any("ACTIONS_RUNNER_INPUT_JITCONFIG" in text for text in spooled.values()), \
+        "the spool watch saw no job script: the check below would be vacuous"
+    job_dir = tmp_path / "state" / "runners" / "jobs"
+    logs = {path.name: path.read_text() for path in (job_dir / "logs").iterdir()}
+    assert any("completed job" in text for text in logs.values())
+    assert not list((job_dir / "jit").iterdir()), "a JIT config file was left behind"
+    texts = {"allocator log": caplog.text, **spooled, **{f"log {k}": v for k, v in logs.items()}}
+    for secret in [TOKEN, *emulator.github.jit_configs]:
+        assert_nowhere(secret, witness, texts, [tmp_path])
+
+
+def test_a_restart_after_kill_9_adopts_and_duplicates_nothing(emulator: Emulator, prefix: str,
+                                                               tmp_path: Path) -> None:
+    count = 8
+    runner_dir = standin_runner_dir(tmp_path / "runner")
+    config = tmp_path / "runners.yaml"
+    config.write_text(yaml.safe_dump({"ci": {
+        "state_dir": str(tmp_path / "state"), "site": {"root": str(tmp_path / "site"), "scheduler": "slurm"},
+        "runners": {"github": {"api_url": emulator.url, "repository": emulator.github.repository},
+                    "targets": [target("cpu", ["self-hosted", "slurm"])], "poll_interval": 0.5,
+                    "runner_dir": str(runner_dir), "prefix": prefix, "metrics": {"port": 0}}}}))
+    env = {**os.environ, "CI_GITHUB_TOKEN": TOKEN}
+    command = [str(Path(sys.executable).with_name("inv")), "-f", str(config), "runners.serve"]
+    log = (tmp_path / "serve.log").open("w")
+    emulator.add_run([{"labels": ["self-hosted", "slurm"], "duration": 0.5} for _ in range(count)])
+    first = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: len(emulator.github.registered) >= 3, 60, "the first runners")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert emulator.summary()["success"] < count, "everything finished before the kill: nothing was tested"
+    second = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: all_done(emulator, count), 120, f"{count} jobs done after the restart")
+        wait_for(lambda: not our_jobs(prefix), 30, "every runner job ended")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        returncode = second.wait(30)
+    output = (tmp_path / "serve.log").read_text()
+    assert returncode == 0, output
+    assert "stopped; runners already started keep running" in output
+    assert emulator.summary()["served_twice"] == []
+    wait_for(lambda: len(finished_jobs(prefix)) >= count, 20, "the completion log")
+    started = finished_jobs(prefix)
+    assert len(started) == count, f"{len(started)} runner jobs for {count} jobs: {output}"
+    assert emulator.github.runners == {}  # nothing left registered
+
+
+def test_a_stolen_runner_is_replaced_and_the_surplus_cancelled(emulator: Emulator, prefix: str,
+                                                               tmp_path: Path) -> None:
+    """The {a} job takes the {a, b} runner; the {a, b} job gets a new one; the idle {a} runner is cancelled."""
+    settings = settings_for(emulator, tmp_path, [target("ab", ["a", "b"]), target("a", ["a"])], prefix=prefix)
+    runner = tmp_path / "runner" / "run.sh"  # the {a} runner connects late, so the {a, b} one steals
+    body = runner.read_text().splitlines()
+    runner.write_text("\n".join([body[0], 'case "$SLURM_JOB_NAME" in *.a.*) sleep 3;; esac', *body[1:]]) + "\n")
+    emulator.add_run([{"labels": ["a"], "duration": 0.5}])
+    emulator.add_run([{"labels": ["a", "b"]}])
+    with serving(settings):
+        wait_for(lambda: all_done(emulator, 2), 90, "both jobs done")
+        wait_for(lambda: not our_jobs(prefix), 30, "the surplus runner cancelled")
+    served = {job.name: job.runner_name for job in emulator.github.jobs.values()}
+    a_job = next(job for job in emulator.github.jobs.values() if job.labels == ["a"])
+    assert a_job.runner_name and a_job.runner_name.startswith(f"{prefix}-ab-"), served
+    a_runners = [name for name in emulator.github.registered if name.startswith(f"{prefix}-a-")]
+    assert a_runners and set(a_runners) <= set(emulator.github.deleted_runners)  # surplus: deleted, cancelled
+    assert len([n for n in emulator.github.registered if n.startswith(f"{prefix}-ab-")]) == 2
+    assert emulator.summary()["served_twice"] == []
+
+
+def test_jobs_queued_while_their_run_is_in_progress_are_served(emulator: Emulator, prefix: str,
+                                                               tmp_path: Path) -> None:
+    settings = settings_for(emulator, tmp_path, [target("cpu", ["self-hosted", "slurm"])], prefix=prefix)
+    run = emulator.add_run([{"labels": ["self-hosted", "slurm"], "duration": 1}])
+    with serving(settings):
+        wait_for(lambda: run.status == "in_progress", 60, "the first job running")
+        emulator.add_job(run.id, {"labels": ["self-hosted", "slurm"], "name": "needs-first"})  # `needs:` released
+        wait_for(lambda: all_done(emulator, 2), 60, "the job queued in an in-progress run done")
+
+
+def test_a_cancelled_run_cancels_its_pending_runners(emulator: Emulator, prefix: str, tmp_path: Path) -> None:
+    held = target("held", ["self-hosted", "slurm"], slurm={"extra": ["--hold"]})  # stays pending in Slurm
+    settings = settings_for(emulator, tmp_path, [held], prefix=prefix)
+    run = emulator.add_run([{"labels": ["self-hosted", "slurm"]} for _ in range(3)])
+    with serving(settings):
+        wait_for(lambda: len(our_jobs(prefix)) == 3, 60, "three pending runner jobs")
+        assert {state for _, _, state in our_jobs(prefix)} == {"PENDING"}
+        emulator.cancel_run(run.id)
+        wait_for(lambda: not our_jobs(prefix), 30, "the pending runner jobs cancelled")
+    assert emulator.github.runners == {}  # their registrations deleted
+    assert sorted(emulator.github.deleted_runners) == sorted(emulator.github.registered)
+
+
+def test_a_runner_job_dying_before_it_connects_is_replaced(emulator: Emulator, prefix: str, tmp_path: Path) -> None:
+    marker = tmp_path / "fail-once"
+    marker.touch()
+    settings = settings_for(emulator, tmp_path, [target("cpu", ["self-hosted", "slurm"])], prefix=prefix)
+    standin_runner_dir(tmp_path / "runner", fail_marker=marker)
+    emulator.add_run([{"labels": ["self-hosted", "slurm"]}])
+    with serving(settings) as running:
+        wait_for(lambda: all_done(emulator, 1), 90, "the job done by a second runner")
+        assert running.allocator is not None
+        problems = running.allocator.errors
+    assert not marker.exists()
+    first, *rest = emulator.github.registered
+    assert rest and first in emulator.github.deleted_runners  # the dead runner's registration is deleted
+    assert any("ended before taking a job" in problem for problem in problems), problems
