@@ -17,8 +17,8 @@ import re
 import secrets
 import shlex
 
-from ci.definitions import SlurmResources
 from ci.engines import Bind, make_engine
+from ci.resources import Resources
 from ci.runners.settings import RunnersSettings, Target
 from ci.schedulers import JobSpec
 
@@ -48,14 +48,15 @@ def jit_path(job_dir: str, runner: str) -> str:
     return posixpath.join(jit_folder(job_dir), f"{runner}.jit")
 
 
-def resources(target: Target) -> SlurmResources:
-    """The target's Slurm request in the scheduler layer's terms (one task, `cpus` cores for it)."""
-    slurm = target.slurm
-    extra = [f"--cpus-per-task={slurm.cpus}"]
-    if slurm.mem:
-        extra.append(f"--mem={slurm.mem}")
-    return SlurmResources(nodes=1, ntasks=1, time=slurm.time, partition=slurm.partition, gpus=slurm.gpus,
-                          extra=(*extra, *slurm.extra))
+def resources(target: Target) -> Resources:
+    """The target's request in the scheduler layer's terms: one task with `cpus` cores.
+
+    cpus and mem also travel as extra sbatch options while the Slurm backend renders only nodes,
+    tasks, time, partition, GPUs and extra.
+    """
+    wanted = target.slurm.resources()
+    extra = [f"--cpus-per-task={wanted.cpus_per_task}", *([f"--mem={wanted.mem}"] if wanted.mem else [])]
+    return wanted.model_copy(update={"cpus_per_task": None, "mem": None, "extra": (*extra, *wanted.extra)})
 
 
 def runner_exec_line(settings: RunnersSettings) -> str:

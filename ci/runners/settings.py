@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ci.errors import ConfigError, Problem
+from ci.resources import Resources, SbatchOption
+from ci.validation import has_control, invalid, problems_from, shown
 
 TOKEN_ENV = "CI_GITHUB_TOKEN"
 WEBHOOK_SECRET_ENV = "CI_GITHUB_WEBHOOK_SECRET"
@@ -27,19 +29,12 @@ _TARGET = r"[a-z0-9][a-z0-9_-]{0,31}"
 _LABEL = r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,99}"
 _REPOSITORY = r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}"
 _ORGANISATION = r"[A-Za-z0-9][A-Za-z0-9-]{0,38}"
-_SLURM_TIME = r"(\d+-)?\d+(:\d{1,2}){0,2}|UNLIMITED|INFINITE"
-_MEM = r"\d+[KMGT]?"
-_PARTITION = r"[A-Za-z0-9_.-]{1,64}(,[A-Za-z0-9_.-]{1,64})*"
-# One sbatch long option, `--name` or `--name=value`, value without spaces or shell characters.
-_EXTRA = r"--[a-z][a-z0-9-]{1,40}(=[A-Za-z0-9_.,:+/=@%-]{1,200})?"
-# Options that would break what the allocator relies on: the job's name, output and folder.
-_RESERVED_EXTRA = ("--job-name", "--output", "--error", "--chdir", "--export", "--wrap", "--parsable")
 _PREFIX = r"[a-z][a-z0-9]{0,11}"
 
 
 def _full(pattern: str, value: str, what: str, example: str) -> str:
-    if not re.fullmatch(pattern, value):
-        raise ValueError(f"{value!r} is not {what} (for example {example})")
+    if has_control(value) or not re.fullmatch(pattern, value):
+        raise invalid(f"{shown(value)} is not {what}", f"write it like {example}")
     return value
 
 
@@ -86,38 +81,24 @@ class GitHubSettings(_Model):
 
 
 class SlurmTarget(_Model):
-    """What one runner of a target asks of Slurm: few, small values, each one `#SBATCH` line."""
+    """What one runner of a target asks of Slurm; checked by the scheduler layer's `Resources` grammar
+    (one task with `cpus` cores, `extra` from its sbatch allow-list)."""
 
     partition: str | None = None
     time: str = "01:00:00"
-    cpus: Annotated[int, Field(ge=1, le=4096)] = 1
+    cpus: Annotated[int, Field(strict=True, ge=1, le=4096)] = 1
     mem: str | None = None
-    gpus: Annotated[int, Field(ge=0, le=64)] = 0
-    extra: tuple[str, ...] = ()
+    gpus: Annotated[int, Field(strict=True, ge=0, le=64)] = 0
+    extra: tuple[SbatchOption, ...] = ()
 
-    @field_validator("partition")
-    @classmethod
-    def _partition(cls, value: str | None) -> str | None:
-        return None if value is None else _full(_PARTITION, value, "a partition name", "small or gpu")
+    @model_validator(mode="after")
+    def _as_resources(self) -> SlurmTarget:
+        self.resources()  # the same grammar as every job's resources: partition, time, mem, extra
+        return self
 
-    @field_validator("time")
-    @classmethod
-    def _time(cls, value: str) -> str:
-        return _full(_SLURM_TIME, value, "a Slurm time limit", "00:30:00 or 1-00:00:00")
-
-    @field_validator("mem")
-    @classmethod
-    def _mem(cls, value: str | None) -> str | None:
-        return None if value is None else _full(_MEM, value, "a Slurm memory size", "4G or 500M")
-
-    @field_validator("extra")
-    @classmethod
-    def _extra(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for option in value:
-            _full(_EXTRA, option, "one sbatch long option", "--constraint=amd or --exclusive")
-            if option.split("=", 1)[0] in _RESERVED_EXTRA:
-                raise ValueError(f"{option!r} is set by the allocator itself; remove it")
-        return value
+    def resources(self) -> Resources:
+        return Resources(nodes=1, ntasks=1, cpus_per_task=self.cpus, mem=self.mem, time=self.time,
+                         partition=self.partition, gpus=self.gpus, extra=self.extra)
 
 
 class Target(_Model):
@@ -138,12 +119,13 @@ class Target(_Model):
     @classmethod
     def _labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
-            raise ValueError("a target needs at least one label (GitHub matches jobs to runners by label)")
+            raise invalid("a target needs at least one label", "list the labels its runners get, e.g. "
+                          "[self-hosted, slurm] (GitHub matches jobs to runners by label)")
         for label in value:
             _full(_LABEL, label, "a runner label", "self-hosted or slurm")
         lowered = [label.lower() for label in value]
         if len(set(lowered)) != len(lowered):
-            raise ValueError("labels repeat (GitHub compares them case-insensitively)")
+            raise invalid("labels repeat (GitHub compares them case-insensitively)", "list each label once")
         return value
 
     @property
@@ -196,8 +178,9 @@ class RunnersSettings(_Model):
     @field_validator("runner_command", "runner_dir", "work_folder")
     @classmethod
     def _no_control(cls, value: str) -> str:
-        if not value.strip() or re.search(r"[\x00-\x1f\x7f]", value):
-            raise ValueError("must be one line of text without control characters")
+        if not value.strip() or has_control(value):
+            raise invalid(f"{shown(value)} is not one line of text", "write it on one line, without control "
+                          "characters")
         return value
 
     @field_validator("metrics")
@@ -209,38 +192,27 @@ class RunnersSettings(_Model):
             except ValueError:
                 loopback = False
             if not loopback:
-                raise ValueError(f"metrics are served on a loopback address only; got {value.host!r} "
-                                 "(use 127.0.0.1 and a reverse proxy or node exporter to publish them)")
+                raise invalid(f"metrics are served on a loopback address only; got {shown(value.host)}",
+                              "use 127.0.0.1 (publish them through a reverse proxy or the node's exporter)")
         return value
 
     @model_validator(mode="after")
     def _unique_targets(self) -> RunnersSettings:
         if not self.targets:
-            raise ValueError("ci.runners.targets is empty; give at least one {name, labels, slurm} entry")
+            raise invalid("ci.runners.targets is empty", "give at least one {name, labels, slurm} entry")
         names = [target.name for target in self.targets]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise ValueError(f"target names repeat: {', '.join(duplicates)}")
+            raise invalid(f"target names repeat: {', '.join(duplicates)}", "give each target its own name")
         label_sets = [target.label_set for target in self.targets]
         same = sorted({t.name for t, s in zip(self.targets, label_sets, strict=True) if label_sets.count(s) > 1})
         if same:
-            raise ValueError(f"targets {', '.join(same)} have the same label set; a job could go to either")
+            raise invalid(f"targets {', '.join(same)} have the same label set, so a job could go to either",
+                          "give each target a label set of its own, or merge them")
         return self
 
     def target(self, name: str) -> Target | None:
         return next((target for target in self.targets if target.name == name), None)
-
-
-def _problems(error: ValidationError, *, file: str, prefix: str) -> list[Problem]:
-    """pydantic's errors as Problems (until ci.validation's shared formatter is on main)."""
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
-        message = str(item["msg"]).removeprefix("Value error, ")
-        fix = {"extra_forbidden": "remove it (see the README for the allowed keys)",
-               "missing": "add it"}.get(item["type"], "correct the value")
-        problems.append(Problem(Path(file), where, message, fix))
-    return problems
 
 
 class RunnersConfigError(ConfigError):
@@ -262,7 +234,8 @@ def parse_runners(raw: Mapping[str, Any], *, source: str = "invoke.yaml") -> Run
     try:
         return RunnersSettings.model_validate(dict(raw))
     except ValidationError as error:
-        raise RunnersConfigError(_problems(error, file=source, prefix="ci.runners")) from None
+        raise RunnersConfigError(problems_from(error, file=source, prefix="ci.runners",
+                                               model=RunnersSettings)) from None
 
 
 def resolve_dirs(settings: RunnersSettings, state_dir: Path) -> tuple[Path, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,8 @@ from github_emulator.testing import (
 )
 
 from ci import local
+from ci.hosts import without_secrets
+from ci.runners.state import State
 
 pytestmark = pytest.mark.slurm
 
@@ -94,10 +97,12 @@ class SpoolWatch:
                         continue
             self._stop.wait(0.1)
 
-    def stop(self) -> dict[str, str]:
+    def stop(self, job_ids: set[str]) -> dict[str, str]:
+        """What was seen of these jobs (slurmctld's `hash.N/job.ID/`, slurmd's `jobID/` folders)."""
         self._stop.set()
         self._thread.join()
-        return {path: data.decode(errors="replace") for path, data in self.seen.items()}
+        return {path: data.decode(errors="replace") for path, data in self.seen.items()
+                if (match := re.search(r"/job\.?0*(\d+)/", path)) and match.group(1) in job_ids}
 
 
 def test_twenty_jobs_over_three_targets_get_twenty_runners_and_no_secret_leaks(
@@ -121,7 +126,11 @@ def test_twenty_jobs_over_three_targets_get_twenty_runners_and_no_secret_leaks(
     assert summary["runners"] == 0  # ephemeral: gone after their job
     wait_for(lambda: len(finished_jobs(prefix)) == 20, 20, "Slurm's completion log lists 20 runner jobs")
     assert len(set(finished_jobs(prefix))) == 20
-    spooled = spool.stop()
+    state = State(tmp_path / "state" / "runners", readonly=True)
+    job_ids = {row.job_id for row in state.all() if row.job_id}
+    state.close()
+    assert len(job_ids) == 20
+    spooled = spool.stop(job_ids)
     assert any("ACTIONS_RUNNER_INPUT_JITCONFIG" in text for text in spooled.values()), \
         "the spool watch saw no job script: the check below would be vacuous"
     job_dir = tmp_path / "state" / "runners" / "jobs"
@@ -203,16 +212,27 @@ def test_jobs_queued_while_their_run_is_in_progress_are_served(emulator: Emulato
 
 
 def test_a_cancelled_run_cancels_its_pending_runners(emulator: Emulator, prefix: str, tmp_path: Path) -> None:
-    held = target("held", ["self-hosted", "slurm"], slurm={"extra": ["--hold"]})  # stays pending in Slurm
-    settings = settings_for(emulator, tmp_path, [held], prefix=prefix)
-    run = emulator.add_run([{"labels": ["self-hosted", "slurm"]} for _ in range(3)])
-    with serving(settings):
-        wait_for(lambda: len(our_jobs(prefix)) == 3, 60, "three pending runner jobs")
-        assert {state for _, _, state in our_jobs(prefix)} == {"PENDING"}
-        emulator.cancel_run(run.id)
-        wait_for(lambda: not our_jobs(prefix), 30, "the pending runner jobs cancelled")
+    # A job holding one of the node's two CPUs keeps runners asking for two pending.
+    blocker = subprocess.run(["sbatch", "--parsable", f"--job-name={prefix}-blocker", "--cpus-per-task=1",
+                              "--mem=10M", "--time=00:03:00", f"--output={tmp_path}/blocker.out",
+                              "--wrap=sleep 170"], capture_output=True, text=True, check=True,
+                             env=without_secrets(os.environ)).stdout.strip()
+    try:
+        wait_for(lambda: subprocess.run(["squeue", "-h", "-j", blocker, "-o", "%T"], capture_output=True,
+                                        text=True, check=False).stdout.strip() == "RUNNING", 90, "the blocking job")
+        wide = target("wide", ["self-hosted", "slurm"], slurm={"cpus": 2})
+        settings = settings_for(emulator, tmp_path, [wide], prefix=prefix)
+        run = emulator.add_run([{"labels": ["self-hosted", "slurm"]} for _ in range(3)])
+        with serving(settings):
+            wait_for(lambda: len(our_jobs(prefix)) == 3, 60, "three pending runner jobs")
+            assert {state for _, _, state in our_jobs(prefix)} == {"PENDING"}
+            emulator.cancel_run(run.id)
+            wait_for(lambda: not our_jobs(prefix), 30, "the pending runner jobs cancelled")
+    finally:
+        subprocess.run(["scancel", blocker], capture_output=True, check=False)
     assert emulator.github.runners == {}  # their registrations deleted
     assert sorted(emulator.github.deleted_runners) == sorted(emulator.github.registered)
+    assert len(emulator.github.registered) == 3
 
 
 def test_a_runner_job_dying_before_it_connects_is_replaced(emulator: Emulator, prefix: str, tmp_path: Path) -> None:

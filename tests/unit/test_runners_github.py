@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from github_emulator import REPOSITORY, TOKEN, Emulator, GitHub
 
 from ci.runners.github import GitHubActions, GitHubApp, GitHubClient, GitHubError, RateLimited, Scope
-from github_emulator import REPOSITORY, TOKEN, Emulator, GitHub
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_the_primary_limit_blocks_until_its_reset(emulator: Emulator) -> None:
 
 def test_bad_token_is_one_clear_error(emulator: Emulator) -> None:
     client = GitHubClient(emulator.url, token="wrong", backoff=0.01)
-    with pytest.raises(GitHubError, match="401.*renew CI_GITHUB_TOKEN"):
+    with pytest.raises(GitHubError, match=r"401.*renew CI_GITHUB_TOKEN"):
         GitHubActions(client, Scope(REPOSITORY)).runs("queued")
 
 

@@ -32,22 +32,22 @@ def test_defaults() -> None:
 
 
 @pytest.mark.parametrize(("change", "field", "message"), [
-    ({"targets": [{"name": "CPU!", "labels": ["a"]}]}, "ci.runners.targets.0.name", "not a target name"),
-    ({"targets": [{"name": "cpu", "labels": []}]}, "ci.runners.targets.0.labels", "at least one label"),
-    ({"targets": [{"name": "cpu", "labels": ["a", "A"]}]}, "ci.runners.targets.0.labels", "case-insensitively"),
+    ({"targets": [{"name": "CPU!", "labels": ["a"]}]}, "ci.runners.targets[0].name", "not a target name"),
+    ({"targets": [{"name": "cpu", "labels": []}]}, "ci.runners.targets[0].labels", "at least one label"),
+    ({"targets": [{"name": "cpu", "labels": ["a", "A"]}]}, "ci.runners.targets[0].labels", "case-insensitively"),
     ({"targets": [{"name": "cpu", "labels": ["a"], "slurm": {"extra": ["--output=/tmp/x"]}}]},
-     "ci.runners.targets.0.slurm.extra", "set by the allocator"),
+     "ci.runners.targets[0].slurm.extra[0]", "chooses the job's output file"),
     ({"targets": [{"name": "cpu", "labels": ["a"], "slurm": {"extra": ["--x=$(id)"]}}]},
-     "ci.runners.targets.0.slurm.extra", "one sbatch long option"),
+     "ci.runners.targets[0].slurm.extra[0]", "not an sbatch option the CI allows"),
     ({"targets": [{"name": "cpu", "labels": ["a"], "slurm": {"time": "soon"}}]},
-     "ci.runners.targets.0.slurm.time", "Slurm time limit"),
-    ({"targets": [{"name": "cpu", "labels": ["a"], "max": 0}]}, "ci.runners.targets.0.max", "greater than or equal"),
+     "ci.runners.targets[0].slurm.time", "not a Slurm time limit"),
+    ({"targets": [{"name": "cpu", "labels": ["a"], "max": 0}]}, "ci.runners.targets[0].max", "below the minimum 1"),
     ({"targets": [{"name": "a", "labels": ["x"]}, {"name": "b", "labels": ["X"]}]}, "ci.runners",
      "same label set"),
     ({"github": {"repository": "not a repo"}}, "ci.runners.github.repository", "owner/name"),
     ({"metrics": {"host": "0.0.0.0", "port": 9464}}, "ci.runners.metrics", "loopback"),
-    ({"runner_command": "./run.sh\nrm -rf /"}, "ci.runners.runner_command", "control characters"),
-    ({"colour": "blue"}, "ci.runners.colour", "Extra inputs"),
+    ({"runner_command": "./run.sh\nrm -rf /"}, "ci.runners.runner_command", "not one line of text"),
+    ({"colour": "blue"}, "ci.runners.colour", "unknown key 'colour'"),
 ])
 def test_each_bad_value_is_one_problem_naming_its_field(change: dict[str, Any], field: str, message: str) -> None:
     found = problems({**GOOD, **change})
