@@ -367,5 +367,75 @@ def start_charliecloud() -> None:
 CHARLIECLOUD = Service("charliecloud", CHARLIECLOUD_PACKAGES, ("ch-convert", "ch-run", "mksquashfs"),
                        charliecloud_ready, start_charliecloud, timeout=30.0)
 
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL on loopback: the database of several image-creation service replicas (ci/service)
+# --------------------------------------------------------------------------------------------
+
+POSTGRESQL_ROLE = "root"  # the tests and `inv service.*` run as root: peer authentication on the socket, no password
+
+
+def _postgresql_clusters() -> list[tuple[str, str, str]]:
+    """(version, name, status) of Debian's clusters (pg_lsclusters)."""
+    try:
+        result = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, timeout=10,
+                                check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [(parts[0], parts[1], parts[3]) for parts in (line.split() for line in result.stdout.splitlines())
+            if len(parts) >= 4]
+
+
+def postgresql_ready() -> bool:
+    """A cluster answers on its socket and lets our role in (`psql` as root, database postgres)."""
+    return _quiet(["pg_isready", "-q"]) and _quiet(["psql", "-d", "postgres", "-Atqc", "SELECT 1"])
+
+
+def start_postgresql() -> None:
+    """Start Debian's cluster (making one if there is none), then a login role for root that may create databases."""
+    clusters = _postgresql_clusters()
+    if not clusters:
+        version = next(iter(sorted(p.name for p in Path("/usr/lib/postgresql").iterdir())), "")
+        if not version:
+            raise CIError("postgresql is installed but has no server under /usr/lib/postgresql; reinstall it")
+        subprocess.run(["pg_createcluster", version, "main"], capture_output=True, check=True)
+        clusters = _postgresql_clusters()
+    version, name, status = clusters[0]
+    if status != "online":
+        result = subprocess.run(["pg_ctlcluster", version, name, "start"], capture_output=True, text=True, check=False)
+        if result.returncode != 0 and "already running" not in result.stderr:
+            raise CIError(f"pg_ctlcluster {version} {name} start failed: {result.stderr.strip()}")
+    wait_until(lambda: _quiet(["pg_isready", "-q"]), 30, "postgresql")
+    exists = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-Atqc",
+                             f"SELECT 1 FROM pg_roles WHERE rolname = '{POSTGRESQL_ROLE}'"],
+                            capture_output=True, text=True, check=False).stdout.strip() == "1"
+    if not exists:
+        subprocess.run(["runuser", "-u", "postgres", "--", "createuser", "--createdb", POSTGRESQL_ROLE],
+                       capture_output=True, check=True)
+
+
+POSTGRESQL = Service("postgresql", ("postgresql",), ("pg_ctlcluster", "pg_isready", "psql"), postgresql_ready,
+                     start_postgresql)
+
+
+# --------------------------------------------------------------------------------------------
+# Chromium: the headless browser that tests the service's web page (nothing to start)
+# --------------------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def chromium_ready() -> bool:
+    return Path(CHROMIUM).exists() and _quiet([CHROMIUM, "--headless", "--no-sandbox", "--version"], timeout=30)
+
+
+def start_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        apt_install(("chromium",), lambda _text: None)
+
+
+CHROMIUM_SERVICE = Service("chromium", ("chromium",), ("chromium",), chromium_ready, start_chromium, timeout=30.0)
+
 # In dependency order: `inv local.up` ensures each in turn.
-ALL_SERVICES = (DOCKER, SSHD, MUNGE, SLURM, REGISTRY, CHARLIECLOUD)
+ALL_SERVICES = (DOCKER, SSHD, MUNGE, SLURM, REGISTRY, CHARLIECLOUD, POSTGRESQL, CHROMIUM_SERVICE)
