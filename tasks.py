@@ -14,7 +14,7 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from ci import api, build_failures, local, matrix, openstack_image, site_address, vm, workflows
+from ci import api, build_failures, local, matrix, openstack_image, site_address, site_env, vm, workflows
 from ci.cli import PROJECT_DIR, emit_json, explained, names, settings_from, stderr, stdout
 from ci.errors import CIError
 from ci.github import jobs as gh_jobs
@@ -123,6 +123,7 @@ def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root
     if settings.profile == "local":  # the local default builds offline: its base image is made here
         stderr.print(api.ensure_base_image(settings), highlight=False)
     with api.build_environment(settings, say=lambda text: stderr.print(text, highlight=False)) as settings:
+        _capture_site_env(settings, quiet_when_off=True)  # before planning: its digest is a parent's
         report = api.run_pipeline(settings, only=names(only), jobs=int(jobs) if jobs is not None else None,
                                   force=force, retry_failed=retry_failed, no_cache=no_cache, resume=resume,
                                   console=stderr)
@@ -858,3 +859,34 @@ service_tasks.add_task(service_token, name="token")
 service_tasks.add_task(service_request, name="request")
 service_tasks.add_task(service_client, name="client")
 ns.add_collection(service_tasks)
+
+# --- the site's programming environment ---
+
+
+@task(help={"profile": COMMON_HELP["profile"], "site_root": SITE_HELP["site_root"]})
+@explained
+def site_env_task(c, profile=None, site_root=None):  # type: ignore[no-untyped-def]
+    """Tar ci.site_env.paths on the site host into the site-env image (definitions COPY --from it).
+
+    Its content digest counts as a parent of every definition that uses the image, so a site update
+    rebuilds them and an unchanged site nothing. Without ci.site_env.paths there is nothing to do.
+    """
+    _capture_site_env(_site_settings(c, None, profile, None, site_root))
+
+
+def _capture_site_env(settings: Any, quiet_when_off: bool = False) -> None:
+    options = site_env.site_env_settings(settings.section("site_env"))
+    if not options.enabled:
+        if not quiet_when_off:
+            stdout.print("ci.site_env.paths is empty: no site environment to capture", highlight=False)
+        return
+    host = api.site_host(settings)
+    try:
+        site = api.open_site(settings, host)
+        image = site_env.capture(host, site.path("staging"), options, api.docker_engine(settings), say=_say)
+    finally:
+        host.close()
+    (stderr if quiet_when_off else stdout).print(image.describe(), highlight=False, markup=False)
+
+
+site_tasks.add_task(site_env_task, name="env")

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ci import base_image, site_address, vm
+from ci import base_image, site_address, site_env, vm
 from ci.build import BuildStep
 from ci.config import Settings
 from ci.definitions import Catalog, SlurmResources, load_catalog
@@ -77,7 +77,8 @@ def plan(settings: Settings, *, only: Sequence[str] = (), force: bool = False,
         note = f"{exc}; skip decisions below ignore already built images"
     return PlanResult(make_plan(found, only=only, inventory=inventory, force=force,
                                 registry_prefix=settings.registry_prefix,
-                                site=site_listing(settings) if site else None, retry_failed=retry_failed), note)
+                                site=site_listing(settings) if site else None, retry_failed=retry_failed,
+                                extra_parents=site_env.extra_parents(settings.section("site_env"), inventory)), note)
 
 
 def build(settings: Settings, *, only: Sequence[str] = (), jobs: int | None = None, force: bool = False,
@@ -221,7 +222,8 @@ def run_pipeline(settings: Settings, *, only: Sequence[str] = (), steps: Sequenc
                 console.print(f"[yellow]run {resume} crashed while holding the site lock; resuming it[/]")
         the_plan = make_plan(catalog(settings), only=only, inventory=engine, force=force,
                              registry_prefix=settings.registry_prefix, site=site.listing(),
-                             retry_failed=retry_failed)
+                             retry_failed=retry_failed,
+                             extra_parents=site_env.extra_parents(settings.section("site_env"), engine))
         run = RunFolder(settings.state_dir / "runs", resume or run_id)
         previous = _previous_steps(run) if resume or run_id else {}
         with _run_lock(site, run.run_id, resume=resume is not None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -216,6 +216,7 @@ def make_plan(
     registry_prefix: str = "",
     site: SiteRecords | None = None,
     retry_failed: bool = False,
+    extra_parents: Callable[[ImageSpec], Iterable[str]] | None = None,
 ) -> Plan:
     """Decide, for the selected images and the parents they need, what must be done.
 
@@ -223,6 +224,9 @@ def make_plan(
     site, a selected image also needs the site steps unless its digest is already in tested/
     (or in failed/, unless retry_failed); an image is built only when it needs the site steps
     or a child that must be built needs it as its base.
+
+    `extra_parents` names digests of inputs from outside the definitions that an image is built on
+    (e.g. the site-env image, ci.site_env): they count like a parent's digest.
 
     Raises DefinitionError when any selected definition or one of its parents is invalid, so
     that nothing is built from a tree that is partly wrong.
@@ -250,7 +254,8 @@ def make_plan(
     order = topological_order({key: catalog.parents.get(key, ()) for key in needed_images})
     digests: dict[str, str] = {}
     for key in order:
-        digests[key] = image_digest(catalog.images[key], [digests[p] for p in catalog.parents.get(key, ())])
+        extra = list(extra_parents(catalog.images[key])) if extra_parents is not None else []
+        digests[key] = image_digest(catalog.images[key], [digests[p] for p in catalog.parents.get(key, ())] + extra)
 
     site_states: dict[str, str | None] = {}
     needs_site: dict[str, bool] = {}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from ci import api, build_failures
+from ci import api, build_failures, site_env
 from ci.config import Settings
 from ci.github.work import Work, work_for
 from ci.plan import make_plan
@@ -24,7 +24,8 @@ def plan_work(settings: Settings, *, only: Sequence[str] = (), force: bool = Fal
     try:
         site = api.open_site(settings, host)
         plan = make_plan(api.catalog(settings), only=only, inventory=engine, force=force,
-                         registry_prefix=settings.registry_prefix, site=site.listing(), retry_failed=retry_failed)
+                         registry_prefix=settings.registry_prefix, site=site.listing(), retry_failed=retry_failed,
+                         extra_parents=site_env.extra_parents(settings.section("site_env"), engine))
         return work_for(plan, build_failures.failures_in(site, plan))
     finally:
         host.close()

@@ -353,6 +353,8 @@ def prepare_job(chains: Sequence[ImageJobs]) -> dict[str, Any]:
             inv("Pin one address of the site's login host for the run", "site.resolve --output address", id="site"),
             inv("Cancel the jobs of dead runs, remove old staging folders", "cleanup",
                 env={"CI_SITE_ADDRESS": "${{ steps.site.outputs.address }}"}),
+            inv("Capture the site's programming environment (ci.site_env)", "site.env",
+                env={"CI_SITE_ADDRESS": "${{ steps.site.outputs.address }}"}),
             inv("Plan: which images need which jobs", f'gh.plan --only "$CONTAINERS" {FLAGS}', id="plan",
                 env={"CI_SITE_ADDRESS": "${{ steps.site.outputs.address }}"}),
             upload("prepare"),
