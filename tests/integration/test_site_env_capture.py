@@ -15,6 +15,7 @@ import yaml
 from integration.site_helpers import DOCKER, Check, SiteProject, isolated_project, passing, promoted
 
 from ci.docker import DockerEngine
+from ci.errors import SiteError
 from ci.hosts import SSHHost
 from ci.site_env import capture, current_digest, site_env_settings
 
@@ -89,5 +90,5 @@ def test_captured_over_ssh_as_from_a_login_node(project: SiteProject, ssh_host: 
     assert image.files == 4  # libfabric/, lib64/, the library, libcxi
     assert not list((project.root / "ssh-staging").glob("*.tar")), "the tar on the site is removed"
     missing = site_env_settings({**options(project), "paths": ["/opt/cray/pe/mpich"]})
-    with pytest.raises(Exception, match="not found on .*: /opt/cray/pe/mpich"):
+    with pytest.raises(SiteError, match=r"not found on .*: /opt/cray/pe/mpich"):
         capture(ssh_host, str(project.root / "ssh-staging"), missing, engine)
