@@ -7,6 +7,7 @@ variables or `-f FILE`; a flag overrides them for one call.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from invoke.tasks import task
 
 from ci import api, build_failures, local, matrix, openstack_image, site_address, site_env, vm, workflows
 from ci.cli import PROJECT_DIR, emit_json, explained, names, settings_from, stderr, stdout
+from ci.definitions import render as render_recipe
 from ci.errors import CIError
 from ci.github import jobs as gh_jobs
 from ci.github import rest as gh_rest
@@ -54,6 +56,8 @@ def plan(c, definitions=None, profile=None, only=None, arch=None, force=False, j
     result = api.plan(settings, only=names(only), force=force)
     if result.engine_note:
         stderr.print(f"[yellow]note:[/] {result.engine_note}", highlight=False)
+    for warning in result.plan.warnings:
+        stderr.print(f"warning: {warning}", highlight=False, markup=False)
     if json:
         emit_json(result.plan.as_dict())
     else:
@@ -890,3 +894,39 @@ def _capture_site_env(settings: Any, quiet_when_off: bool = False) -> None:
 
 
 site_tasks.add_task(site_env_task, name="env")
+
+
+# -- definitions: the exact recipe of one image ------------------------------------------------
+
+
+@task(help={
+    "name": "The image to render, e.g. tools-minimal (or amd64/tools-minimal when several arches have it).",
+    "definitions": COMMON_HELP["definitions"],
+    "profile": COMMON_HELP["profile"],
+    "arch": COMMON_HELP["arch"],
+    "out": "Write the recipe to DIR/<name>/<file> (e.g. DIR/tools-minimal/Dockerfile) instead of printing it.",
+    "json": "Print the recipe, its kind, builder and build args as JSON.",
+})
+@explained
+def render(c, name, definitions=None, profile=None, arch=None, out=None, json=False):  # type: ignore[no-untyped-def]
+    """Print the exact recipe an image is built from: for Docker, the composed Dockerfile.
+
+    It is the text the digest hashes and the builder gets (fragments and compose order applied,
+    `files:` copies appended), before parent images are pinned to their tags. Byte for byte, so it
+    can be compared with what another tool composes.
+    """
+    settings = _settings(c, definitions, profile, arch)
+    rendered = render_recipe(api.catalog(settings), name)
+    path = rendered.write(Path(out)) if out else None
+    if json:
+        spec = rendered.spec
+        emit_json({"name": spec.name, "key": spec.key, "kind": spec.kind, "builder": spec.builder,
+                   "build_args": dict(spec.build_args), "recipe": rendered.recipe,
+                   "file": str(path) if path else None})
+    elif path is not None:
+        stderr.print(f"wrote {path}", highlight=False, markup=False)
+    else:
+        sys.stdout.write(rendered.recipe)
+
+
+ns.add_task(render)

@@ -10,14 +10,16 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from ci.context import context_digest
+from ci.context import ContextError, context_digest
 from ci.definitions import Catalog, ImageSpec, UnsupportedDefinition, ancestors, definition_key
+from ci.definitions.files import FileRefused, read_bytes, scan_tree
 from ci.errors import DefinitionError, Problem
 
 DIGEST_LABEL = "io.containers-ci.digest"
@@ -93,6 +95,10 @@ class PlannedImage:
             "site_reason": self.site_reason,
             "tests": [test.name for test in self.spec.tests],
             "source": str(self.spec.source),
+            "kind": self.spec.kind,
+            "builder": self.spec.builder,
+            "build_args": dict(self.spec.build_args),
+            "secrets": list(self.spec.secrets),
         }
 
 
@@ -103,6 +109,7 @@ class Plan:
     root: Path
     images: dict[str, PlannedImage] = field(default_factory=dict)
     unsupported: list[UnsupportedDefinition] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # worth knowing, blocking nothing
 
     def to_build(self) -> list[PlannedImage]:
         return [image for image in self.images.values() if image.action is not Action.SKIP]
@@ -121,6 +128,8 @@ class Plan:
                 {"name": u.name, "arch": u.arch, "kind": u.kind, "source": str(u.source), "reason": u.reason}
                 for u in self.unsupported
             ],
+            "warnings": [{"path": str(w.path), "field": w.field, "message": w.message, "fix": w.fix}
+                         for w in self.warnings],
         }
 
     def to_json(self) -> str:
@@ -149,8 +158,13 @@ def topological_order(parents: Mapping[str, Sequence[str]]) -> list[str]:
     return order
 
 
-def image_digest(spec: ImageSpec, parent_digests: Iterable[str]) -> str:
-    """SHA-256 over the composed Dockerfile, visible context, build args, platform, version, parents."""
+def image_digest(spec: ImageSpec, parent_digests: Iterable[str], context: str | None = None) -> str:
+    """SHA-256 over the recipe, visible context, build args, platform, version, parents (and kind, secrets).
+
+    `context` is the build context's digest when the caller has it already: variants of one
+    definition share one context, hashed once. A Docker recipe is hashed under its old label, and
+    kind and secrets only when they are not the defaults, so existing digests stay what they were.
+    """
     digest = hashlib.sha256()
     digest.update(f"containers-ci digest v{DIGEST_VERSION}\n".encode())
     digest.update(f"version\0{spec.version}\nplatform\0{spec.platform}\n".encode())
@@ -158,22 +172,40 @@ def image_digest(spec: ImageSpec, parent_digests: Iterable[str]) -> str:
         digest.update(f"arg\0{name}\0{spec.build_args[name]}\n".encode())
     for parent in sorted(parent_digests):
         digest.update(f"parent\0{parent}\n".encode())
-    digest.update(b"dockerfile\0" + spec.composed_dockerfile().encode() + b"\n")
-    digest.update(f"context\0{context_digest(spec.root)}\n".encode())
+    if spec.kind != "docker":
+        digest.update(f"kind\0{spec.kind}\n".encode())
+    for name in spec.secrets:  # the names only: a secret's value never decides (nor enters) the image
+        digest.update(f"secret\0{name}\n".encode())
+    digest.update(b"dockerfile\0" + spec.recipe.encode() + b"\n")
+    digest.update(f"context\0{context if context is not None else context_digest(spec.root)}\n".encode())
     return digest.hexdigest()
 
 
 def tests_digest(spec: ImageSpec) -> str:
-    """SHA-256 over the test declarations and scripts: tests change without rebuilding the image."""
+    """SHA-256 over the test declarations and the tests folder: tests change without rebuilding the image.
+
+    The folder is read through the same fence as the loader (links leaving the definition folder and
+    special files were refused there), so a test digest never reads outside the definition.
+    """
     digest = hashlib.sha256()
     for test in spec.tests:
-        digest.update(repr((test.name, test.slurm, test.expect)).encode())
-        digest.update(test.script.read_bytes())
+        declared = {"name": test.name, "run": test.run, "resources": test.slurm.model_dump(mode="json"),
+                    "expect": repr(test.expect), "script": test.script.name}
+        digest.update(json.dumps(declared, sort_keys=True).encode() + b"\n")
+        digest.update(_bytes(test.script))
     tests_folder = spec.root / "tests"
     if tests_folder.is_dir():
-        for path in sorted(p for p in tests_folder.rglob("*") if p.is_file()):
-            digest.update(str(path.relative_to(tests_folder)).encode() + b"\0" + path.read_bytes())
+        found, _ = scan_tree(tests_folder, spec.root)
+        for entry in found:
+            digest.update(os.fsencode(entry.relative) + b"\0" + _bytes(entry.path))
     return digest.hexdigest()
+
+
+def _bytes(path: Path) -> bytes:
+    try:
+        return read_bytes(path, what=str(path), limit=64 << 20)
+    except FileRefused as exc:  # the loader refused it already; hash the refusal so the digest still moves
+        return f"unreadable: {exc.message}".encode()
 
 
 def image_tag(spec: ImageSpec, digest: str, registry_prefix: str = "") -> str:
@@ -252,10 +284,8 @@ def make_plan(
     last_by_name: dict[str, str] = {image.name: image.digest for image in known}
 
     order = topological_order({key: catalog.parents.get(key, ()) for key in needed_images})
-    digests: dict[str, str] = {}
-    for key in order:
-        extra = list(extra_parents(catalog.images[key])) if extra_parents is not None else []
-        digests[key] = image_digest(catalog.images[key], [digests[p] for p in catalog.parents.get(key, ())] + extra)
+    warnings = list(catalog.warnings)
+    digests = _digests(catalog, order, warnings, extra_parents)
 
     site_states: dict[str, str | None] = {}
     needs_site: dict[str, bool] = {}
@@ -288,7 +318,7 @@ def make_plan(
                                                                             and child in selected)
                                          for child in children)
 
-    plan = Plan(root=catalog.root, unsupported=list(catalog.unsupported))
+    plan = Plan(root=catalog.root, unsupported=list(catalog.unsupported), warnings=warnings)
     for key in order:
         spec = catalog.images[key]
         parents = tuple(catalog.parents.get(key, ()))
@@ -309,6 +339,35 @@ def make_plan(
             needs_site=needs_site[key], site_reason=site_reasons[key],
         )
     return plan
+
+
+def _digests(catalog: Catalog, order: Sequence[str], warnings: list[Problem],
+             extra_parents: Callable[[ImageSpec], Iterable[str]] | None = None) -> dict[str, str]:
+    """Every image's digest, parents first; each definition's context hashed once for all its variants.
+
+    A context that cannot be read as the build would read it is a problem of its definition; all
+    of them are raised together, after every image was tried.
+    """
+    contexts: dict[Path, str] = {}
+    refused: dict[Path, Problem] = {}
+    digests: dict[str, str] = {}
+    for key in order:
+        spec = catalog.images[key]
+        if spec.root not in contexts and spec.root not in refused:
+            def skipped(relative: str, why: str, root: Path = spec.root) -> None:
+                warnings.append(Problem(root / relative, "", why, "remove it or list it in .dockerignore"))
+            try:
+                contexts[spec.root] = context_digest(spec.root, skipped)
+            except ContextError as exc:
+                refused[spec.root] = Problem(exc.path, "", exc.message, exc.fix)
+        parents = catalog.parents.get(key, ())
+        if spec.root in refused or any(parent not in digests for parent in parents):
+            continue
+        extra = list(extra_parents(spec)) if extra_parents is not None else []
+        digests[key] = image_digest(spec, [digests[p] for p in parents] + extra, contexts[spec.root])
+    if refused:
+        raise DefinitionError(list(refused.values()))
+    return digests
 
 
 def _will_build(key: str, digests: Mapping[str, str], by_digest: Mapping[str, KnownImage], force: bool) -> bool:

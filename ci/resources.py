@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -181,7 +182,8 @@ class Resources(BaseModel):
     ntasks: Count = 1
     cpus_per_task: Count | None = None
     mem: str | None = Field(default=None, description="memory per node, e.g. 4G (Slurm --mem)")
-    time: Annotated[str, BeforeValidator(_time_as_text)] = Field(default="00:10:00", description="Slurm time limit")
+    time: Annotated[str, BeforeValidator(_time_as_text), WithJsonSchema({"type": ["string", "integer"]})] = Field(
+        default="00:10:00", description="Slurm time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS")
     partition: str | None = None
     gpus: Annotated[int, Field(strict=True, ge=0, le=_MAX_COUNT)] = 0
     extra: tuple[SbatchOption, ...] = Field(default=(), description="allowed sbatch long options, e.g. --exclusive")

@@ -15,7 +15,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
@@ -224,3 +224,15 @@ def _field_fix(model: type[BaseModel], loc: Sequence[int | str]) -> str:
         return ""
     extra = parent.model_fields[field].json_schema_extra
     return str(extra.get("fix", "")) if isinstance(extra, dict) else ""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: Any, *, file: str | Path, prefix: str = "",
+             context: dict[str, Any] | None = None) -> tuple[M | None, list[Problem]]:
+    """`model.model_validate(data)` with every problem worded, instead of an exception."""
+    try:
+        return model.model_validate(data, context=context), []
+    except ValidationError as exc:
+        return None, problems_from(exc, file=file, prefix=prefix, model=model)

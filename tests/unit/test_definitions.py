@@ -271,3 +271,119 @@ def test_problem_reads_as_one_line() -> None:
     assert str(problem) == ("/defs/amd64/a/container.yaml: tests[0].slurm.time: "
                             "'x' is not a Slurm time limit; use HH:MM:SS")
     assert str(Problem(Path("/d/x86"), "", "is wrong", "move it")) == "/d/x86: is wrong; move it"
+
+
+# -- composition: dockerfile:, compose:, per-variant tests, host tests, secrets ---------------------
+
+
+def test_compose_places_fragments_before_and_after_the_body_byte_for_byte(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"common/header.docker": "FROM scratch\n", "common/env.docker": "ENV A=1",
+                          "common/tail.docker": "\nENV Z=26\n"})
+    definition(tmp_path, "app", dockerfile="RUN true\n", container_yaml=(
+        "compose: [common/header.docker, $DOCKERFILE, common/env.docker, common/tail.docker]\n"))
+    spec = load_catalog(tmp_path).images["amd64/app"]
+    assert spec.composed_dockerfile() == "FROM scratch\nRUN true\nENV A=1\nENV Z=26\n", "as `cat a b c` joins"
+    assert spec.fragments == ()
+    assert spec.compose[1] == spec.dockerfile
+
+
+def test_variants_may_name_their_own_body_composition_and_tests(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"common/rocm.docker": "ENV ROCM=1\n"})
+    definition(tmp_path, "app", files={"build-a.docker": "FROM scratch\nENV A=1\n",
+                                       "build-b.docker": "FROM scratch\nENV B=1\n",
+                                       "tests/a.sh": "echo a\n", "tests/b.sh": "echo b\n"},
+               container_yaml="""\
+        dockerfile: build-a.docker
+        tests: [{script: tests/a.sh}]
+        variants:
+          - {suffix: a}
+          - suffix: b
+            dockerfile: build-b.docker
+            compose: [$DOCKERFILE, common/rocm.docker]
+            tests: [{name: bee, script: tests/b.sh, run: host, slurm: {nodes: 1, ntasks: 2}}]
+        """)
+    catalog = load_catalog(tmp_path)
+    assert catalog.problems == {}
+    a, b = catalog.images["amd64/app-a"], catalog.images["amd64/app-b"]
+    assert a.composed_dockerfile() == "FROM scratch\nENV A=1\n"
+    assert b.composed_dockerfile() == "FROM scratch\nENV B=1\nENV ROCM=1\n"
+    assert [(t.name, t.run) for t in a.tests] == [("a", "image")]
+    assert [(t.name, t.run, t.slurm.ntasks) for t in b.tests] == [("bee", "host", 2)]
+
+
+def test_compose_and_its_digest_follow_the_order(tmp_path: Path) -> None:
+    from ci.plan import make_plan
+
+    write_tree(tmp_path, {"common/x.docker": "ENV X=1\n"})
+    definition(tmp_path, "one", dockerfile="FROM scratch\n", container_yaml="compose: [$DOCKERFILE, common/x.docker]\n")
+    definition(tmp_path, "two", dockerfile="FROM scratch\n", container_yaml="compose: [common/x.docker, $DOCKERFILE]\n")
+    plan = make_plan(load_catalog(tmp_path))
+    assert plan.images["amd64/one"].digest != plan.images["amd64/two"].digest
+
+
+@pytest.mark.parametrize(("yaml_text", "field", "message"), [
+    ("compose: [common/x.docker]\n", "compose", "names $DOCKERFILE 0 times"),
+    ("compose: [$DOCKERFILE, $DOCKERFILE]\n", "compose", "names $DOCKERFILE 2 times"),
+    ("compose: [$DOCKERFILE]\nfragments: [common/x.docker]\n", "compose", "is given together with fragments"),
+    ("compose: [$DOCKERFILE, ../outside]\n", "compose[1]", "leaves the definitions folder"),
+    ("dockerfile: nope.docker\n", "dockerfile", "does not exist"),
+    ("dockerfile: ../b/Dockerfile\n", "dockerfile", "leaves the definition folder"),
+    ("variants: [{suffix: x, tests: [{script: tests/none.sh}]}]\n", "variants[0].tests[0].script", "does not exist"),
+    ("tests: [{script: tests/t.sh, run: node}]\n", "tests[0].run", "is not one of"),
+    ("secrets: [GITHUB TOKEN]\n", "secrets[0]", "is not an environment variable name"),
+    ("secrets: [TOKEN]\nbuild_args: {TOKEN: x}\n", "secrets[0]", "is also a build argument"),
+])
+def test_composition_keys_are_checked(tmp_path: Path, yaml_text: str, field: str, message: str) -> None:
+    write_tree(tmp_path, {"common/x.docker": "ENV X=1\n", "outside": "x"})
+    definition(tmp_path, "a", container_yaml=yaml_text, files={"tests/t.sh": "echo\n"})
+    problems = load_catalog(tmp_path).problems.get("amd64/a", [])
+    assert any(p.field == field and message in p.message for p in problems), problems
+
+
+def test_secrets_are_names_in_the_spec_and_secret_looking_build_args_are_warned_about(tmp_path: Path) -> None:
+    definition(tmp_path, "a", container_yaml="secrets: [NPM_TOKEN]\nbuild_args: {API_TOKEN: x, N: '1'}\n")
+    catalog = load_catalog(tmp_path)
+    assert catalog.images["amd64/a"].secrets == ("NPM_TOKEN",)
+    (warning,) = catalog.warnings
+    assert warning.field == "build_args.API_TOKEN" and "looks like a secret" in warning.message
+    assert "secrets:" in warning.fix
+
+
+# -- schema and render --------------------------------------------------------------------------
+
+
+def test_json_schema_in_the_repository_is_current() -> None:
+    from ci.definitions.schema import SCHEMA_FILE, schema_text
+
+    assert SCHEMA_FILE.read_text(encoding="utf-8") == schema_text(), \
+        "regenerate it: python -m ci.definitions schema --write"
+
+
+def test_stock_json_schema_validator_accepts_every_bundled_container_yaml_and_refuses_a_typo() -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    from ci.definitions.schema import SCHEMA_FILE
+
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    files = sorted(EXAMPLES.glob("*/*/container.yaml"))
+    assert len(files) >= 4
+    for path in files:
+        errors = [error.message for error in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert errors == [], f"{path}: {errors}"
+    assert list(validator.iter_errors({"varients": []})), "an unknown key is refused by the schema too"
+
+
+def test_render_gives_the_exact_recipe_and_writes_it(tmp_path: Path) -> None:
+    from ci.definitions import render
+
+    catalog = load_catalog(EXAMPLES)
+    rendered = render(catalog, "tools-minimal")
+    assert rendered.recipe == catalog.images["amd64/tools-minimal"].composed_dockerfile()
+    path = rendered.write(tmp_path)
+    assert path == tmp_path / "tools-minimal" / "Dockerfile"
+    assert path.read_bytes() == rendered.recipe.encode()
