@@ -366,9 +366,8 @@ def compare_with_scripts(checkout: Path, definitions: Path, work: Path,
     $DOCKERFILE_TMP, and its build args what that $DOCKERBUILD call passed. Returns (images
     compared, mismatches described).
     """
-    from ci.definitions.render import render
-
     from ci.definitions import load_catalog
+    from ci.definitions.render import render
 
     catalog = load_catalog(definitions)
     mismatches = [str(problem) for problem in catalog.all_problems()]
