@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 from rich.console import Console
+from rich.markup import escape
 
 from ci.config import Settings, load_settings
-from ci.errors import CIError, DefinitionError
+from ci.errors import CIError, DefinitionError, printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +66,7 @@ def explained(function: F) -> F:
         except CIError as exc:
             if kwargs.get("json"):
                 emit_json({"ok": False, "error": str(exc)})
-            stderr.print(f"[bold red]error:[/] {exc}", highlight=False)
+            stderr.print(f"[bold red]error:[/] {escape(printable(str(exc)))}", highlight=False)
             raise Exit(code=2) from None
         except KeyboardInterrupt:
             stderr.print("[yellow]interrupted[/]")

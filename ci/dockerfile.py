@@ -41,7 +41,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     buffer = ""
     start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):  # Docker drops a BOM
         stripped = raw.strip()
         if not buffer and (not stripped or stripped.startswith("#")):
             continue
@@ -99,6 +99,7 @@ def parse_from_references(text: str, build_args: Mapping[str, str]) -> list[From
 
 def rewrite_from(text: str, build_args: Mapping[str, str], replace: Callable[[FromReference], str | None]) -> str:
     """Return the Dockerfile with some FROM images replaced (`replace` returns None to keep one)."""
+    text = text.removeprefix("\ufeff")  # as Docker reads it; the line numbers stay the same
     refs = {ref.line: ref for ref in parse_from_references(text, build_args)}
     lines = text.splitlines()
     for number, ref in refs.items():

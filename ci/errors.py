@@ -24,8 +24,26 @@ class Problem:
     fix: str
 
     def __str__(self) -> str:
-        where = f"{self.path}" + (f": {self.field}" if self.field else "")
-        return f"{where}: {self.message}; {self.fix}"
+        where = printable(str(self.path)) + (f": {printable(self.field)}" if self.field else "")
+        return f"{where}: {printable(self.message)}; {printable(self.fix)}"
+
+
+def printable(text: str) -> str:
+    """`text` safe for one line of a terminal or log: control characters and undecodable bytes escaped.
+
+    Paths come from file systems, where a name may hold a newline or bytes that are not UTF-8.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable() or char == " ":
+            out.append(char)
+        elif 0xDC80 <= ord(char) <= 0xDCFF:  # a byte os.fsdecode could not decode
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 class DefinitionError(CIError):

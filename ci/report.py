@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ci import timeline
@@ -111,7 +112,7 @@ def render_table(report: RunReport, console: Console) -> None:
                       _seconds(image.duration) if image.duration else "-", image.detail or image.reason)
     console.print(table)
     for item in report.unsupported:
-        console.print(f"[yellow]not handled[/] {item['arch']}/{item['name']}: {item['reason']}")
+        console.print(f"[yellow]not handled[/] {escape(item['arch'])}/{escape(item['name'])}: {item['reason']}")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items())) or "nothing to do"
     console.print(f"{counts} in {_seconds(report.finished - report.started)}")
 
@@ -203,6 +204,6 @@ def render_plan(plan: Plan, console: Console) -> None:
                       image.reason, parents)
     console.print(table)
     for item in plan.unsupported:
-        console.print(f"[yellow]not handled[/] {item.arch}/{item.name} ({item.kind}): {item.reason}")
+        console.print(f"[yellow]not handled[/] {escape(item.arch)}/{escape(item.name)} ({item.kind}): {item.reason}")
     todo = len(plan.to_build())
     console.print(f"{len(plan.images)} images, {todo} to build, {len(plan.images) - todo} up to date")

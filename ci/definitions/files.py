@@ -67,10 +67,8 @@ def checked(path: Path, folder: Path, *, what: str, want_dir: bool = False, fenc
     except OSError as exc:
         raise FileRefused(f"{what} cannot be read ({exc.strerror})", "check the path and its permissions") from None
     try:
-        resolved = path.resolve(strict=True)
-    except FileNotFoundError:
-        raise FileRefused(f"{what} is a link to nothing", "point the link at an existing file, or remove it") from None
-    except (OSError, RuntimeError):
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a link loop on Python 3.11
         raise FileRefused(f"{what} is a link that cannot be resolved (a loop?)",
                           "replace the link by the file itself") from None
     try:
@@ -80,7 +78,12 @@ def checked(path: Path, folder: Path, *, what: str, want_dir: bool = False, fenc
                           "replace the link by a copy of the file inside the folder") from None
     try:
         info = resolved.stat()
+    except FileNotFoundError:
+        raise FileRefused(f"{what} is a link to nothing", "point the link at an existing file, or remove it") from None
     except OSError as exc:
+        if exc.errno == 40:  # ELOOP
+            raise FileRefused(f"{what} is a link that cannot be resolved (a loop?)",
+                              "replace the link by the file itself") from None
         raise FileRefused(f"{what} cannot be read ({exc.strerror})", "check its permissions") from None
     if want_dir:
         if not stat.S_ISDIR(info.st_mode):

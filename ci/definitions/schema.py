@@ -221,7 +221,7 @@ def _file_copy(pair: str, info: ValidationInfo) -> str:
         raise invalid(f"target {shown(target)} is not an absolute path", "write the target as /path/in/image")
     if not _PATH_WORD.match(target):
         raise invalid(f"target {shown(target)} is not a usable path", _PATH_FIX)
-    if PurePosixPath(source).parts[0] == TESTS_FOLDER:
+    if PurePosixPath(source).parts[:1] == (TESTS_FOLDER,):
         raise invalid(f"source {shown(source)} is in tests/, which is not part of the build context",
                       "move the file out of tests/")
     folder = _context(info, "folder")

@@ -16,6 +16,7 @@ from ci.definitions.files import FileRefused, read_text, read_yaml, scan_tree
 from ci.definitions.kinds.base import LoadContext
 from ci.definitions.model import (
     CONTAINER_YAML,
+    MAX_NAME,
     NAME_FIX,
     TEST_NAME_FIX,
     TEST_NAME_PATTERN,
@@ -66,25 +67,29 @@ class DockerKind:
 
 
 def compose_recipe(spec: ImageSpec, cache: dict[Path, str]) -> str:
-    """The Dockerfile exactly as built, from the spec's composition."""
-    folder, root = spec.root, _definitions_root(spec)
+    """The Dockerfile exactly as built, from the spec's composition (each part read once into `cache`)."""
+    return _join(spec, [read_part(spec, part, cache) for part in (spec.compose or (*spec.fragments, spec.dockerfile))])
 
-    def text(path: Path) -> str:
-        fence, fence_name = (folder, "the definition folder") if path == spec.dockerfile else \
-            (root, "the definitions folder")
-        key = path.resolve() if path != spec.dockerfile else path
-        if key not in cache:
-            what = shown(path.name if path == spec.dockerfile else _relative(path, root))
-            cache[key] = read_text(path, fence, what=what, fence_name=fence_name)
-        return cache[key]
 
+def read_part(spec: ImageSpec, path: Path, cache: dict[Path, str]) -> str:
+    """One part of a composition: the body (fenced in the definition folder) or a fragment (in the root)."""
+    if path == spec.dockerfile:
+        if path not in cache:
+            cache[path] = read_text(path, spec.root, what=shown(path.name))
+        return cache[path]
+    root = _definitions_root(spec)
+    key = path.resolve()
+    if key not in cache:
+        cache[key] = read_text(path, root, what=shown(_relative(path, root)), fence_name="the definitions folder")
+    return cache[key]
+
+
+def _join(spec: ImageSpec, parts: list[str]) -> str:
     if spec.compose:
-        recipe = "".join(text(part) for part in spec.compose)
+        recipe = "".join(parts)  # byte for byte, as `cat a b c > tmp` joins them
         if spec.files and recipe and not recipe.endswith("\n"):
             recipe += "\n"
     else:
-        parts = [text(fragment) for fragment in spec.fragments]
-        parts.append(text(spec.dockerfile))
         recipe = "\n".join(part.rstrip("\n") for part in parts) + "\n"
     return recipe + "".join(f"COPY {copy.source} {copy.target}\n" for copy in spec.files)
 
@@ -210,7 +215,9 @@ class _Loader:
 
             self.problem(DOCKERFILE, f"no {looked_for()} found", "add a Dockerfile to the folder, or remove the folder")
             return None
+        own_compose = variant is not None and variant.compose is not None
         compose_entries = variant.compose if variant is not None and variant.compose is not None else meta.compose
+        compose_field = f"{prefix}compose" if own_compose else "compose"
         compose: tuple[Path, ...] = ()
         fragments: tuple[Path, ...] = ()
         if compose_entries is not None:
@@ -228,8 +235,13 @@ class _Loader:
         if variant is not None:
             build_args.update(variant.build_args)
         platforms = variant.platforms if variant is not None and variant.platforms is not None else meta.platforms
+        name = self.name if variant is None else f"{self.name}-{variant.suffix}"
+        if len(name) > MAX_NAME:
+            self.problem(f"{prefix}suffix", f"the image name {shown(name, 40)} is {len(name)} characters long "
+                         f"(at most {MAX_NAME})", "shorten the suffix or the folder name")
+            return None
         spec = ImageSpec(
-            name=self.name if variant is None else f"{self.name}-{variant.suffix}",
+            name=name,
             definition=self.name, arch=self.arch, root=self.folder,
             source=self.metadata_path if self.has_metadata else self.folder / DOCKERFILE,
             dockerfile=body, fragments=fragments, compose=compose,
@@ -237,11 +249,19 @@ class _Loader:
             build_args=build_args, platforms=tuple(platforms), secrets=tuple(meta.secrets),
             files=tuple(FileCopy(*pair.split(":", 1)) for pair in meta.files), tests=tests,
         )
-        try:
-            recipe = compose_recipe(spec, self.context.texts)
-        except FileRefused as exc:
-            self.problem(body_field, exc.message, exc.fix, path=body if body_field == DOCKERFILE else None)
+        if spec.compose:
+            fields = [body_field if part == body else f"{compose_field}[{i}]" for i, part in enumerate(spec.compose)]
+        else:
+            fields = [f"fragments[{i}]" for i in range(len(spec.fragments))] + [body_field]
+        parts = []
+        for part, field in zip(spec.compose or (*spec.fragments, body), fields, strict=True):
+            try:
+                parts.append(read_part(spec, part, self.context.texts))
+            except FileRefused as exc:
+                self.problem(field, exc.message, exc.fix, path=body if field == DOCKERFILE else None)
+        if len(parts) != len(fields):
             return None
+        recipe = _join(spec, parts)
         refs = parse_from_references(recipe, build_args)
         if not refs:
             self.problem(DOCKERFILE, "has no FROM instruction",
