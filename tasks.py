@@ -15,14 +15,16 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from ci import api, build_failures, local, matrix, openstack_image, site_address, site_env, vm, workflows
+from ci import api, build_failures, local, site_address, site_env
 from ci.cli import PROJECT_DIR, emit_json, explained, names, settings_from, stderr, stdout
 from ci.definitions import render as render_recipe
 from ci.errors import CIError
+from ci.github import changes, matrix, outputs
 from ci.github import jobs as gh_jobs
 from ci.github import rest as gh_rest
 from ci.github import summary as gh_summary_module
 from ci.github import workflow as gh_workflow
+from ci.openstack import helper_image, vm
 from ci.report import publish_step_summary, render_plan, render_table, to_json
 from ci.service import cli as service_cli
 from ci.spack import buildcache as spack_buildcache
@@ -354,7 +356,7 @@ def openstack_image_task(c, profile=None, force=False, push=False, no_push=False
     needed. Usage: docker run --rm -it --env-file secrets/openrc.env <tag> openstack server list
     """
     settings = settings_from(c, profile=profile)
-    result = openstack_image.ensure_helper_image(api.docker_engine(settings), settings, force=force,
+    result = helper_image.ensure_helper_image(api.docker_engine(settings), settings, force=force,
                                                  push=False if no_push else (True if push else None), say=_say)
     stdout.print(result.describe(), highlight=False, markup=False)
 
@@ -418,8 +420,8 @@ def gh_changed(c, path=None, since=None, output="changed"):  # type: ignore[no-u
     Used to rebuild the OpenStack helper image only when its Dockerfile changed. A new branch or a
     commit git does not know counts as changed; exits 0 either way.
     """
-    change = workflows.changed_paths(names(path), since, cwd=PROJECT_DIR)
-    workflows.write_outputs({output: "true" if change.changed else "false"})
+    change = changes.changed_paths(names(path), since, cwd=PROJECT_DIR)
+    outputs.write_outputs({output: "true" if change.changed else "false"})
     stdout.print(f"{output}: {'true' if change.changed else 'false'} ({change.reason})", highlight=False,
                  markup=False)
 
@@ -528,7 +530,7 @@ def gh_plan(c, definitions=None, profile=None, only=None, arch=None, site_root=N
     settings = _site_settings(c, definitions, profile, arch, site_root)
     work = gh_jobs.plan_work(settings, only=names(only), force=force, retry_failed=retry_failed)
     outputs = work.outputs()
-    workflows.write_outputs(outputs)
+    outputs.write_outputs(outputs)
     publish_step_summary(work.markdown())
     if json:
         emit_json(outputs)
@@ -584,7 +586,7 @@ def site_resolve(c, profile=None, output="address"):  # type: ignore[no-untyped-
     """
     settings = settings_from(c, profile=profile)
     address = site_address.resolve(settings.site.ssh.host, settings.site.ssh.port) if settings.site.ssh else ""
-    workflows.write_outputs({output: address})
+    outputs.write_outputs({output: address})
     stdout.print(f"{output}: {address or '(the site is this machine)'}", highlight=False, markup=False)
 
 
@@ -615,8 +617,8 @@ def gh_last_success(c, workflow=None, branch=None, output="since"):  # type: ign
         reason = f"last successful run of {name} on {ref}" if sha else f"no successful run of {name} on {ref} yet"
     except CIError as exc:
         sha, reason = None, f"cannot ask GitHub ({exc}); counting everything as changed"
-    workflows.write_outputs({output: sha or workflows.NULL_COMMIT})
-    stdout.print(f"{output}: {sha or workflows.NULL_COMMIT} ({reason})", highlight=False, markup=False)
+    outputs.write_outputs({output: sha or changes.NULL_COMMIT})
+    stdout.print(f"{output}: {sha or changes.NULL_COMMIT} ({reason})", highlight=False, markup=False)
 
 
 @task(iterable=["label"], help={

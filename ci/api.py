@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ci import base_image, site_address, site_env, vm
+from ci import base_image, site_address, site_env
 from ci.build import BuildStep
 from ci.config import Settings
 from ci.definitions import Catalog, SlurmResources, load_catalog
@@ -24,6 +24,7 @@ from ci.engines import select_engine
 from ci.errors import CIError
 from ci.hosts import Host, LocalHost, SSHHost
 from ci.jobwatch import JobWatcher
+from ci.openstack import vm
 from ci.pipeline import Executor, Work
 from ci.plan import Action, Plan, make_plan
 from ci.progress import ProgressPrinter

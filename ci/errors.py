@@ -55,7 +55,20 @@ class DefinitionError(CIError):
 
 
 class ConfigError(CIError):
-    """The configuration (invoke.yaml, profile, flags, environment) is unusable."""
+    """The configuration (invoke.yaml, profile, flags, environment) is unusable.
+
+    Built from settings problems, it says one line per key (`ci.site.registry.address: ...; fix`)
+    and keeps the problems for `--json`.
+    """
+
+    def __init__(self, message: str, problems: tuple[Problem, ...] = ()):
+        self.problems = problems
+        super().__init__(message)
+
+    @classmethod
+    def from_problems(cls, problems: list[Problem]) -> ConfigError:
+        lines = [f"{p.field}: {p.message}" + (f"; {p.fix}" if p.fix else "") for p in problems]
+        return cls("\n".join(lines), tuple(problems))
 
 
 class BuildError(CIError):

@@ -18,10 +18,11 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ci.config import SSHSettings
 from ci.errors import SiteError
 
 
@@ -125,28 +126,6 @@ class LocalHost:
 
     def close(self) -> None:
         return None
-
-
-@dataclass
-class SSHSettings:
-    """How to reach a remote host; the key's passphrase comes from the environment, never a flag."""
-
-    host: str
-    user: str | None = None
-    port: int = 22
-    key_filename: str | None = None
-    passphrase_env: str = "CI_SSH_KEY_PASSPHRASE"
-    connect_timeout: float = 15.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def connect_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {**self.extra}
-        if self.key_filename:
-            kwargs["key_filename"] = os.path.expanduser(self.key_filename)
-        passphrase = os.environ.get(self.passphrase_env)
-        if passphrase:
-            kwargs["passphrase"] = passphrase
-        return kwargs
 
 
 class _ChunkedInput(io.StringIO):

@@ -9,13 +9,12 @@ resolves the name once (`inv site.resolve`) and hands the address to every later
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import socket
 
+from ci.config import SSHSettings
 from ci.errors import SiteError
-from ci.hosts import SSHSettings
 
 ADDRESS_VARIABLE = "CI_SITE_ADDRESS"
 
@@ -42,4 +41,4 @@ def pinned(ssh: SSHSettings) -> SSHSettings:
         ipaddress.ip_address(address)
     except ValueError:
         raise SiteError(f"{ADDRESS_VARIABLE}={address!r} is not an IP address; `inv site.resolve` writes one") from None
-    return dataclasses.replace(ssh, host=address)
+    return ssh.model_copy(update={"host": address})

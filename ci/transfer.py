@@ -19,26 +19,13 @@ from typing import IO
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import stream_stdout_and_stderr
 
+from ci.config import RegistrySettings
 from ci.docker import DockerEngine
 from ci.engines.base import RegistryCredentials
 from ci.errors import SiteError
 from ci.hosts import Host, SSHHost
 
 _LAYER = re.compile(r"^(?P<id>[0-9a-f]{12}): (?P<status>Pushed|Layer already exists|Mounted from .*)$")
-
-
-@dataclass(frozen=True)
-class RegistrySettings:
-    address: str = "127.0.0.1:5000"  # as the site's engine sees it
-    tunnel: bool = False  # push through an SSH port-forward to the site host
-    local_port: int = 15000
-    insecure: bool = True  # plain HTTP (a loopback registry)
-    username_env: str = "CI_REGISTRY_USER"
-    token_env: str = "CI_REGISTRY_TOKEN"
-
-    @property
-    def remote_port(self) -> int:
-        return int(self.address.rsplit(":", 1)[1]) if ":" in self.address else 443
 
 
 @dataclass(frozen=True)

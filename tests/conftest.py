@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from ci import local
-from ci.hosts import LocalHost, SSHHost, SSHSettings
+from ci.config import SSHSettings
+from ci.hosts import LocalHost, SSHHost
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EXAMPLES = PROJECT_DIR / "container_definitions"

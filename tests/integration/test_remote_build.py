@@ -17,10 +17,10 @@ from cloud_emulator.testing import PROJECT_DIR, Witness, assert_nowhere, loop_de
 from helpers import BASE_IMAGE, definition
 from site_helpers import require
 
-from ci import api, vm
-from ci.config import Settings, deep_merge, load_settings
+from ci import api
+from ci.config import Settings, SSHSettings, deep_merge, load_settings
 from ci.docker import DockerEngine
-from ci.hosts import SSHSettings
+from ci.openstack import vm
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]
 

@@ -43,8 +43,9 @@ from site_helpers import (
 )
 
 from ci import local
+from ci.config import SSHSettings
 from ci.errors import SiteError
-from ci.hosts import SSHHost, SSHSettings
+from ci.hosts import SSHHost
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

@@ -28,8 +28,8 @@ from site_helpers import (
     step_data,
 )
 
-from ci.config import Settings
-from ci.hosts import SSHHost, SSHSettings
+from ci.config import Settings, SSHSettings
+from ci.hosts import SSHHost
 from ci.report import RunReport
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry, pytest.mark.ssh]

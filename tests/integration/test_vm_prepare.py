@@ -19,10 +19,11 @@ import pytest
 from cloud_emulator.testing import loop_device
 from site_helpers import require
 
-from ci import vm
-from ci.cloud import VMInfo, vm_config
+from ci.config import SSHSettings, vm_config
 from ci.errors import CloudError
-from ci.hosts import SSHHost, SSHSettings
+from ci.hosts import SSHHost
+from ci.openstack import vm
+from ci.openstack.cloud import VMInfo
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]
 

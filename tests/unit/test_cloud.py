@@ -13,9 +13,10 @@ import pytest
 from cloud_emulator import Cloud, Emulator
 from cloud_emulator.testing import PROJECT_DIR, vm_settings
 
-from ci import vm
-from ci.cloud import BuildVMCloud, VMInfo, connect, open_cloud, vm_config
+from ci.config import vm_config
 from ci.errors import CloudError, ConfigError
+from ci.openstack import vm
+from ci.openstack.cloud import BuildVMCloud, VMInfo, connect, open_cloud
 
 
 @pytest.fixture(autouse=True)
@@ -62,17 +63,20 @@ def test_secrets_clouds_yaml_is_used_when_present(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("section", "message"), [
-    ({"colour": "blue"}, "unknown key(s) colour"),
-    ({"timeouts": {"boot": 3}}, "ci.vm.timeouts.boot is unknown"),
-    ({"timeouts": {"ssh": -1}}, "ci.vm.timeouts.ssh must be a number of seconds > 0"),
-    ({"volume_size": "big"}, "ci.vm.volume_size must be a number"),
-    ({"enabled": "yes"}, "ci.vm.enabled must be true or false"),
-    ({"prepare_args": "--fstab none"}, "ci.vm.prepare_args must be a list of strings"),
+    ({"colour": "blue"}, "ci.vm.colour: unknown key 'colour'; remove it or fix the name (did you mean 'cloud'?)"),
+    ({"timeouts": {"boot": 3}}, "ci.vm.timeouts.boot: unknown key 'boot'; remove it or fix the name (allowed keys: "
+                                "active, ssh, volume, delete, prepare)"),
+    ({"timeouts": {"ssh": -1}}, "ci.vm.timeouts.ssh: -1 is below the minimum 0.01; use a number >= 0.01"),
+    ({"volume_size": "big"}, "ci.vm.volume_size: expected a whole number, got a string; write a whole number"),
+    ({"enabled": "yes"}, "ci.vm.enabled: expected true or false, got a string; write true or false"),
+    ({"prepare_args": "--fstab none"}, "ci.vm.prepare_args: expected a list, got a string; write a YAML list"),
+    ({"ssh_user": "ubuntu\nProxyCommand x"}, "ci.vm.ssh_user: 'ubuntu\\nProxyCommand x' contains a control character"),
 ])
 def test_bad_configuration_is_one_sentence_naming_the_key(tmp_path: Path, section: dict[str, object],
                                                            message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError) as caught:
         vm_config(section, tmp_path, env={})
+    assert str(caught.value).startswith(message)
 
 
 def test_invoke_yaml_defaults_are_valid_and_cpouta_enables_the_vm() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ci.config import RegistrySettings
 from ci.definitions import load_catalog
 from ci.engines import make_engine
 from ci.hosts import CommandResult, LocalHost
@@ -14,7 +15,7 @@ from ci.plan import make_plan
 from ci.runs import RunFolder
 from ci.site import Site
 from ci.stages import ImageChain, SiteServices
-from ci.transfer import Registry, RegistrySettings
+from ci.transfer import Registry
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "container_definitions"
 CANARY = "canary-token-5f1d"

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from helpers import PROJECT_DIR, definition
+from workflow_model import Scenario, ancestors_of, jobs_of, load_workflow, needs_of, shell_commands, simulate
 
 from ci.config import load_settings
 from ci.definitions import load_catalog
@@ -24,7 +25,6 @@ from ci.github.workflow import (
     render,
     workflow_settings,
 )
-from ci.workflows import Scenario, ancestors_of, jobs_of, load_workflow, needs_of, shell_commands, simulate
 
 PIPELINE = PROJECT_DIR / WORKFLOW_FILE
 EXAMPLES = PROJECT_DIR / "container_definitions"

@@ -12,10 +12,10 @@ import pytest
 from helpers import EXAMPLES, PROJECT_DIR
 
 from ci.definitions import load_catalog
-from ci.matrix import github_matrix, matrix_for, plan_markdown, publish
+from ci.github.matrix import github_matrix, matrix_for, plan_markdown, publish
+from ci.github.outputs import write_outputs
 from ci.plan import Plan, make_plan
 from ci.site import FAILED, TESTED, SiteListing, image_stem
-from ci.workflows import write_outputs
 
 ALL = ["base", "mpi", "python", "tools-debug", "tools-minimal"]
 

@@ -19,9 +19,10 @@ import pytest
 from cloud_emulator import Cloud, Emulator
 from cloud_emulator.testing import vm_settings
 
-from ci import api, vm
+from ci import api
 from ci.config import Settings
 from ci.errors import BuildError, CIError, CloudError
+from ci.openstack import vm
 
 
 @pytest.fixture(autouse=True)

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from cloud_emulator.testing import PROJECT_DIR, project_config
 
-from ci import openstack_image, vm
-from ci.cloud import VMInfo, vm_config
-from ci.config import Settings, deep_merge, load_settings
+from ci.config import Settings, deep_merge, load_settings, vm_config
 from ci.errors import CloudError
+from ci.openstack import helper_image as openstack_image
+from ci.openstack import vm
+from ci.openstack.cloud import VMInfo
 
 
 def settings_with(tmp_path: Path, **vm_keys: object) -> Settings:
@@ -176,7 +177,7 @@ def test_the_helper_context_holds_the_package_and_its_digest_follows_the_inputs(
     certificate.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     first = tmp_path / "a"
     openstack_image.stage_context(PROJECT_DIR, first, (certificate,))
-    for relative in ("Dockerfile", "src/pyproject.toml", "src/ci/cloud.py", "src/ci/vm/prepare-vm",
+    for relative in ("Dockerfile", "src/pyproject.toml", "src/ci/openstack/cloud.py", "src/ci/openstack/prepare-vm",
                      "src/tasks.py", "certs/00-proxy.crt"):
         assert (first / relative).is_file(), relative
     assert not list(first.rglob("__pycache__"))

@@ -20,8 +20,8 @@ import pytest
 from cloud_emulator import Cloud, Emulator
 from cloud_emulator.testing import PROJECT_DIR, Witness, assert_nowhere, vm_settings
 
-from ci import vm
 from ci.errors import CIError
+from ci.openstack import vm
 
 
 @pytest.fixture

@@ -16,14 +16,9 @@ from typing import Any
 import pytest
 import yaml
 from helpers import PROJECT_DIR
-
-from ci.errors import CIError
-from ci.hosts import LocalHost
-from ci.site import Site, SiteLocked, this_process
-from ci.workflows import (
+from workflow_model import (
     InvCall,
     Scenario,
-    changed_paths,
     check_inv_call,
     inv_calls,
     jobs_of,
@@ -34,6 +29,11 @@ from ci.workflows import (
     shell_commands,
     simulate,
 )
+
+from ci.errors import CIError
+from ci.github.changes import changed_paths
+from ci.hosts import LocalHost
+from ci.site import Site, SiteLocked, this_process
 
 WORKFLOWS = PROJECT_DIR / ".github" / "workflows"
 PIPELINE = WORKFLOWS / "containers-build.yml"

@@ -1,4 +1,4 @@
-"""The OpenStack helper image (ci/openstack/Dockerfile): built only when its inputs change.
+"""The OpenStack helper image (this package's Dockerfile): built only when its inputs change.
 
 The build context is staged from this project: the Dockerfile, `src/` (pyproject.toml, README.md,
 tasks.py, invoke.yaml and the `ci` package, caches left out) and `certs/` (extra CA certificates).
@@ -14,68 +14,28 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import stream_stdout_and_stderr
 
-from ci.config import Settings
+from ci.config import HelperImageSettings, Settings
 from ci.context import context_digest
 from ci.docker import DockerEngine
 from ci.errors import BuildError, ConfigError
 
-DOCKERFILE = Path(__file__).resolve().parent / "openstack" / "Dockerfile"
+DOCKERFILE = Path(__file__).resolve().parent / "Dockerfile"
 HELPER_DIGEST_LABEL = "io.containers-ci.helper-digest"
 RECIPE_VERSION = "1"  # bump when the staging recipe changes
 SOURCE_FILES = ("pyproject.toml", "README.md", "tasks.py", "invoke.yaml")
-LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")
 
 Say = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class HelperImageSettings:
-    """`ci.openstack_image` of invoke.yaml."""
-
-    repository: str
-    base_image: str
-    network: str | None
-    ca_certificates: tuple[Path, ...]
-    build_args: Mapping[str, str] = field(default_factory=dict)
-    push: bool | None = None  # None: push when a registry is configured (ci.registry_prefix)
-
-
 def helper_settings(settings: Settings) -> HelperImageSettings:
-    section = settings.section("openstack_image")
-    allowed = {"repository", "base_image", "network", "ca_certificates", "build_args", "push"}
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise ConfigError(f"ci.openstack_image has unknown key(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join(sorted(allowed))}")
-    repository = str(section.get("repository") or "containers-ci/openstack")
-    first = repository.split("/")[0]
-    if "/" not in repository or not ("." in first or ":" in first or first == "localhost"):
-        repository = settings.registry_prefix + repository  # no registry named: the pipeline's one
-    certificates = section.get("ca_certificates", "auto")
-    if certificates in (None, "auto"):
-        paths = sorted(LOCAL_CA_DIR.rglob("*.crt")) if LOCAL_CA_DIR.is_dir() else []
-    elif isinstance(certificates, list) and all(isinstance(c, str) for c in certificates):
-        paths = [Path(c).expanduser() if Path(c).expanduser().is_absolute() else settings.project_dir / c
-                 for c in certificates]
-    else:
-        raise ConfigError("ci.openstack_image.ca_certificates must be auto or a list of .crt files")
-    build_args = section.get("build_args") or {}
-    if not isinstance(build_args, Mapping):
-        raise ConfigError("ci.openstack_image.build_args must map names to values")
-    push = section.get("push")
-    if push is not None and not isinstance(push, bool):
-        raise ConfigError(f"ci.openstack_image.push must be true, false or null; got {push!r}")
-    network = section.get("network", "host")
-    return HelperImageSettings(repository=repository,
-                               base_image=str(section.get("base_image") or settings.base_image.tag),
-                               network=str(network) if network else None, ca_certificates=tuple(paths),
-                               build_args={str(k): str(v) for k, v in build_args.items()}, push=push)
+    """`ci.openstack_image`, checked when the settings were loaded."""
+    return settings.helper_image
 
 
 def stage_context(project_dir: Path, destination: Path, certificates: tuple[Path, ...]) -> None:

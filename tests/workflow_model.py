@@ -1,8 +1,7 @@
-"""The GitHub Actions front end: step outputs, "did these files change?", and checks of the workflow files.
+"""A model of the GitHub workflow files, for the tests that hold the workflows to their contract.
 
 The workflows (`.github/workflows/*.yml`) hold no pipeline logic: every pipeline step is an `inv`
-call. This module holds the little glue those calls need (writing step outputs, comparing commits)
-and what holds the workflows to that contract:
+call. This module reads them the way the tests need:
 
 - `inv_calls` finds every `inv ...` command in the `run:` steps (multi-line blocks, `\\` line
   continuations, `&&` chains, `${{ }}` expressions) and `check_inv_call` parses it with Invoke's own
@@ -10,16 +9,15 @@ and what holds the workflows to that contract:
 - `simulate` plays GitHub's job conditions (`needs:`, `if:` with success(), failure(), always() and
   cancelled()) through a run where chosen jobs fail or the run is cancelled, so "teardown always
   runs" and "an empty matrix skips the rest" are checked by reading the workflow.
+
+It lives under tests/ because only the tests use it; the production glue is `ci.github`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,75 +25,6 @@ from typing import Any
 import yaml
 
 from ci.errors import CIError
-
-# --------------------------------------------------------------------------------------------
-# step outputs
-# --------------------------------------------------------------------------------------------
-
-
-def write_outputs(outputs: Mapping[str, str], path: str | os.PathLike[str] | None = None) -> Path | None:
-    """Append `name=value` step outputs to $GITHUB_OUTPUT (or `path`); None outside GitHub Actions.
-
-    A value with a line break uses GitHub's `name<<DELIMITER` form, with a delimiter that cannot
-    occur in the value.
-    """
-    target = path if path is not None else os.environ.get("GITHUB_OUTPUT")
-    if not target:
-        return None
-    lines = []
-    for name, value in outputs.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name):
-            raise CIError(f"'{name}' is not a valid step output name")
-        if "\n" in value or "\r" in value:
-            delimiter = f"ghadelimiter_{uuid.uuid4().hex}"
-            lines += [f"{name}<<{delimiter}", value, delimiter]
-        else:
-            lines.append(f"{name}={value}")
-    with open(target, "a", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    return Path(target)
-
-
-# --------------------------------------------------------------------------------------------
-# changed files between two commits
-# --------------------------------------------------------------------------------------------
-
-NULL_COMMIT = "0" * 40
-
-
-@dataclass(frozen=True)
-class Change:
-    """Whether any of the watched paths changed, and why we think so."""
-
-    changed: bool
-    reason: str
-    files: tuple[str, ...] = ()
-
-
-def changed_paths(paths: Sequence[str], since: str | None, *, head: str = "HEAD", cwd: Path | None = None) -> Change:
-    """Compare `since..head` for the watched paths (files or folders, as git pathspecs).
-
-    No `since` (a manual dispatch has no earlier commit) answers "unchanged": rebuild on request
-    instead. A new branch (the null commit) or a commit git does not know (a force-push rewrote
-    history, a shallow clone) answers "changed": building once too often is cheap, missing a
-    change is not.
-    """
-    if not paths:
-        raise CIError("name at least one path to watch")
-    if not since:
-        return Change(False, "no earlier commit to compare with (not a push); unchanged unless asked")
-    if set(since) == {"0"}:
-        return Change(True, "a new branch: no earlier commit to compare with")
-    result = subprocess.run(["git", "diff", "--name-only", since, head, "--", *paths], cwd=cwd,
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-        return Change(True, f"cannot compare with {since[:12]} ({detail}); counting it as changed")
-    files = tuple(line for line in result.stdout.splitlines() if line.strip())
-    if files:
-        return Change(True, f"changed since {since[:12]}: {', '.join(files)}", files)
-    return Change(False, f"unchanged since {since[:12]}")
-
 
 # --------------------------------------------------------------------------------------------
 # workflow files

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ci.github.outputs import write_outputs
 from ci.plan import Plan, PlannedImage
 from ci.report import publish_step_summary
-from ci.workflows import write_outputs
 
 
 def entry(image: PlannedImage) -> dict[str, Any]:

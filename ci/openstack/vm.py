@@ -1,8 +1,8 @@
-"""The build VM's lifecycle: start (cloud.py), prepare over SSH, remote Docker, guaranteed teardown.
+"""The build VM's lifecycle: start (ci.openstack.cloud), prepare over SSH, remote Docker, teardown.
 
     start     find or create server, key pair, security group, volume, floating IP; wait for
               ACTIVE, then for SSH to answer with our key (a probe with a deadline, never a sleep)
-    prepare   copy ci/vm/prepare-vm to the VM and run it as root: volume mounted, /var/lib/docker
+    prepare   copy ci/openstack/prepare-vm to the VM and run it as root: volume mounted, /var/lib/docker
               on it, Docker restarted and answering; then check Docker answers over SSH from here
     build     the pipeline's Docker engine is the VM's, reached as DOCKER_HOST=ssh://user@address
     teardown  delete the server (waiting until it is gone), release the floating IP, keep the volume
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import os
 import shlex
 import signal
@@ -40,12 +39,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ci.cloud import BuildVMCloud, Say, VMConfig, VMInfo, open_cloud, vm_config, wait_until
-from ci.config import Settings
+from ci.config import PASSPHRASE_ENV, Settings, SSHSettings, VMConfig, vm_config
 from ci.errors import CIError, CloudError
-from ci.hosts import SSHHost, SSHSettings
+from ci.hosts import SSHHost
+from ci.openstack.cloud import BuildVMCloud, Say, VMInfo, open_cloud, wait_until
 
-PREPARE_SCRIPT = Path(__file__).resolve().parent / "vm" / "prepare-vm"
+PREPARE_SCRIPT = Path(__file__).resolve().parent / "prepare-vm"
 REMOTE_SCRIPT = ".containers-ci/prepare-vm"  # relative to the SSH user's home on the VM
 
 
@@ -55,7 +54,9 @@ def _quiet(_: str) -> None:
 
 def config_from(settings: Settings, **overrides: Any) -> VMConfig:
     """`ci.vm` of the chosen profile, with task flags on top."""
-    return vm_config(settings.section("vm"), settings.project_dir, **overrides)
+    if not any(value is not None for value in overrides.values()):
+        return settings.vm
+    return vm_config(settings.raw.get("vm") or {}, settings.project_dir, **overrides)
 
 
 def state_dir(settings: Settings, config: VMConfig) -> Path:
@@ -168,7 +169,7 @@ class RemoteDocker:
         self.bin.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
         lines = [
-            "# Written by containers-ci (ci/vm.py) for the docker CLI's SSH connections to the build VM.",
+            "# Written by containers-ci (ci/openstack/vm.py) for the docker CLI's SSH connections to the build VM.",
             "Host *",
             f"  IdentityFile {self.config.ssh_key}",
             "  IdentitiesOnly yes",
@@ -192,7 +193,7 @@ class RemoteDocker:
 
     @staticmethod
     def _script(path: Path, body: str) -> None:
-        text = "#!/bin/sh\n# Written by containers-ci (ci/vm.py): see the module's docstring.\n" + body
+        text = "#!/bin/sh\n# Written by containers-ci (ci/openstack/vm.py): see the module's docstring.\n" + body
         temporary = path.with_name(path.name + ".tmp")
         temporary.write_text(text, encoding="utf-8")
         os.chmod(temporary, 0o700)
@@ -204,7 +205,7 @@ class RemoteDocker:
         return self.folder / "agent.sock"
 
     def _wants_agent(self) -> bool:
-        return bool(self._env.get(SSHSettings.passphrase_env))
+        return bool(self._env.get(PASSPHRASE_ENV))
 
     def _start_agent(self) -> None:
         if not self._wants_agent() or self._agent is not None:
@@ -219,7 +220,7 @@ class RemoteDocker:
             raise CloudError("ssh-agent did not start; load the key into your own agent "
                              "(SSH_AUTH_SOCK) instead")
         askpass = self.folder / "askpass"
-        self._script(askpass, f"printf '%s\\n' \"${SSHSettings.passphrase_env}\"\n")
+        self._script(askpass, f"printf '%s\\n' \"${PASSPHRASE_ENV}\"\n")
         env = {**self._env, "SSH_AUTH_SOCK": str(sock), "SSH_ASKPASS": str(askpass),
                "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": self._env.get("DISPLAY", ":0")}
         result = subprocess.run(["ssh-add", "-q", "-t", "43200", str(self.config.ssh_key)], env=env,
@@ -228,13 +229,13 @@ class RemoteDocker:
         if result.returncode != 0:
             raise CloudError(f"could not load {self.config.ssh_key} into ssh-agent: "
                              f"{result.stderr.strip() or 'exit ' + str(result.returncode)}; check "
-                             f"{SSHSettings.passphrase_env}")
+                             f"{PASSPHRASE_ENV}")
 
     # ---- use -----------------------------------------------------------------------------------
     def apply(self, settings: Settings) -> Settings:
         """The settings whose Docker engine is the VM's."""
         self._start_agent()
-        return dataclasses.replace(settings, docker_host=self.url, docker_client=self.client)
+        return settings.with_docker(host=self.url, client=self.client)
 
     def ping(self, timeout: float = 120.0) -> str:
         """Docker's server version over SSH; retried briefly (a new docker group needs a new session)."""

@@ -20,163 +20,16 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from ci.config import MANAGED_BY, VMConfig
 from ci.errors import CloudError, ConfigError
-
-MANAGED_BY = "containers-ci"
-DEFAULT_FLAVOR = "hpc.5.64core"
-SECRETS_DIR = "secrets"
 
 Say = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:
     return None
-
-
-# --------------------------------------------------------------------------------------------
-# configuration: the `ci.vm` section of invoke.yaml
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class VMTimeouts:
-    """Seconds to wait for each state; every wait is a poll with a deadline, never a fixed sleep."""
-
-    active: float = 900.0   # server BUILD -> ACTIVE
-    ssh: float = 600.0      # ACTIVE -> sshd answers and accepts our key (cloud-init runs first)
-    volume: float = 300.0   # volume creating -> available, attaching -> in-use
-    delete: float = 600.0   # server deleted and gone
-    prepare: float = 1800.0  # prepare-vm (may install Docker)
-
-
-@dataclass(frozen=True)
-class VMConfig:
-    """The build VM, resolved from `ci.vm` (profile and flags applied) and the environment."""
-
-    enabled: bool
-    cloud: str | None
-    region: str | None
-    clouds_file: Path | None
-    name: str
-    image: str | None
-    flavor: str
-    key_name: str
-    public_key: Path
-    security_group: str
-    ssh_cidr: str
-    network: str | None
-    floating_ip_pool: str
-    floating_ip: str | None
-    volume: str
-    volume_size: int
-    volume_type: str | None
-    ssh_user: str
-    ssh_port: int
-    ssh_key: Path
-    mount_point: str
-    poll_interval: float
-    timeouts: VMTimeouts = field(default_factory=VMTimeouts)
-    device: str | None = None               # the volume's device on the VM, when /dev/disk/by-id cannot tell
-    prepare_args: tuple[str, ...] = ()      # extra prepare-vm arguments (e.g. for a loopback "VM")
-
-    @property
-    def description(self) -> str:
-        """The mark on what we create for this VM (floating IPs), so teardown finds only ours."""
-        return f"{MANAGED_BY} build VM {self.name}"
-
-
-_KEYS = {"enabled", "cloud", "region", "clouds_file", "name", "image", "flavor", "key_name", "public_key",
-         "security_group", "ssh_cidr", "network", "floating_ip_pool", "floating_ip", "volume", "volume_size",
-         "volume_type", "ssh_user", "ssh_port", "ssh_key", "mount_point", "poll_interval", "timeouts",
-         "device", "prepare_args"}
-
-
-def vm_config(section: Mapping[str, Any], project_dir: Path, *, env: Mapping[str, str] | None = None,
-              **overrides: Any) -> VMConfig:
-    """Check `ci.vm` once and resolve its defaults; `overrides` are task flags (None means unset)."""
-    env = os.environ if env is None else env
-    data = {**section, **{k: v for k, v in overrides.items() if v is not None}}
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise ConfigError(f"ci.vm has unknown key(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join(sorted(_KEYS))}")
-
-    def text(key: str, default: str | None = None) -> str | None:
-        value = data.get(key)
-        if value in (None, ""):
-            return default
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"ci.vm.{key} must be a string; got {value!r}")
-        return str(value)
-
-    def required(key: str, default: str) -> str:
-        return text(key, default) or default
-
-    def number(key: str, default: float, minimum: float = 0) -> float:
-        value = data.get(key, default)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise ConfigError(f"ci.vm.{key} must be a number >= {minimum}; got {value!r}")
-        return float(value)
-
-    def path(value: str) -> Path:
-        result = Path(os.path.expanduser(value))
-        return result if result.is_absolute() else project_dir / result
-
-    raw_timeouts = data.get("timeouts") or {}
-    if not isinstance(raw_timeouts, Mapping):
-        raise ConfigError("ci.vm.timeouts must map active, ssh, volume, delete, prepare to seconds")
-    timeouts: dict[str, float] = {}
-    for key, value in raw_timeouts.items():
-        if key not in VMTimeouts.__dataclass_fields__:
-            raise ConfigError(f"ci.vm.timeouts.{key} is unknown; "
-                              "allowed: active, ssh, volume, delete, prepare")
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(f"ci.vm.timeouts.{key} must be a number of seconds > 0; got {value!r}")
-        timeouts[key] = float(value)
-
-    ssh_key = path(required("ssh_key", f"{SECRETS_DIR}/build-vm-key"))
-    public_key = text("public_key")
-    clouds_file = text("clouds_file")
-    if clouds_file is None and (project_dir / SECRETS_DIR / "clouds.yaml").is_file():
-        clouds_file = str(project_dir / SECRETS_DIR / "clouds.yaml")
-    prepare_args = data.get("prepare_args") or []
-    if not isinstance(prepare_args, list | tuple) or not all(isinstance(a, str) for a in prepare_args):
-        raise ConfigError(f"ci.vm.prepare_args must be a list of strings (extra prepare-vm arguments); "
-                          f"got {prepare_args!r}")
-    enabled = data.get("enabled", False)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"ci.vm.enabled must be true or false; got {enabled!r}")
-    return VMConfig(
-        enabled=enabled,
-        cloud=text("cloud") or env.get("OS_CLOUD") or None,
-        region=text("region") or None,
-        clouds_file=path(clouds_file) if clouds_file else None,
-        name=required("name", "containers-ci-build"),
-        image=text("image") or env.get("OS_MY_IMAGE") or None,
-        flavor=text("flavor") or env.get("OS_MY_FLAVOUR") or DEFAULT_FLAVOR,
-        key_name=required("key_name", "containers-ci"),
-        public_key=path(public_key) if public_key else ssh_key.with_name(ssh_key.name + ".pub"),
-        security_group=required("security_group", "containers-ci-ssh"),
-        ssh_cidr=required("ssh_cidr", "0.0.0.0/0"),
-        network=text("network"),
-        floating_ip_pool=required("floating_ip_pool", "public"),
-        floating_ip=text("floating_ip"),
-        volume=required("volume", "containers-ci-docker"),
-        volume_size=int(number("volume_size", 200, minimum=1)),
-        volume_type=text("volume_type"),
-        ssh_user=required("ssh_user", "ubuntu"),
-        ssh_port=int(number("ssh_port", 22, minimum=1)),
-        ssh_key=ssh_key,
-        mount_point=required("mount_point", "/mnt/containers-ci"),
-        poll_interval=number("poll_interval", 5.0, minimum=0.01),
-        timeouts=VMTimeouts(**timeouts),
-        device=text("device"),
-        prepare_args=tuple(prepare_args),
-    )
 
 
 # --------------------------------------------------------------------------------------------
