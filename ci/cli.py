@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ci.config import Settings, load_settings
-from ci.errors import CIError, DefinitionError, printable
+from ci.errors import CIError, DefinitionError, Problem, printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,8 +55,7 @@ def explained(function: F) -> F:
             return function(*args, **kwargs)
         except DefinitionError as exc:
             if kwargs.get("json"):
-                emit_json({"ok": False, "problems": [
-                    {"path": str(p.path), "field": p.field, "message": p.message, "fix": p.fix} for p in exc.problems]})
+                emit_json({"ok": False, "problems": [_problem(p) for p in exc.problems]})
             count = len(exc.problems)
             plural = "s" if count != 1 else ""
             stderr.print(f"[bold red]{count} problem{plural} in the definitions; nothing was built:[/]")
@@ -65,7 +64,9 @@ def explained(function: F) -> F:
             raise Exit(code=2) from None
         except CIError as exc:
             if kwargs.get("json"):
-                emit_json({"ok": False, "error": str(exc)})
+                problems = getattr(exc, "problems", ())
+                emit_json({"ok": False, "error": str(exc), **({"problems": [_problem(p) for p in problems]}
+                                                               if problems else {})})
             stderr.print(f"[bold red]error:[/] {escape(printable(str(exc)))}", highlight=False)
             raise Exit(code=2) from None
         except KeyboardInterrupt:
@@ -73,6 +74,10 @@ def explained(function: F) -> F:
             raise Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _problem(problem: Problem) -> dict[str, str]:
+    return {"path": str(problem.path), "field": problem.field, "message": problem.message, "fix": problem.fix}
 
 
 def emit_json(data: Any) -> None:
