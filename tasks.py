@@ -486,7 +486,7 @@ ns.add_collection(migrate_tasks)
 
 def _workflow_text(c: Any) -> tuple[str, Any]:
     base = settings_from(c)
-    options = gh_workflow.workflow_settings(base.section("workflow"))
+    options = base.workflow
     settings = settings_from(c, profile=options.default_profile)
     profiles = [str(name) for name in (c.config.get("ci", {}).get("profiles") or {"local": {}})]
     return gh_workflow.render(api.catalog(settings), options, profiles), settings
@@ -529,11 +529,11 @@ def gh_plan(c, definitions=None, profile=None, only=None, arch=None, site_root=N
     """
     settings = _site_settings(c, definitions, profile, arch, site_root)
     work = gh_jobs.plan_work(settings, only=names(only), force=force, retry_failed=retry_failed)
-    outputs = work.outputs()
-    outputs.write_outputs(outputs)
+    found = work.outputs()
+    outputs.write_outputs(found)
     publish_step_summary(work.markdown())
     if json:
-        emit_json(outputs)
+        emit_json(found)
         return
     for line in work.lines():
         stdout.print(line, highlight=False, markup=False)

@@ -407,6 +407,43 @@ class HelperImageSettings(_Model):
 
 
 # --------------------------------------------------------------------------------------------
+# the generated GitHub workflow
+# --------------------------------------------------------------------------------------------
+
+# GitHub's documented limit: a matrix makes at most 256 jobs; the generated workflow keeps under it.
+MAX_WORKFLOW_JOBS = 256
+_Minutes = Annotated[int, Field(strict=True, ge=1, le=4320)]  # GitHub's job limit on self-hosted runners: 3 days
+
+
+class ImageTimeouts(_Model):
+    """Per-image overrides of the job timeouts, in minutes (`ci.workflow.images.<name>`)."""
+
+    build: _Minutes | None = None
+    transfer: _Minutes | None = None
+    test: _Minutes | None = None
+
+
+class WorkflowSettings(_Model):
+    """`ci.workflow`: what the generated workflow's jobs may take (`inv gh.workflow`)."""
+
+    build_timeout: _Minutes = 360
+    transfer_timeout: _Minutes = 120
+    test_timeout: _Minutes = 360
+    images: dict[str, ImageTimeouts] = Field(default_factory=dict)  # by image name
+    max_jobs: Annotated[int, Field(strict=True, ge=1, le=MAX_WORKFLOW_JOBS)] = MAX_WORKFLOW_JOBS
+    default_profile: Word = "cpouta"
+
+    def timeout(self, name: str, step: str) -> int:
+        override = getattr(self.images.get(name, ImageTimeouts()), step)
+        return int(override if override is not None else getattr(self, f"{step}_timeout"))
+
+
+def workflow_settings(raw: Mapping[str, Any]) -> WorkflowSettings:
+    """Read `ci.workflow`; each wrong value is one line naming the key and what it accepts."""
+    return _validated(WorkflowSettings, raw, "ci.workflow")
+
+
+# --------------------------------------------------------------------------------------------
 # everything together
 # --------------------------------------------------------------------------------------------
 
@@ -427,6 +464,7 @@ class CISection(_Model):
     site: dict[str, Any] = Field(default_factory=dict)
     vm: dict[str, Any] = Field(default_factory=dict)
     openstack_image: dict[str, Any] = Field(default_factory=dict)
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
 
     @field_validator("arch", mode="before")
     @classmethod
@@ -436,7 +474,7 @@ class CISection(_Model):
             return [part for part in value.replace(",", " ").split() if part]
         return value
 
-    @field_validator("site", "vm", "openstack_image", "docker", "limits", "base_image", mode="before")
+    @field_validator("site", "vm", "openstack_image", "docker", "limits", "base_image", "workflow", mode="before")
     @classmethod
     def _empty_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -459,6 +497,7 @@ class Settings(_Model):
     site: SiteSettings
     vm: VMConfig
     helper_image: HelperImageSettings
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     raw: Mapping[str, Any] = Field(default_factory=dict)
 
     def with_docker(self, *, host: str | None, client: str) -> Settings:
@@ -593,5 +632,6 @@ def load_settings(
         site=site,
         vm=vm,
         helper_image=helper_image,
+        workflow=section.workflow,
         raw=data,
     )

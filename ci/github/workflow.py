@@ -19,60 +19,25 @@ cancel (SIGINT, SIGTERM 7.5 s later), so `inv` must *be* that process to release
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ci.config import MAX_WORKFLOW_JOBS as MAX_JOBS
+from ci.config import WorkflowSettings
 from ci.definitions import Catalog
 from ci.errors import CIError, ConfigError
-from ci.validation import problems_from
 
 WORKFLOW_FILE = Path(".github") / "workflows" / "containers-build.yml"
 # GitHub's documented limits: a matrix makes at most 256 jobs, a workflow file at most 500 KB. The
 # generated workflow has no matrix, but keeps under the same job budget so no run meets a limit that
 # GitHub applies only at run time (the run would be cancelled, the VM already billed).
-MAX_JOBS = 256
 MAX_FILE_BYTES = 500_000
 RUNNER_LABELS = {"main": "cpouta", "transfer": "cpouta-transfer", "test": "cpouta-test"}
 WEEKLY = "17 3 * * 1"  # Mondays 03:17 UTC: a run at least weekly keeps the runners registered (14 days)
-
-
-class ImageTimeouts(BaseModel):
-    """Per-image overrides of the job timeouts, in minutes."""
-
-    model_config = ConfigDict(extra="forbid")
-    build: int | None = Field(default=None, ge=1, le=4320)
-    transfer: int | None = Field(default=None, ge=1, le=4320)
-    test: int | None = Field(default=None, ge=1, le=4320)
-
-
-class WorkflowSettings(BaseModel):
-    """`ci.workflow` in invoke.yaml: what the generated workflow's jobs may take."""
-
-    model_config = ConfigDict(extra="forbid")
-    build_timeout: int = Field(default=360, ge=1, le=4320)  # GitHub's job limit for self-hosted runners: 5 days
-    transfer_timeout: int = Field(default=120, ge=1, le=4320)
-    test_timeout: int = Field(default=360, ge=1, le=4320)
-    images: dict[str, ImageTimeouts] = Field(default_factory=dict)  # by image name
-    max_jobs: int = Field(default=MAX_JOBS, ge=1, le=MAX_JOBS)
-    default_profile: str = "cpouta"
-
-    def timeout(self, name: str, step: str) -> int:
-        override = getattr(self.images.get(name, ImageTimeouts()), step)
-        return int(override if override is not None else getattr(self, f"{step}_timeout"))
-
-
-def workflow_settings(raw: Mapping[str, Any]) -> WorkflowSettings:
-    """Read `ci.workflow`; each wrong value is one line naming the key and what it accepts."""
-    try:
-        return WorkflowSettings.model_validate(dict(raw))
-    except ValidationError as exc:
-        problems = problems_from(exc, file="invoke.yaml", prefix="ci.workflow", model=WorkflowSettings)
-        raise ConfigError("; ".join(str(problem) for problem in problems)) from None
 
 
 _SLUG = re.compile(r"[^A-Za-z0-9_-]")

@@ -13,17 +13,15 @@ import yaml
 from helpers import PROJECT_DIR, definition
 from workflow_model import Scenario, ancestors_of, jobs_of, load_workflow, needs_of, shell_commands, simulate
 
-from ci.config import load_settings
+from ci.config import WorkflowSettings, load_settings, workflow_settings
 from ci.definitions import load_catalog
 from ci.errors import CIError, ConfigError
 from ci.github.workflow import (
     MAX_JOBS,
     WORKFLOW_FILE,
     ImageJobs,
-    WorkflowSettings,
     image_jobs,
     render,
-    workflow_settings,
 )
 
 PIPELINE = PROJECT_DIR / WORKFLOW_FILE
