@@ -465,6 +465,8 @@ class CISection(_Model):
     vm: dict[str, Any] = Field(default_factory=dict)
     openstack_image: dict[str, Any] = Field(default_factory=dict)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    spack: dict[str, Any] = Field(default_factory=dict)  # checked by ci.spack.settings when Spack is used
+    runners: dict[str, Any] = Field(default_factory=dict)  # checked by ci.runners.settings for inv runners.*
 
     @field_validator("arch", mode="before")
     @classmethod
@@ -474,7 +476,8 @@ class CISection(_Model):
             return [part for part in value.replace(",", " ").split() if part]
         return value
 
-    @field_validator("site", "vm", "openstack_image", "docker", "limits", "base_image", "workflow", mode="before")
+    @field_validator("site", "vm", "openstack_image", "docker", "limits", "base_image", "workflow", "spack",
+                     "runners", mode="before")
     @classmethod
     def _empty_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -499,6 +502,13 @@ class Settings(_Model):
     helper_image: HelperImageSettings
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     raw: Mapping[str, Any] = Field(default_factory=dict)
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """A section as written (profile applied), for the packages that check their own (spack, runners)."""
+        value = self.raw.get(name) or {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"ci.{name}: expected a mapping of settings, got {type(value).__name__}; see invoke.yaml")
+        return value
 
     def with_docker(self, *, host: str | None, client: str) -> Settings:
         """The same settings with another Docker engine (the build VM's)."""

@@ -6,6 +6,7 @@ turn them into messages and exit codes, never into tracebacks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,14 +62,14 @@ class ConfigError(CIError):
     and keeps the problems for `--json`.
     """
 
-    def __init__(self, message: str, problems: tuple[Problem, ...] = ()):
-        self.problems = problems
+    def __init__(self, message: str, problems: Sequence[Problem] = ()):
+        self.problems = list(problems)
         super().__init__(message)
 
     @classmethod
     def from_problems(cls, problems: list[Problem]) -> ConfigError:
         lines = [f"{p.field}: {p.message}" + (f"; {p.fix}" if p.fix else "") for p in problems]
-        return cls("\n".join(lines), tuple(problems))
+        return cls("\n".join(lines), problems)
 
 
 class BuildError(CIError):

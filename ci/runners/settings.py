@@ -219,8 +219,7 @@ class RunnersConfigError(ConfigError):
     """`ci.runners` is missing or invalid: every problem at once, one line each."""
 
     def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("ci.runners is not usable:\n" + "\n".join(f"  {problem}" for problem in problems))
+        super().__init__("ci.runners is not usable:\n" + "\n".join(f"  {problem}" for problem in problems), problems)
 
 
 def parse_runners(raw: Mapping[str, Any], *, source: str = "invoke.yaml") -> RunnersSettings:
