@@ -467,6 +467,7 @@ class CISection(_Model):
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     spack: dict[str, Any] = Field(default_factory=dict)  # checked by ci.spack.settings when Spack is used
     runners: dict[str, Any] = Field(default_factory=dict)  # checked by ci.runners.settings for inv runners.*
+    service: dict[str, Any] = Field(default_factory=dict)  # checked by ci.service.core.config for inv service.*
 
     @field_validator("arch", mode="before")
     @classmethod
@@ -477,7 +478,7 @@ class CISection(_Model):
         return value
 
     @field_validator("site", "vm", "openstack_image", "docker", "limits", "base_image", "workflow", "spack",
-                     "runners", mode="before")
+                     "runners", "service", mode="before")
     @classmethod
     def _empty_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
