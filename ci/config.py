@@ -468,6 +468,7 @@ class CISection(_Model):
     spack: dict[str, Any] = Field(default_factory=dict)  # checked by ci.spack.settings when Spack is used
     runners: dict[str, Any] = Field(default_factory=dict)  # checked by ci.runners.settings for inv runners.*
     service: dict[str, Any] = Field(default_factory=dict)  # checked by ci.service.core.config for inv service.*
+    site_env: dict[str, Any] = Field(default_factory=dict)  # checked by ci.site_env
 
     @field_validator("arch", mode="before")
     @classmethod
@@ -478,7 +479,7 @@ class CISection(_Model):
         return value
 
     @field_validator("site", "vm", "openstack_image", "docker", "limits", "base_image", "workflow", "spack",
-                     "runners", "service", mode="before")
+                     "runners", "service", "site_env", mode="before")
     @classmethod
     def _empty_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
