@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def with_tree(settings: Settings, definitions: Path, arch: str) -> Settings:
-    return replace(settings, definitions=definitions, arches=(arch,))
+    return settings.model_copy(update={"definitions": definitions, "arches": (arch,)})
 
 
 def planned_image(settings: Settings, name: str) -> PlannedImage:
