@@ -3,6 +3,8 @@
 `select_engine("auto", host)` picks what the site host has, in the order an HPC centre would
 prefer it: apptainer > singularity > charliecloud > docker. The pipeline never names an engine;
 it asks for one here, by configuration (`ci.site.engine`).
+
+Where this package sits among the others: docs/architecture.md.
 """
 
 from __future__ import annotations

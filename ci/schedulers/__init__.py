@@ -2,6 +2,8 @@
 
 `select_scheduler("auto", host)` uses Slurm when `sbatch` and `squeue` answer on the site host,
 and runs jobs directly as background processes otherwise.
+
+Where this package sits among the others: docs/architecture.md.
 """
 
 from __future__ import annotations

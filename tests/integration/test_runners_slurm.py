@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import yaml
 from cloud_emulator.testing import Witness, assert_nowhere
-from conftest import _missing
 from github_emulator import TOKEN, Emulator, wait_for
 from github_emulator.testing import (
     PROJECT_DIR,
@@ -33,6 +32,7 @@ from github_emulator.testing import (
     target,
     unique_prefix,
 )
+from helpers import missing as _missing
 
 from ci import local
 from ci.hosts import without_secrets
