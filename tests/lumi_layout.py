@@ -46,7 +46,7 @@ def script(text: str) -> str:
 # can build them; the fidelity tests only compare bytes.
 COMMON = {
     "Dockerfile.header": "ARG BASE_IMAGE=" + BASE_IMAGE + "\nFROM $BASE_IMAGE\n\nENV STACK_ROOT /opt/stack\n"
-                         "RUN mkdir -p /opt/stack\n",
+                         "RUN mkdir -p /opt/stack /myrun\n",  # Charliecloud binds only onto existing folders
     "Dockerfile.tools": "ARG TOOL_VERSION\nRUN mkdir -p $STACK_ROOT && echo \"tools $TOOL_VERSION\" "
                         "> $STACK_ROOT/tools.txt\n",
     "Dockerfile.env-a": "# environment, after the body\nENV STACK_A=1\n",
