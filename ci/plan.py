@@ -1,6 +1,6 @@
 """Identity and skip decisions: digests, the FROM DAG, selection, and what needs doing.
 
-The digest (DESIGN.md section 4) covers everything that decides an image and nothing else, so
+The digest covers everything that decides an image and nothing else, so
 "is this built?" is a lookup of the digest label, and a changed file rebuilds exactly the image
 that sees it and its descendants.
 """
@@ -113,9 +113,6 @@ class Plan:
 
     def to_build(self) -> list[PlannedImage]:
         return [image for image in self.images.values() if image.action is not Action.SKIP]
-
-    def to_test(self) -> list[PlannedImage]:
-        return [image for image in self.images.values() if image.needs_site]
 
     def has_work(self, image: PlannedImage) -> bool:
         return image.action is not Action.SKIP or image.needs_site

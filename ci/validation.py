@@ -53,6 +53,8 @@ def shown(value: object, limit: int = _SHOWN_LENGTH) -> str:
 
 def has_control(text: str) -> bool:
     """True when `text` holds a control, format or unassigned character (newline, ESC, zero-width, ...)."""
+    if text.isprintable():  # the common case, in C: printable text holds no character of category C
+        return False
     return any(unicodedata.category(char)[0] == "C" for char in text)
 
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ci.definitions.files import fence_of
 from ci.definitions.graph import resolve_parents
 from ci.definitions.kinds import kind_for, looked_for
 from ci.definitions.kinds.base import LoadContext
@@ -26,6 +27,7 @@ def load_catalog(root: Path, arches: Sequence[str] | None = None) -> Catalog:
     Problems are collected in the catalog instead of raised, so that the caller can decide
     which of them block the work at hand (see `Catalog.raise_for`).
     """
+    fence_of.cache_clear()  # folders are resolved afresh for every load
     with contextlib.suppress(OSError, RuntimeError):  # a link loop: reported below as not a folder
         root = root.resolve()
     catalog = Catalog(root=root)

@@ -387,3 +387,41 @@ def test_render_gives_the_exact_recipe_and_writes_it(tmp_path: Path) -> None:
     path = rendered.write(tmp_path)
     assert path == tmp_path / "tools-minimal" / "Dockerfile"
     assert path.read_bytes() == rendered.recipe.encode()
+
+
+def test_a_new_kind_is_one_class_and_one_registry_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interface a Spack or .def kind implements: claims, load (problems to the context), recipe, builder."""
+    from dataclasses import replace
+
+    from ci.definitions import ImageSpec, render
+    from ci.definitions.kinds import KINDS
+    from ci.definitions.kinds.base import LoadContext
+    from ci.plan import make_plan
+
+    class RecipeKind:
+        name, builder, looks_for, recipe_file = "recipe", "none", "<name>.recipe", "recipe.txt"
+
+        def claims(self, entry: Path) -> bool:
+            return entry.is_file() and entry.suffix == ".recipe"
+
+        def load(self, entry: Path, arch: str, context: LoadContext) -> list[ImageSpec]:
+            if entry.read_text() == "":
+                context.problem(f"{arch}/{entry.stem}", entry, "", "is empty", "write a recipe")
+                return []
+            spec = ImageSpec(name=entry.stem, definition=entry.stem, arch=arch, root=entry.parent, source=entry,
+                             dockerfile=entry, fragments=(), version="1", build_args={}, platforms=(), files=(),
+                             tests=(), kind="recipe")
+            return [replace(spec, recipe_text=self.recipe(spec))]
+
+        def recipe(self, spec: ImageSpec) -> str:
+            return "recipe of " + spec.source.read_text()
+
+    monkeypatch.setitem(KINDS, "recipe", RecipeKind())  # the one registry line (no other kind claims .recipe)
+    write_tree(tmp_path, {"amd64/hello.recipe": "hello\n", "amd64/empty.recipe": ""})
+    catalog = load_catalog(tmp_path)
+    assert catalog.problems["amd64/empty"][0].message == "is empty"
+    spec = catalog.images["amd64/hello"]
+    assert (spec.kind, spec.builder, spec.recipe) == ("recipe", "none", "recipe of hello\n")
+    assert render(catalog, "hello").file_name == "recipe.txt"
+    plan = make_plan(catalog, only=["hello"])
+    assert plan.images["amd64/hello"].as_dict()["kind"] == "recipe"
