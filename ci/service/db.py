@@ -40,7 +40,9 @@ def normalized_url(url: str) -> str:
 
 
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    # Enough pooled connections for the threadpool (40 threads): a connection made per request costs a few ms.
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=40,
+                           max_overflow=20)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -65,6 +67,10 @@ class Database:
     read_engine: Engine
     write_engine: Engine
 
+    def __post_init__(self) -> None:
+        self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._writer = sessionmaker(self.write_engine, expire_on_commit=False)
+
     @property
     def postgresql(self) -> bool:
         return self.write_engine.dialect.name == "postgresql"
@@ -82,12 +88,12 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        with sessionmaker(self.read_engine, expire_on_commit=False)() as session, session.begin():
+        with self._reader() as session, session.begin():
             yield session
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
-        with sessionmaker(self.write_engine, expire_on_commit=False)() as session, session.begin():
+        with self._writer() as session, session.begin():
             yield session
 
     def migrate(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,7 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ci.service.api.errors import ProblemError, items
 from ci.service.api.routes import builds, images, system, web
@@ -107,15 +109,7 @@ def create_app(service: Service, *, workers: bool = True) -> FastAPI:
         return _problem_json(422, "the request is not valid: " + "; ".join(
             f"{p['field']}: {p['message']}" for p in problems), problems)
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = _refuse_cross_site(request) or await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        response.headers.setdefault("Cache-Control", "no-store")
-        app.state.http_metrics.add(request.method, response.status_code, time.perf_counter() - started)
-        return response
+    app.add_middleware(Guard, metrics=app.state.http_metrics)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -136,16 +130,50 @@ def create_app(service: Service, *, workers: bool = True) -> FastAPI:
     return app
 
 
-def _refuse_cross_site(request: Request) -> Response | None:
+class Guard:
+    """Plain ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware on every poll): refuses changes from
+    other web sites, adds the security headers, counts requests for /metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+        refusal = _refuse_cross_site(scope)
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        try:
+            if refusal is not None:
+                await refusal(scope, receive, sending)
+            else:
+                await self.app(scope, receive, sending)
+        finally:
+            self.metrics.add(scope["method"], status[0], time.perf_counter() - started)
+
+
+def _refuse_cross_site(scope: Scope) -> Response | None:
     """A browser holding HTTP basic credentials sends them to cross-site requests too: changes need same origin."""
-    if request.method not in UNSAFE:
+    if scope["method"] not in UNSAFE:
         return None
-    site = request.headers.get("sec-fetch-site")
-    origin = request.headers.get("origin")
-    host = request.headers.get("host", "")
+    headers = Headers(scope=scope)
+    site = headers.get("sec-fetch-site")
+    origin = headers.get("origin")
+    host = headers.get("host", "")
     if site in ("cross-site", "same-site") or (origin and origin != "null" and urlsplit(origin).netloc != host):
-        return _problem_json(403, "a change from another web site is refused; use the page of this service",
-                             [])
+        return _problem_json(403, "a change from another web site is refused; use the page of this service", [])
     return None
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from pathlib import Path
 
 from ci.errors import DefinitionError, Problem
-from ci.service import builder, workflows
+from ci.service import builder, crud, workflows
+from ci.service.core import security
 from ci.service.core.config import ServiceSettings
 from ci.service.crud import Resolved
 from ci.service.db import Database
@@ -22,6 +24,7 @@ from ci.service.models import ARCH_OF_PLATFORM, BuildBody, DefinitionRequest, Wo
 from ci.service.store import ImageStore
 
 BODY = Path("request body")
+AUTH_CACHE_SECONDS = 30.0
 
 
 class Service:
@@ -31,6 +34,23 @@ class Service:
         self.store = ImageStore(settings.store)
         self._engine: str | None = None
         self._engine_lock = threading.Lock()
+        self._callers: dict[tuple[str | None, str], tuple[float, crud.Caller]] = {}
+
+    def cached_caller(self, user: str | None, token: str) -> crud.Caller | None:
+        """The caller of a token seen in the last AUTH_CACHE_SECONDS (no database: clients poll every second)."""
+        cached = self._callers.get((user, security.token_hash(token)))
+        return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+    def authenticate(self, user: str | None, token: str) -> crud.Caller | None:
+        """The caller of a token (from the database, then remembered for AUTH_CACHE_SECONDS)."""
+        key = (user, security.token_hash(token))
+        now = time.monotonic()
+        caller = crud.authenticate(self.db, user, token)
+        if caller is not None:
+            if len(self._callers) > 10_000:
+                self._callers.clear()
+            self._callers[key] = (now + AUTH_CACHE_SECONDS, caller)
+        return caller
 
     def site_engine(self) -> str:
         """The site's engine, asked once (for `auto`, the site host is probed the first time)."""

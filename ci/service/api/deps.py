@@ -26,7 +26,7 @@ async def current_caller(request: Request, service: Annotated[Service, Depends(g
         raise HTTPException(401, "a token is needed: `Authorization: Bearer TOKEN`, or HTTP basic with your user "
                                  "name and TOKEN (`inv service.token --user NAME` makes one)", headers=CHALLENGE)
     user, token = credentials
-    caller = await run_in_threadpool(crud.authenticate, service.db, user, token)
+    caller = service.cached_caller(user, token) or await run_in_threadpool(service.authenticate, user, token)
     if caller is None:
         raise HTTPException(401, "the token (or user name) is not valid", headers=CHALLENGE)
     request.state.caller = caller
