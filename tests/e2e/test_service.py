@@ -14,6 +14,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from ci import local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.service]
 SHARED: dict[str, Any] = {}
+CANARY = f"canary-{uuid.uuid4().hex}"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
 
@@ -49,7 +51,7 @@ def tokens(project: ServiceProject) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(project: ServiceProject, tokens: dict[str, str]) -> Any:
-    return project.serve()
+    return project.serve(env={"CI_CANARY_TOKEN": CANARY})  # a secret the builds inherit and must never show
 
 
 def status_of(server: Any, token: str, build_id: str) -> dict[str, Any]:
@@ -226,3 +228,22 @@ def test_no_build_is_left_active(project: ServiceProject, server: Any, tokens: d
         text = client.get("/metrics").text
     for status in ("STARTED", "BUILDING", "CONVERTING", "TESTING", "PENDING"):
         assert f'cic_builds{{status="{status}"}} 0' in text, text
+
+
+def test_no_token_or_secret_reaches_a_file_a_log_or_a_response(project: ServiceProject, server: Any,
+                                                                tokens: dict[str, str]) -> None:
+    """Canaries: the users' tokens and a secret variable of the server's environment appear nowhere
+    (state folder with database and logs, site, server output, and what the API answers)."""
+    secrets = [CANARY, *tokens.values()]
+    with server.client(tokens["alice"]) as client:
+        answers = [client.get(path).text for path in ("/builds", "/metrics", "/openapi.json", "/")]
+        answers += [client.get(f"/build/{build['id']}/logs").text for build in client.get("/builds").json()["builds"]]
+    for text in answers:
+        assert not any(secret in text for secret in secrets)
+    searched = 0
+    for path in project.root.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_size < 20_000_000:
+            data = path.read_bytes()
+            searched += 1
+            assert not any(secret.encode() in data for secret in secrets), f"a secret is in {path}"
+    assert searched > 20
