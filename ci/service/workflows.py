@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import json
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ci.definitions.kinds import KINDS, NotHandled
 from ci.errors import DefinitionError, Problem
 from ci.service.models import ARCH_OF_PLATFORM, Machine, WorkflowRequest
 
@@ -47,12 +47,9 @@ class WorkflowStep:
 
 
 def spack_kind_available() -> bool:
-    """True when the definitions package registers a `spack` kind."""
-    try:
-        kinds = importlib.import_module("ci.definitions.kinds")
-    except ImportError:
-        return False
-    return "spack" in getattr(kinds, "KINDS", {})
+    """True when the definitions registry builds Spack environments (not only recognises them)."""
+    kind = KINDS.get("spack")
+    return kind is not None and not isinstance(kind, NotHandled)
 
 
 def image_name(workflow: str, step: str) -> str:
