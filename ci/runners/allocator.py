@@ -140,18 +140,20 @@ class Allocator:
         if names:
             self.host.run(["rm", "-f", *(runner_jobs.jit_path(self.job_dir, name) for name in names)], check=False)
 
-    def _delete_github_runner(self, runner_id: int | None, name: str) -> bool:
-        """Delete a registration; False when GitHub says the runner is busy (it took a job)."""
+    def _unregister(self, runner_id: int | None, name: str) -> str:
+        """Delete a registration: "deleted", "gone" (GitHub had already removed it, as it does with an
+        ephemeral runner after its job) or "busy" (GitHub refuses: the runner took a job)."""
         if runner_id is None:
-            return True
+            return "gone"
         try:
-            self.github.delete_runner(runner_id)
+            if not self.github.delete_runner(runner_id):
+                return "gone"
         except GitHubError as exc:
             if exc.status == 422:
-                return False
+                return "busy"
             raise
         log.info("deleted GitHub runner %s (id %s)", name, runner_id)
-        return True
+        return "deleted"
 
     # -- 2. demand ------------------------------------------------------------------------------
 
@@ -199,15 +201,24 @@ class Allocator:
             self.state.update(row.name, phase=Phase.DONE, ended=now, github_gone=1, note=status.describe())
             self.backoff.succeeded(row.target)
             return
-        phase = Phase.CANCELLED if status.state is JobState.CANCELLED else Phase.FAILED
-        gone = 0
         try:
-            gone = int(self._delete_github_runner(row.github_id, row.name))
+            outcome = self._unregister(row.github_id, row.name)
         except GitHubError as exc:
             self._problem(f"could not delete GitHub runner {row.name}: {exc}")
-        self.state.update(row.name, phase=phase, ended=now, github_gone=gone,
+            outcome = "unknown"
+        if outcome == "gone" and row.github_id is not None:
+            # GitHub removed it itself: an ephemeral runner that served a job between two polls
+            # (its run finished before a poll saw the job in progress).
+            self.state.update(row.name, phase=Phase.DONE, ended=now, github_gone=1, used=1,
+                              note=f"served a job between polls: {status.describe()}")
+            self.backoff.succeeded(row.target)
+            return
+        phase = Phase.CANCELLED if status.state is JobState.CANCELLED else Phase.FAILED
+        self.state.update(row.name, phase=phase, ended=now, github_gone=int(outcome in ("deleted", "gone")),
                           note=f"ended before taking a job: {status.describe()}")
-        if phase is Phase.FAILED:
+        if phase is Phase.FAILED and status.succeeded:
+            log.info("runner %s ended without a job (%s); demand is counted again", row.name, status.describe())
+        elif phase is Phase.FAILED:
             delay = self.backoff.failed(row.target, now, status.describe())
             self._problem(f"runner {row.name} ({row.target}) ended before taking a job ({status.describe()}); "
                           f"its registration is deleted, demand is counted again (target backs off {delay:.0f}s); "
@@ -220,7 +231,7 @@ class Allocator:
         cancelled: list[Runner] = []
         for row in rows:
             try:
-                if not self._delete_github_runner(row.github_id, row.name):
+                if self._unregister(row.github_id, row.name) == "busy":
                     log.info("runner %s took a job meanwhile; not cancelled", row.name)
                     self.state.update(row.name, used=1, phase=Phase.BUSY)
                     continue
@@ -264,7 +275,7 @@ class Allocator:
             result.sbatch_failed = True
             self.host.run(["rm", "-f", path], check=False)
             try:
-                result.github_deleted = self._delete_github_runner(result.github_id, name)
+                result.github_deleted = self._unregister(result.github_id, name) != "busy"
             except GitHubError:
                 result.github_deleted = False
         return result
@@ -409,7 +420,7 @@ class Allocator:
                     actions.append(f"adopted Slurm job {status.job_id} of interrupted start {name}")
                 else:
                     if github is not None:
-                        self._delete_github_runner(int(github["id"]), name)
+                        self._unregister(int(github["id"]), name)
                     self.state.update(name, phase=Phase.FAILED, ended=now, github_id=github_id, github_gone=1,
                                       note="start interrupted before sbatch; registration removed")
                     self._remove_jit([name])
@@ -430,7 +441,7 @@ class Allocator:
             if github.get("busy"):
                 actions.append(f"left busy GitHub runner {name} alone (no live job of ours backs it)")
                 continue
-            if self._delete_github_runner(int(github["id"]), name):
+            if self._unregister(int(github["id"]), name) != "busy":
                 actions.append(f"deleted GitHub runner {name}: no live Slurm job backs it")
                 self.state.update(name, github_gone=1)
         for row in self.state.ended_needing_cleanup():

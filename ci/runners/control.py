@@ -79,12 +79,16 @@ def configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        logger.propagate = False
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
 
 
-def serve(settings: Settings, say: Callable[[str], None]) -> None:
-    """Run until SIGINT/SIGTERM; the runners keep running (a restart adopts them)."""
+def serve(settings: Settings, say: Callable[[str], None], *,
+          on_start: Callable[[Allocator, dict[str, str]], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or `Allocator.stop()`); the runners keep running (a restart adopts them).
+
+    `on_start(allocator, urls)` is called once the endpoints listen (urls: "metrics", "webhook"), for a
+    caller that embeds the allocator (tests, benchmarks) and stops it itself.
+    """
     configure_logging()
     runners = runners_settings(settings)
     secret = b""
@@ -95,16 +99,21 @@ def serve(settings: Settings, say: Callable[[str], None]) -> None:
                               "secret (the one entered in GitHub's webhook settings), or remove ci.runners.webhook")
     metrics = Metrics()
     endpoints = Endpoints()
+    urls: dict[str, str] = {}
     with allocator(settings, metrics=metrics) as running, stop_on_signals(lambda signum: running.stop()):
         try:
             if runners.metrics is not None:
                 host, port = endpoints.add(runners.metrics.host, runners.metrics.port, "GET", runners.metrics.path,
                                            metrics_route(metrics.render))
-                say(f"metrics on http://{host}:{port}{runners.metrics.path}")
+                urls["metrics"] = f"http://{host}:{port}{runners.metrics.path}"
+                say(f"metrics on {urls['metrics']}")
             if runners.webhook is not None:
                 host, port = endpoints.add(runners.webhook.host, runners.webhook.port, "POST", runners.webhook.path,
                                            webhook_route(secret, runners.github.repository, running.on_webhook))
-                say(f"workflow_job webhooks on http://{host}:{port}{runners.webhook.path}")
+                urls["webhook"] = f"http://{host}:{port}{runners.webhook.path}"
+                say(f"workflow_job webhooks on {urls['webhook']}")
+            if on_start is not None:
+                on_start(running, urls)
             say(f"serving {runners.github.repository}: {len(runners.targets)} target(s), "
                 f"polling every {runners.poll_interval:g}s (state in {running.state.folder})")
             running.run()

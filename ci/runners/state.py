@@ -86,11 +86,14 @@ class State:
         if readonly:
             if not self.path.exists():
                 raise CIError(f"no allocator state in {folder} yet; `inv runners.serve` creates it")
-            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
         else:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)  # one user at a time
             self.db.execute("PRAGMA journal_mode=WAL")
+            # WAL with synchronous=NORMAL: a commit survives the process being killed (only a power
+            # loss can drop the last ones), without an fsync on every poll.
+            self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
             self.db.commit()
         self.db.row_factory = sqlite3.Row

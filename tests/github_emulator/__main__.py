@@ -17,8 +17,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--repository", default=GitHub().repository)
+    parser.add_argument("--rate-limit", type=int, default=GitHub().limit, help="calls per hour (GitHub: 5000)")
     args = parser.parse_args()
-    emulator = Emulator(GitHub(repository=args.repository), port=args.port)
+    github = GitHub(repository=args.repository, limit=args.rate_limit, remaining=args.rate_limit)
+    emulator = Emulator(github, port=args.port)
     print(json.dumps({"api_url": emulator.url, "repository": args.repository, "token_env": "CI_GITHUB_TOKEN",
                       "token": emulator.github.token}), flush=True)
     with contextlib.suppress(KeyboardInterrupt):

@@ -146,6 +146,7 @@ class GitHub:
     runs: dict[int, Run] = field(default_factory=dict)
     jobs: dict[int, Job] = field(default_factory=dict)
     runners: dict[int, Runner] = field(default_factory=dict)
+    limit: int = RATE_LIMIT  # calls per hour (GitHub's default for a token; Apps and Enterprise have more)
     remaining: int = RATE_LIMIT
     reset: float = field(default_factory=lambda: time.time() + RATE_WINDOW)
     jit_configs: list[str] = field(default_factory=list)  # every config handed out (for canary checks)
@@ -294,12 +295,12 @@ class Emulator:
                                 "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
                                 "again.", {"Retry-After": str(limited.get("retry_after", 1))})
             if time.time() >= github.reset:
-                github.remaining, github.reset = RATE_LIMIT, time.time() + RATE_WINDOW
+                github.remaining, github.reset = github.limit, time.time() + RATE_WINDOW
             if "remaining" in github.faults:
                 github.remaining = int(github.faults.pop("remaining"))
             if path == "/rate_limit":
-                core = {"limit": RATE_LIMIT, "remaining": github.remaining, "reset": int(github.reset),
-                        "used": RATE_LIMIT - github.remaining}
+                core = {"limit": github.limit, "remaining": github.remaining, "reset": int(github.reset),
+                        "used": github.limit - github.remaining}
                 return 200, {"resources": {"core": core}, "rate": core}, {}
             if github.remaining <= 0:
                 raise HttpError(403, "API rate limit exceeded for installation.", {"X-RateLimit-Remaining": "0"})
@@ -314,8 +315,8 @@ class Emulator:
 
     def rate_headers(self) -> dict[str, str]:
         github = self.github
-        return {"X-RateLimit-Limit": str(RATE_LIMIT), "X-RateLimit-Remaining": str(max(github.remaining, 0)),
-                "X-RateLimit-Reset": str(int(github.reset)), "X-RateLimit-Used": str(RATE_LIMIT - github.remaining),
+        return {"X-RateLimit-Limit": str(github.limit), "X-RateLimit-Remaining": str(max(github.remaining, 0)),
+                "X-RateLimit-Reset": str(int(github.reset)), "X-RateLimit-Used": str(github.limit - github.remaining),
                 "X-RateLimit-Resource": "core"}
 
     def _authorise(self, headers: dict[str, str]) -> None:

@@ -47,11 +47,17 @@ def target(name: str, labels: Sequence[str], **more: Any) -> dict[str, Any]:
             "idle_timeout": 2, **more}
 
 
-def settings_for(emulator: Emulator, tmp_path: Path, targets: Sequence[Mapping[str, Any]], *,
-                 prefix: str | None = None, scheduler: str = "slurm", **runners: Any) -> Settings:
+def settings_for(emulator: Emulator, tmp_path: Path, targets: Sequence[Mapping[str, Any]], **more: Any) -> Settings:
+    github = {"organisation": emulator.github.organisation} if emulator.github.organisation else {}
+    return settings_for_api(emulator.url, emulator.github.repository, tmp_path, targets, github=github, **more)
+
+
+def settings_for_api(api_url: str, repository: str, tmp_path: Path, targets: Sequence[Mapping[str, Any]], *,
+                     prefix: str | None = None, scheduler: str = "slurm", github: Mapping[str, Any] | None = None,
+                     **runners: Any) -> Settings:
+    """Project settings whose ci.runners serves `repository` at `api_url` with the stand-in runner."""
     section = {
-        "github": {"api_url": emulator.url, "repository": emulator.github.repository,
-                   **({"organisation": emulator.github.organisation} if emulator.github.organisation else {})},
+        "github": {"api_url": api_url, "repository": repository, **(github or {})},
         "targets": [dict(t) for t in targets], "poll_interval": 0.5, "reconcile_interval": 20,
         "runner_dir": str(standin_runner_dir(tmp_path / "runner")), "prefix": prefix or unique_prefix(),
         "metrics": None, **runners,
@@ -67,22 +73,25 @@ def unique_prefix() -> str:
 
 
 class Running:
-    """`control.allocator` serving in a thread (as `inv runners.serve` would, without signals)."""
+    """`control.serve` in a thread (as `inv runners.serve` runs it, without the signal handlers)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.allocator: Allocator | None = None
+        self.urls: dict[str, str] = {}
+        self.said: list[str] = []
         self.error: BaseException | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="allocator", daemon=True)
 
+    def _started(self, allocator: Allocator, urls: dict[str, str]) -> None:
+        self.allocator, self.urls = allocator, urls
+        self._ready.set()
+
     def _main(self) -> None:
         try:
-            with control.allocator(self.settings) as allocator:
-                self.allocator = allocator
-                self._ready.set()
-                allocator.run()
-        except BaseException as exc:  # reported by stop()
+            control.serve(self.settings, self.said.append, on_start=self._started)
+        except BaseException as exc:  # reported by start() or stop()
             self.error = exc
             self._ready.set()
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,13 +89,16 @@ class SpoolWatch:
 
     def _scan(self) -> None:
         while not self._stop.is_set():
-            for root in SPOOLS:
-                for path in root.rglob("*"):
-                    try:
-                        if path.is_file() and path.stat().st_size < (1 << 20):
-                            self.seen[str(path)] = path.read_bytes()
-                    except OSError:
-                        continue
+            for root in SPOOLS:  # jobs' folders come and go while they are walked: skip what vanished
+                for folder, _, files in os.walk(root, onerror=lambda error: None):
+                    for name in files:
+                        path = os.path.join(folder, name)
+                        try:
+                            if os.path.getsize(path) < (1 << 20):
+                                with open(path, "rb") as handle:
+                                    self.seen[path] = handle.read()
+                        except OSError:
+                            continue
             self._stop.wait(0.1)
 
     def stop(self, job_ids: set[str]) -> dict[str, str]:
@@ -249,3 +253,24 @@ def test_a_runner_job_dying_before_it_connects_is_replaced(emulator: Emulator, p
     first, *rest = emulator.github.registered
     assert rest and first in emulator.github.deleted_runners  # the dead runner's registration is deleted
     assert any("ended before taking a job" in problem for problem in problems), problems
+
+
+def test_a_signed_webhook_wakes_the_allocator_and_metrics_are_served(emulator: Emulator, prefix: str,
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an hour between polls only the workflow_job webhook can make the queued job be seen."""
+    monkeypatch.setenv("CI_GITHUB_WEBHOOK_SECRET", "hook-secret")
+    settings = settings_for(emulator, tmp_path, [target("cpu", ["self-hosted", "slurm"])], prefix=prefix,
+                            poll_interval=3600, webhook={"port": 0, "path": "/hooks/github"},
+                            metrics={"port": 0, "path": "/metrics"})
+    with serving(settings) as running:
+        wait_for(lambda: running.allocator is not None and running.allocator.last_poll > 0, 30, "the first poll")
+        emulator.webhook = (running.urls["webhook"], b"hook-secret")
+        emulator.add_run([{"labels": ["self-hosted", "slurm"]}])
+        wait_for(lambda: all_done(emulator, 1), 90, "the job served after the webhook")
+        with urllib.request.urlopen(running.urls["metrics"], timeout=10) as response:
+            text = response.read().decode()
+    assert emulator.webhook_deliveries == [202]
+    assert "ci_runners_github_api_calls_total" in text and "ci_runners_submitted_total{target=\"cpu\"} 1" in text
+    assert 'ci_runners_runners{phase="pending",target="cpu"}' in text
+    assert "127.0.0.1" in running.urls["metrics"]
