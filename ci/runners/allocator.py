@@ -18,6 +18,7 @@ Nothing binds a runner to a job, so a restart only has to count again.
 from __future__ import annotations
 
 import datetime
+import fnmatch
 import logging
 import threading
 import time
@@ -71,8 +72,11 @@ class StartResult:
     github_deleted: bool = False
 
 
-def observe(github: GitHubActions, runner_prefix: str) -> Observed:
-    """Queued jobs of every queued or in-progress run, and which of our runners took a job."""
+def observe(github: GitHubActions, runner_prefix: str, hosted: Sequence[str] = ()) -> Observed:
+    """Queued jobs of every queued or in-progress run, and which of our runners took a job.
+
+    Jobs for GitHub-hosted runners (a label matching one of the `hosted` patterns) are not demand.
+    """
     observed = Observed()
     runs: dict[int, dict[str, Any]] = {}
     for status in ("queued", "in_progress"):
@@ -85,9 +89,11 @@ def observe(github: GitHubActions, runner_prefix: str) -> Observed:
             status = str(job.get("status") or "")
             if runner.startswith(runner_prefix) and status in ("in_progress", "completed"):
                 observed.used[runner] = status
-            if status == "queued":
-                observed.queued.append(QueuedJob(int(job["id"]), run_id, label_set(job.get("labels") or ()),
-                                                 str(job.get("name") or ""), _epoch(job.get("created_at"))))
+            labels = label_set(job.get("labels") or ())
+            if status == "queued" and not any(fnmatch.fnmatchcase(label, pattern) for label in labels
+                                              for pattern in hosted):
+                observed.queued.append(QueuedJob(int(job["id"]), run_id, labels, str(job.get("name") or ""),
+                                                 _epoch(job.get("created_at"))))
     return observed
 
 
@@ -158,7 +164,7 @@ class Allocator:
     # -- 2. demand ------------------------------------------------------------------------------
 
     def observe(self) -> Observed:
-        return observe(self.github, self.runner_prefix)
+        return observe(self.github, self.runner_prefix, self.settings.hosted_labels)
 
     # -- 3. Slurm -------------------------------------------------------------------------------
 
@@ -193,6 +199,13 @@ class Allocator:
                 self.state.update(row.name, phase=Phase.PENDING)
         self.state.commit()
         self._remove_jit(ended)
+        self._forget([row.job_id for row in rows if row.name in ended and row.job_id])
+
+    def _forget(self, job_ids: Sequence[str]) -> None:
+        """The scheduler backends remember every job they were asked about; ours end by the thousand."""
+        forget = getattr(self.scheduler, "forget", None)
+        if forget is not None and job_ids:
+            forget(list(job_ids))
 
     def _settle(self, row: Runner, status: JobStatus, took_job: bool, now: float) -> None:
         """A runner's Slurm job ended: done if it served a job, else failed (and its registration deleted)."""
@@ -252,6 +265,7 @@ class Allocator:
             self.metrics.inc("ci_runners_cancelled_total", target=row.target)
         self.state.commit()
         self._remove_jit([row.name for row in cancelled])
+        self._forget(ids)
         return [row.name for row in cancelled]
 
     def _create(self, target: Target, name: str) -> StartResult:
@@ -516,17 +530,21 @@ class Allocator:
         """Poll until stop(); every failure is logged and the next poll tries again."""
         while not self.stopping.is_set():
             began = time.monotonic()
+            pause = self.settings.poll_interval
             try:
                 self.step()
             except Stopping:
                 break
             except RateLimited as exc:
+                # No call can be made before GitHub's time: sleep until then (a webhook still wakes us).
+                pause = min(max(exc.until - time.time(), pause), 900.0)
                 self._problem(f"{exc}; polling resumes then")
             except CIError as exc:
                 self._problem(f"poll failed: {exc}")
                 self.state.db.rollback()
+                self.last_reconcile = 0.0  # whatever was half done, the next poll reconciles first
             elapsed = time.monotonic() - began
-            self.wake.wait(max(self.settings.poll_interval - elapsed, 0.0))
+            self.wake.wait(max(pause - elapsed, 0.0))
             if self.wake.is_set() and not self.stopping.is_set():
                 self.wake.clear()
                 self.stopping.wait(max(0.0, WEBHOOK_MIN_GAP - (time.monotonic() - began)))

@@ -153,7 +153,7 @@ def status(settings: Settings) -> dict[str, Any]:
     if holder is None or snapshot is None:
         github = github_actions(runners, retries=2)
         try:
-            observed = observe(github, f"{runners.prefix}-")
+            observed = observe(github, f"{runners.prefix}-", runners.hosted_labels)
             demand = count_demand(observed.queued, runners.targets)
             rate = github.rate_limit().as_dict()
         finally:

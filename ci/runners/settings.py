@@ -168,6 +168,15 @@ class RunnersSettings(_Model):
     metrics: Endpoint | None = Endpoint(port=9464, path="/metrics")
     webhook: Endpoint | None = None
     keep_finished: Annotated[float, Field(ge=0)] = 86400.0  # seconds a finished runner's row is kept
+    # Jobs with a label like these run on GitHub-hosted runners: not demand, and not reported as unservable.
+    hosted_labels: tuple[str, ...] = ("ubuntu-*", "windows-*", "macos-*")
+
+    @field_validator("hosted_labels")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            _full(r"[a-z0-9*?._:+-]{1,100}", pattern, "a lower-case label pattern", "ubuntu-* or windows-latest")
+        return value
 
     @field_validator("prefix")
     @classmethod

@@ -188,3 +188,9 @@ class DirectScheduler:
         statuses = self.poll(listed)
         return sorted((s for s in statuses.values() if not s.terminal and s.name.startswith(prefix)),
                       key=lambda s: s.job_id)
+
+    def forget(self, ids: Sequence[str]) -> None:
+        """Drop what is remembered of these (ended) jobs: a long-running caller polls thousands."""
+        for job_id in ids:
+            self._known.pop(job_id, None)
+            self._reasons.pop(job_id, None)

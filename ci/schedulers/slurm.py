@@ -248,6 +248,13 @@ class SlurmScheduler:
                  if row["Name"].startswith(prefix)]
         return sorted(found, key=lambda status: status.job_id)
 
+    def forget(self, ids: Sequence[str]) -> None:
+        """Drop what is remembered of these (ended) jobs: a long-running caller polls thousands."""
+        for job_id in ids:
+            self._known.pop(job_id, None)
+            self._cancel_reasons.pop(job_id, None)
+            self._missing_since.pop(job_id, None)
+
     # -- turning answers into statuses --------------------------------------------------------
 
     def _remember(self, status: JobStatus) -> JobStatus:

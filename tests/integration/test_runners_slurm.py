@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,9 +122,16 @@ def test_twenty_jobs_over_three_targets_get_twenty_runners_and_no_secret_leaks(
     names = list(labels)
     for first in range(0, 20, 5):  # four runs of five jobs
         emulator.add_run([{"labels": labels[names[(first + i) % 3]]} for i in range(5)])
-    with serving(settings):
+    with serving(settings) as running:
         wait_for(lambda: all_done(emulator, 20), 150, "20 jobs done")
         wait_for(lambda: not our_jobs(prefix), 30, "every runner job ended")
+        allocator = running.allocator
+        assert allocator is not None
+        watcher = State(allocator.state.folder, readonly=True)
+        wait_for(lambda: not watcher.live(), 30, "every runner settled")
+        watcher.close()
+        # the scheduler backend forgets ended jobs (a long-running allocator must not keep 10,000 statuses)
+        assert getattr(allocator.scheduler, "_known", None) == {}
     summary = emulator.summary()
     assert summary["served_twice"] == [] and summary["completed"] == 20
     assert len(emulator.github.registered) == 20, emulator.github.registered  # one runner per job, no more
@@ -274,3 +282,21 @@ def test_a_signed_webhook_wakes_the_allocator_and_metrics_are_served(emulator: E
     assert "ci_runners_github_api_calls_total" in text and "ci_runners_submitted_total{target=\"cpu\"} 1" in text
     assert 'ci_runners_runners{phase="pending",target="cpu"}' in text
     assert "127.0.0.1" in running.urls["metrics"]
+
+
+def test_sbatch_failures_are_backed_off_reported_and_leave_no_registration(emulator: Emulator, prefix: str,
+                                                                            tmp_path: Path) -> None:
+    broken = target("cpu", ["self-hosted", "slurm"], slurm={"partition": "no-such-partition"})
+    settings = settings_for(emulator, tmp_path, [broken], prefix=prefix)
+    emulator.add_run([{"labels": ["self-hosted", "slurm"]}])
+    with serving(settings) as running:
+        allocator = running.allocator
+        assert allocator is not None
+        wait_for(lambda: allocator.backoff.failures.get("cpu", 0) >= 2, 60, "two sbatch failures")
+        problems = list(allocator.errors)
+        until = allocator.backoff.until["cpu"]
+    assert any("sbatch failed for target cpu" in p and "invalid partition" in p.lower() for p in problems), problems
+    assert until > time.time()  # still backing off: no third attempt right away
+    assert emulator.github.runners == {}  # each failed start's registration was deleted
+    assert sorted(emulator.github.deleted_runners) == sorted(emulator.github.registered)
+    assert emulator.summary()["queued"] == 1

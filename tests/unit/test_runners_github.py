@@ -141,3 +141,17 @@ def test_the_cache_forgets_pages_no_longer_asked_for(emulator: Emulator) -> None
     github.jobs(runs[0].id)
     github.client.forget_untouched()
     assert github.client.cache_size == 1
+
+
+def test_demand_is_every_queued_job_of_queued_and_in_progress_runs_but_not_github_hosted_ones(
+        emulator: Emulator) -> None:
+    from ci.runners.allocator import observe
+
+    waiting = emulator.add_run([{"labels": ["self-hosted", "slurm"]}, {"labels": ["ubuntu-latest"]}])
+    running = emulator.add_run([{"labels": ["self-hosted", "slurm"]}])
+    (first,) = running.jobs
+    first.status, first.runner_name = "in_progress", "ghr-cpu-00000001"
+    later = emulator.add_job(running.id, {"labels": ["self-hosted", "gpu"]})  # released by `needs:`
+    observed = observe(actions(emulator), "ghr-", ("ubuntu-*", "windows-*", "macos-*"))
+    assert sorted(job.id for job in observed.queued) == sorted([waiting.jobs[0].id, later.id])
+    assert observed.used == {"ghr-cpu-00000001": "in_progress"} and observed.runs == 2
