@@ -124,6 +124,8 @@ class _Lexer:
         return self.text[index] if index < len(self.text) else ""
 
     def advance(self) -> str:
+        if self.pos >= len(self.text):
+            raise ShellSyntaxError(self.line, "the script ends in the middle of a command")
         char = self.text[self.pos]
         self.pos += 1
         if char == "\n":
@@ -169,7 +171,8 @@ class _Lexer:
                 tokens.append(self.operator(""))
                 continue
             word = self.word()
-            if self.peek() in "<>" and word.literal is not None and word.literal.isdigit() and len(word.parts) == 1 \
+            redirection = self.peek() != "" and self.peek() in "<>"
+            if redirection and word.literal is not None and word.literal.isdigit() and len(word.parts) == 1 \
                     and not word.parts[0].quoted:
                 tokens.append(self.operator(word.literal))  # `2>&1`: the digits belong to the redirection
                 continue

@@ -335,3 +335,25 @@ def test_file_names_that_are_not_utf8_are_problems(tmp_path: Path) -> None:
     (odd,) = [recipe for recipe in report.refused]
     assert odd.file.startswith("'RecipesDocker/toolbox/build-") and "control or escape" in str(odd.problems[0])
     json.dumps(report.as_dict())  # the report stays printable and serialisable
+
+
+def test_mangled_scripts_give_problems_never_exceptions() -> None:
+    """Recipes with characters inserted, deleted and replaced (fixed seed): read, never a traceback."""
+    import random
+
+    from lumi_layout import SCIENCE, TOOLBOX_V1, TOOLBOX_V2, TRANSFER
+
+    assert read_build_script("cat ../common/a $DOCKERFILE > $DOCKERFILE_TMP\necho 2").problems  # digits at the end
+    pieces = ["$", "{", "}", "\\", '"', "'", "\n", "$(", "`", "|", "&", ";", "2>&1", "\x00", "${", "$((", "=", " "]
+    generator = random.Random(13)
+    for _ in range(1500):
+        chars = list(generator.choice([SCIENCE, TOOLBOX_V1, TOOLBOX_V2, TRANSFER]))
+        for _ in range(generator.randint(1, 8)):
+            position = generator.randrange(len(chars))
+            if generator.random() < 0.5:
+                chars.insert(position, generator.choice(pieces))
+            else:
+                del chars[position]
+        text = "".join(chars)
+        read_build_script(text)
+        read_test_defaults(text)
