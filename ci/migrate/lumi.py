@@ -136,7 +136,9 @@ class Report:
 
     @property
     def all_problems(self) -> list[Finding]:
-        return [problem for recipe in self.recipes for problem in recipe.problems] + self.problems
+        """Every problem once (a problem of an app's shared context refuses each of its recipes)."""
+        found = [problem for recipe in self.recipes for problem in recipe.problems] + self.problems
+        return list(dict.fromkeys(found))
 
     @property
     def ok(self) -> bool:
@@ -751,9 +753,12 @@ class _Checkout:
             problems.append(Finding(rel, f"is a symlink to {os.path.realpath(path)}, outside the checkout",
                                     "replace it with the file itself"))
             return False
+        if not path.exists():
+            problems.append(Finding(rel, "does not exist", "create the file or fix the name"))
+            return False
         if not path.is_file():
-            problems.append(Finding(rel, "is not a regular file" if path.exists() else "does not exist",
-                                    "create the file or fix the name"))
+            problems.append(Finding(rel, "is not a regular file (a folder, a link to one, a FIFO, socket or device)",
+                                    "replace it with a regular file or remove it"))
             return False
         return True
 

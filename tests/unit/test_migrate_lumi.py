@@ -274,6 +274,7 @@ def test_odd_bytes_crlf_and_symlinks_out_of_the_checkout_are_problems(tmp_path: 
         "cat ../../../outside.docker $DOCKERFILE > $DOCKERFILE_TMP\n$DOCKERBUILD -f $DOCKERFILE_TMP -t $TAG .\n",
         encoding="utf-8")
     (recipes / "toolbox" / "odd\nname.txt").write_text("x", encoding="utf-8")
+    os.mkfifo(recipes / "toolbox" / "pipe")  # never opened: reading it would hang
     report = lumi.migrate(layout.root, tmp_path / "out")
     assert not report.ok and not (tmp_path / "out").exists()
     text = "\n".join(str(problem) for problem in report.all_problems)
@@ -283,6 +284,8 @@ def test_odd_bytes_crlf_and_symlinks_out_of_the_checkout_are_problems(tmp_path: 
     assert "RecipesDocker/toolbox/build-v1.test: is a symlink to /etc/passwd, outside the checkout" in text
     assert "composes '../../../outside.docker', outside ../common/ and the recipe's folder" in text
     assert "has a file name with control or escape characters" in text
+    assert "RecipesDocker/toolbox/pipe: is not a regular file" in text
+    assert text.count("RecipesDocker/toolbox/pipe:") == 1  # once, though it refuses every toolbox recipe
 
 
 def test_unusable_places_are_one_clear_error(layout: Layout, tmp_path: Path) -> None:
