@@ -283,6 +283,9 @@ def child_main(order_file: str) -> int:
             suffix = SUFFIX.get(site_engine(settings), "")
             if image.state not in ("failed", "skipped") and site.host.exists(f"{tested}/{stem}.{suffix}"):
                 site.host.get(f"{tested}/{stem}.{suffix}", Path(order.image_copy))
+                # The image store is the service's copy; the slot's tested/ folder would only double the space
+                # (the database, not the slot, decides what is built again).
+                site.host.run(["rm", "-rf", tested], check=False)
                 return done(True, image.detail if image.state == "done" else "tested before (served from the site)",
                             version=image.version, suffix=suffix)
             if site.host.exists(failed):

@@ -10,6 +10,7 @@ worker process is noticed at once, without waiting for its lease.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -196,6 +197,7 @@ class Pool:
                                                 outcome.suffix or "img")
             except OSError as exc:
                 outcome = builder.Outcome(Status.FAILED, f"the image could not be stored: {exc}")
+        shutil.rmtree(settings.builds_dir / claimed.build_id / "work", ignore_errors=True)  # unredacted output
         message = outcome.message if outcome.status is not Status.CANCELLED else "cancelled while it ran"
         log(f"=== {outcome.status.value}: {message}\n")
         crud.finish(db, claimed, self.owner, outcome.status, message,

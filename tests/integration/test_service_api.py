@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ import yaml
 from fastapi.testclient import TestClient
 from integration.service_helpers import ServiceProject, service_project
 from integration.site_helpers import EXAMPLES_DIR
+from sqlalchemy import select
 
 from ci.service import crud
 from ci.service.main import create_app
+from ci.service.models import Build, Slot
 from ci.service.service import Service
 
 EFLOWS = {"machine": {"platform": "linux/amd64", "architecture": "rome", "container_engine": "singularity",
@@ -281,4 +284,38 @@ def test_claims_never_exceed_the_pool_and_never_take_a_build_twice(project: Serv
     for thread in threads:
         thread.join()
     assert len(taken) == 2 and len({c.build_id for c in taken}) == 2 and {c.slot for c in taken} == {0, 1}
+    db.close()
+
+
+def test_a_lost_lease_is_requeued_then_failed_with_the_reason(project: ServiceProject) -> None:
+    """A worker on another host stops renewing: its builds go back to the queue, and fail after max_attempts."""
+    db = project.database()
+    caller = crud.ensure_user(db, "lessee")
+    crud.submit(db, caller, crud.Resolved(kind="definition", image="lost", arch="amd64", engine="charliecloud",
+                                          machine={}, definitions="/nowhere", digest="1" * 64, image_id="lost:1",
+                                          key="lease" + "0" * 59))
+    crud.ensure_slots(db, 2)
+    with db.writing() as session:  # the other tests' builds and claims out of the way
+        for slot in session.scalars(select(Slot)):
+            slot.build_id, slot.owner, slot.lease_expires = None, None, None
+        session.flush()
+        for build in session.scalars(select(Build).where(Build.image != "lost")):
+            build.status, build.current_key = "CANCELLED", None
+
+    def owner_dead(_owner: str) -> bool:
+        return False  # another host: only the lease can tell
+
+    statuses = []
+    for _attempt in range(2):
+        claimed = crud.claim(db, "elsewhere/boot/1/x", 0.05, 2)
+        assert claimed is not None and claimed.image == "lost"
+        time.sleep(0.1)
+        lines = crud.reap(db, max_attempts=2, owner_dead=owner_dead)
+        assert len(lines) == 1 and "elsewhere" in lines[0], lines
+        _, build, _ = crud.get(db, caller, next(r.id for r, b, _ in crud.listing(db, caller) if b.image == "lost"))
+        statuses.append((build.status, build.message))
+        assert not crud.heartbeat(db, claimed, "elsewhere/boot/1/x", 30)[0], "the old owner lost the slot"
+    assert statuses[0][0] == "PENDING" and "re-queued" in statuses[0][1]
+    assert statuses[1][0] == "FAILED" and "2 of 2 attempts" in statuses[1][1]
+    assert crud.counts(db).busy_slots == 0
     db.close()

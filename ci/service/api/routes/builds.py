@@ -154,8 +154,8 @@ LOG_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get("/build/{build_id}/logs", response_class=Response, responses=LOG_RESPONSES)
 async def logs(build_id: str, request: Request, caller: CallerDep, service: ServiceDep,
-               offset: str = Query("0", pattern=r"^[0-9]{1,15}$", description="byte offset to start from"),
-               follow: str = Query("false", pattern=r"^(true|false)$", description="stream until the build ends")
+               offset: str = Query("0", description="byte offset to start from (a whole number)"),
+               follow: str = Query("false", description="true: stream until the build ends")
                ) -> Response:
     """The build's log (secrets redacted), from a byte offset; with follow=true streamed until the build ends."""
     try:
