@@ -121,6 +121,7 @@ class Order:
     force: bool
     result: str  # where the child writes its outcome (JSON)
     image_copy: str  # where the child copies the finished image file
+    parent: int = 0  # the server's pid: a child whose parent is already gone does not start
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def run(settings: Settings, *, image: str, run_id: str, force: bool, work: Path,
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
     order = Order(config=_plain(settings.raw) | {"profiles": {settings.profile: {}}}, profile=settings.profile,
                   project_dir=str(settings.project_dir), image=image, run_id=run_id, force=force,
-                  result=str(work / "result.json"), image_copy=str(work / "image.part"))
+                  result=str(work / "result.json"), image_copy=str(work / "image.part"), parent=os.getpid())
     order_path = work / "order.json"
     descriptor = os.open(order_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -265,6 +266,8 @@ def _die_with_parent() -> None:
 def child_main(order_file: str) -> int:
     _die_with_parent()
     order = Order(**json.loads(Path(order_file).read_text(encoding="utf-8")))
+    if order.parent and os.getppid() != order.parent:
+        return 3  # the server died before the kernel could be asked to tell us
     console = Console(file=sys.stdout, width=160, force_terminal=False, soft_wrap=True)
 
     def done(ok: bool, message: str, **more: str) -> int:
