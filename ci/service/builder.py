@@ -50,8 +50,15 @@ STEP_STATUS = {"build": (Status.BUILDING, "building the image"),
 _PR_SET_PDEATHSIG = 1
 
 
-def with_tree(settings: Settings, definitions: Path, arch: str) -> Settings:
-    return settings.model_copy(update={"definitions": definitions, "arches": (arch,)})
+def with_tree(settings: Settings, definitions: Path, arch: str, *, workflow: bool = False) -> Settings:
+    """The settings for one tree and architecture. A workflow step carries the machine's own target, so the
+    site's per-architecture Spack target (ci.spack.targets) must not be added to it as a second requirement."""
+    update: dict[str, Any] = {"definitions": definitions, "arches": (arch,)}
+    if workflow:
+        raw = copy.deepcopy(dict(settings.raw))
+        raw["spack"] = {**dict(raw.get("spack") or {}), "targets": {}}
+        update["raw"] = raw
+    return settings.model_copy(update=update)
 
 
 def planned_image(settings: Settings, name: str) -> PlannedImage:
@@ -77,9 +84,10 @@ def site_engine(settings: Settings) -> str:
         host.close()
 
 
-def slot_settings(settings: Settings, slot_root: str, slot: int, definitions: Path, arch: str) -> Settings:
+def slot_settings(settings: Settings, slot_root: str, slot: int, definitions: Path, arch: str, *,
+                  workflow: bool = False) -> Settings:
     """The pipeline's settings for one pool slot: its own site root and Slurm job prefix."""
-    raw = copy.deepcopy(dict(settings.raw))
+    raw = copy.deepcopy(dict(with_tree(settings, definitions, arch, workflow=workflow).raw))
     site = dict(raw.get("site") or {})
     site["root"] = slot_root
     site["job_prefix"] = f"{settings.site.job_prefix}s{slot}"

@@ -74,6 +74,7 @@ class Claimed:
     definitions: str
     force: bool
     attempt: int
+    kind: str = "definition"
 
 
 @dataclass
@@ -309,7 +310,7 @@ def claim(db: Database, owner: str, lease: float, pool: int, build_id: str | Non
         build.message = f"started (attempt {build.attempts}, slot {slot.id})"
         session.add(Claim(build_id=build.id, slot=slot.id, owner=owner, started=now))
         return Claimed(build.id, slot.id, build.run_id, build.image, build.arch, build.engine, build.definitions,
-                       build.force, build.attempts)
+                       build.force, build.attempts, build.kind)
 
 
 def heartbeat(db: Database, claimed: Claimed, owner: str, lease: float) -> tuple[bool, bool]:

@@ -105,7 +105,8 @@ class Service:
                             key=_key("workflow", digest, {**machine, "site_engine": site}),
                             failure=workflows.SPACK_KIND_MISSING)
         workflows.write_definition(tree, step)
-        image = builder.planned_image(builder.with_tree(self.settings.pipeline, tree, step.arch), step.image)
+        image = builder.planned_image(builder.with_tree(self.settings.pipeline, tree, step.arch, workflow=True),
+                                      step.image)
         return Resolved(**common, digest=image.digest, image_id=image.tag,  # type: ignore[arg-type]
                         key=_key("workflow", image.digest, {**machine, "site_engine": site}))
 

@@ -161,7 +161,8 @@ class Pool:
         heart = threading.Thread(target=keep_lease, name=f"cic-lease-{claimed.build_id[:8]}", daemon=True)
         heart.start()
         slot_settings = builder.slot_settings(settings.pipeline, settings.slot_root(claimed.slot), claimed.slot,
-                                              Path(claimed.definitions), claimed.arch)
+                                              Path(claimed.definitions), claimed.arch,
+                                              workflow=claimed.kind == "workflow")
         try:
             for line in builder.settle_slot(slot_settings):
                 log(f"slot {claimed.slot}: {line}\n")
