@@ -277,15 +277,24 @@ def ping(db: Database) -> None:
 
 
 def ensure_slots(db: Database, pool: int) -> None:
-    """Make the slot rows 0..pool-1; free rows beyond the pool are removed (busy ones go once they free up)."""
-    with db.writing() as session:
-        have = {slot.id: slot for slot in session.scalars(select(Slot).with_for_update())}
-        for number in range(pool):
-            if number not in have:
-                session.add(Slot(id=number))
-        for number, slot in have.items():
-            if number >= pool and slot.build_id is None:
-                session.delete(slot)
+    """Make the slot rows 0..pool-1; free rows beyond the pool are removed (busy ones go once they free up).
+
+    Replicas starting together may insert the same row: the loser's transaction fails on the primary key
+    and its retry finds the row."""
+    for attempt in range(5):
+        try:
+            with db.writing() as session:
+                have = {slot.id: slot for slot in session.scalars(select(Slot).with_for_update())}
+                for number in range(pool):
+                    if number not in have:
+                        session.add(Slot(id=number))
+                for number, slot in have.items():
+                    if number >= pool and slot.build_id is None:
+                        session.delete(slot)
+            return
+        except IntegrityError:
+            if attempt == 4:
+                raise
 
 
 def claim(db: Database, owner: str, lease: float, pool: int, build_id: str | None = None) -> Claimed | None:
