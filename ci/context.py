@@ -84,7 +84,7 @@ def _translate(pattern: str) -> str:
             out.append(re.escape(char))
         index += 1
     # A pattern that matches a folder also excludes everything below it.
-    return "^" + "".join(out) + "(?:/.*)?$"
+    return "^" + "".join(out) + "(?:/.*)?\\Z"
 
 
 def parse_dockerignore(text: str, source: Path | None = None) -> list[IgnoreRule]:
@@ -105,7 +105,7 @@ def parse_dockerignore(text: str, source: Path | None = None) -> list[IgnoreRule
             raise ContextError(where, f"line {number}: the pattern has more than {_MAX_WILDCARDS} wildcards",
                                "simplify the pattern")
         try:
-            regex = re.compile(_translate(line))
+            regex = re.compile(_translate(line), re.DOTALL)  # a name may hold a newline; `*` spans it as Go's does
         except re.error as exc:
             raise ContextError(where, f"line {number}: {line!r} is not a valid pattern ({exc.msg})",
                                "fix the pattern (docker build refuses it too)") from None

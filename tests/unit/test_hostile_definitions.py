@@ -574,3 +574,75 @@ def test_a_sample_through_inv_plan_exits_2_with_valid_json_and_no_traceback(tmp_
                     assert any(expect.warning in w["message"] for w in json.loads(result.stdout)["warnings"])
             elif name == "valid-unsupported-kind-with-markup-name":
                 assert "[bold]legacy" in result.stdout, "markup in a name is printed, not interpreted"
+
+
+# -- unreadable files, as a user who cannot read them (root reads everything, so drop to nobody) -----------
+
+UNREADABLE = {
+    "container-yaml": ({"amd64/a/Dockerfile": FROM, "amd64/a/container.yaml": "version: '1'\n"},
+                       "amd64/a/container.yaml", "cannot be read (Permission denied)"),
+    "dockerfile": ({"amd64/a/Dockerfile": FROM}, "amd64/a/Dockerfile", "cannot be read (Permission denied)"),
+    "fragment": ({"amd64/a/Dockerfile": FROM, "amd64/a/container.yaml": "fragments: [common/x.docker]\n",
+                  "common/x.docker": "ENV A=1\n"}, "common/x.docker", "cannot be read (Permission denied)"),
+    "context-file": ({"amd64/a/Dockerfile": FROM, "amd64/a/secret.txt": "x"}, "amd64/a/secret.txt",
+                     "cannot be read (Permission denied)"),
+    "context-folder": ({"amd64/a/Dockerfile": FROM, "amd64/a/private/x": "x"}, "amd64/a/private",
+                       "cannot be listed (Permission denied)"),
+    "tests-folder": ({"amd64/a/Dockerfile": FROM, "amd64/a/tests/t.sh": "echo\n"}, "amd64/a/tests",
+                     "cannot be listed (Permission denied)"),
+    "definition-folder": ({"amd64/a/Dockerfile": FROM}, "amd64/a", "cannot be read (Permission denied)"),
+}
+
+
+def _plan_problems(root: Path) -> list[str]:
+    from ci.plan import make_plan
+
+    try:
+        make_plan(load_catalog(root))
+    except DefinitionError as exc:
+        return [str(problem) for problem in exc.problems]
+    return []
+
+
+def test_unreadable_files_are_problems_for_a_user_who_cannot_read_them(tmp_path: Path) -> None:
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="defs-unreadable-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        for name, (files, unreadable_path, _) in UNREADABLE.items():
+            root = base / name
+            _make(root, Case(name, dict(files), OK_A))
+            for directory, _, _ in os.walk(root):
+                os.chmod(directory, 0o755)
+            os.chmod(root / unreadable_path, 0)
+        if ROOT_USER:  # as root every file is readable: look at the trees as nobody, in a forked child
+            read_end, write_end = os.pipe()
+            child = os.fork()
+            if child == 0:  # pragma: no cover - the child's results come back through the pipe
+                try:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    data = {name: _plan_problems(base / name) for name in UNREADABLE}
+                    os.write(write_end, json.dumps(data).encode())
+                finally:
+                    os._exit(0)
+            os.close(write_end)
+            with os.fdopen(read_end, "rb") as pipe:
+                output = pipe.read()
+            os.waitpid(child, 0)
+            results = json.loads(output)
+        else:
+            results = {name: _plan_problems(base / name) for name in UNREADABLE}
+        for name, (_, unreadable_path, message) in UNREADABLE.items():
+            assert any(message in line and unreadable_path.rsplit("/", 1)[-1] in line for line in results[name]), \
+                f"{name}: {results[name]}"
+    finally:
+        for directory, _, _ in os.walk(base):
+            os.chmod(directory, 0o755)
+        for directory, subdirs, files in os.walk(base, topdown=False):
+            for entry in files:
+                os.unlink(os.path.join(directory, entry))
+            for entry in subdirs:
+                os.rmdir(os.path.join(directory, entry))
+        os.rmdir(base)
