@@ -67,3 +67,11 @@ def bench(session: nox.Session) -> None:
     """Performance targets (benchmarks/): plan on 1,000 definitions, pipeline makespan, bytes moved."""
     _install(session)
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def stress(session: nox.Session) -> None:
+    """The site-lock stress test, long version: CI_STRESS_ROUNDS rounds (default 20) of racing build-alls."""
+    _install(session)
+    session.run("pytest", "-s", "tests/integration/test_lock_stress.py", *session.posargs,
+                env={"CI_STRESS_ROUNDS": session.env.get("CI_STRESS_ROUNDS", "20")})

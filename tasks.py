@@ -7,7 +7,9 @@ variables or `-f FILE`; a flag overrides them for one call.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from ci import api, build_failures, local, site_address, site_env
-from ci.cli import PROJECT_DIR, emit_json, explained, names, settings_from, stderr, stdout
+from ci.cli import PROJECT_DIR, emit_json, explained, names, run_control, say, settings_from, stderr, stdout
 from ci.definitions import render as render_recipe
 from ci.errors import CIError
 from ci.github import changes, matrix, outputs
@@ -82,8 +84,9 @@ def build(c, definitions=None, profile=None, only=None, arch=None, jobs=None, fo
     stream under the run folder. Exits non-zero if anything failed.
     """
     settings = _settings(c, definitions, profile, arch)
-    report = api.build(settings, only=names(only), jobs=int(jobs) if jobs is not None else None, force=force,
-                       no_cache=no_cache, console=stderr)
+    with run_control() as (listeners, cancel):
+        report = api.build(settings, only=names(only), jobs=int(jobs) if jobs is not None else None, force=force,
+                           no_cache=no_cache, listeners=listeners, cancel=cancel)
     _finish(report, json)
 
 
@@ -104,8 +107,9 @@ def _site_settings(c: Any, definitions: str | None, profile: str | None, arch: s
 def _steps(c: Any, steps: tuple[str, ...], definitions: str | None, profile: str | None, only: Any, arch: str | None,
            site_root: str | None, run: str | None, force: bool, retry_failed: bool, json: bool) -> None:
     settings = _site_settings(c, definitions, profile, arch, site_root)
-    report = api.run_pipeline(settings, only=names(only), steps=steps, force=force, retry_failed=retry_failed,
-                              run_id=run, console=stderr)
+    with run_control() as (listeners, cancel):
+        report = api.run_pipeline(settings, only=names(only), steps=steps, force=force, retry_failed=retry_failed,
+                                  run_id=run, listeners=listeners, cancel=cancel)
     _finish(report, json)
 
 
@@ -128,12 +132,21 @@ def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root
     settings = _site_settings(c, definitions, profile, arch, site_root)
     if settings.profile == "local":  # the local default builds offline: its base image is made here
         stderr.print(api.ensure_base_image(settings), highlight=False)
-    with api.build_environment(settings, say=lambda text: stderr.print(text, highlight=False)) as settings:
-        _capture_site_env(settings, quiet_when_off=True)  # before planning: its digest is a parent's
+    with run_control() as (listeners, cancel):
         report = api.run_pipeline(settings, only=names(only), jobs=int(jobs) if jobs is not None else None,
                                   force=force, retry_failed=retry_failed, no_cache=no_cache, resume=resume,
-                                  console=stderr)
+                                  listeners=listeners, cancel=cancel,
+                                  environment=_build_environment)
     _finish(report, json)
+
+
+@contextlib.contextmanager
+def _build_environment(settings: Any) -> Iterator[Any]:
+    """Entered by the run once it holds the site: the build VM (if any), then the site environment
+    image, captured before planning because its digest is a parent of the definitions' digests."""
+    with api.build_environment(settings, say=say) as built:
+        _capture_site_env(built, quiet_when_off=True)
+        yield built
 
 
 @task(iterable=["only"], help=SITE_HELP)

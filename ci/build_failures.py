@@ -20,7 +20,7 @@ from ci.errors import CIError
 from ci.plan import Plan, PlannedImage
 from ci.report import RunReport
 from ci.runs import RunFolder
-from ci.site import FAILED, STAGING, Site, image_stem
+from ci.site import FAILED, Site, image_stem
 
 BUILD_STEP = "build"
 LOG_LINES = 20  # the tail of the build log kept in result.json, for reports without the site at hand
@@ -34,8 +34,9 @@ def record(site: Site, run: RunFolder, report: RunReport) -> list[str]:
         if build is None or build.state != "failed":
             continue
         stem = f"{image.name}-{image.version}-{image.digest12}"
-        staged = site.path(STAGING, run.run_id, image.name, stem)
-        log = run.log_path(image.name, BUILD_STEP)
+        key = f"{image.arch}/{image.name}"
+        staged = posixpath.join(site.staging(run.run_id, key), stem)
+        log = run.log_path(key, BUILD_STEP)
         site.host.run(["mkdir", "-p", posixpath.join(staged, "logs")])
         tail: list[str] = []
         if log.exists():
@@ -45,7 +46,7 @@ def record(site: Site, run: RunFolder, report: RunReport) -> list[str]:
                   "run_id": run.run_id, "verdict": FAILED, "step": BUILD_STEP, "detail": build.detail,
                   "log": "logs/build.log" if log.exists() else None, "log_tail": tail, "time": time.time(),
                   "tests": []}
-        recorded.append(site.promote(run.run_id, image.name, stem, FAILED, result))
+        recorded.append(site.promote(run.run_id, key, stem, FAILED, result))
     return recorded
 
 

@@ -6,11 +6,12 @@ behaviour is shared by every task.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +21,9 @@ from rich.markup import escape
 
 from ci.config import Settings, load_settings
 from ci.errors import CIError, DefinitionError, Problem, printable
+from ci.executor import Listener
+from ci.progress import ProgressPrinter
+from ci.shutdown import CancelToken, signals_cancel
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,6 +82,21 @@ def explained(function: F) -> F:
 
 def _problem(problem: Problem) -> dict[str, str]:
     return {"path": str(problem.path), "field": problem.field, "message": problem.message, "fix": problem.fix}
+
+
+def say(text: str) -> None:
+    """One line for a person, on stderr (text from elsewhere: never read as markup)."""
+    stderr.print(text, highlight=False, markup=False)
+
+
+@contextlib.contextmanager
+def run_control() -> Iterator[tuple[list[Listener], CancelToken]]:
+    """What a task hands a run: a progress printer on stderr, and a cancel token that SIGINT and
+    SIGTERM set (the run then cancels its jobs, releases the site lock and reports; a second signal
+    stops at once)."""
+    token = CancelToken()
+    with signals_cancel(token, say=say):
+        yield [ProgressPrinter(stderr)], token
 
 
 def emit_json(data: Any) -> None:

@@ -9,14 +9,11 @@ failed job (ReFrame's habit).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-
-class StatusLike(Protocol):
-    @property
-    def terminal(self) -> bool: ...
-
+from ci.shutdown import CancelToken
 
 Poll = Callable[[Sequence[str]], Mapping[str, Any]]
 
@@ -50,13 +47,23 @@ class JobWatcher:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def wait(self, job_id: str, timeout: float | None = None) -> Any:
-        """Block until the job is settled (finished, or never to start); return its last status."""
+    def wait(self, job_id: str, timeout: float | None = None, cancel: CancelToken | None = None) -> Any:
+        """Block until the job is settled (finished, or never to start); return its last status.
+
+        With `cancel`, stop waiting as soon as the run is cancelled (raises ci.shutdown.Cancelled;
+        the job itself is cancelled by whoever cancelled the run).
+        """
         with self._lock:
             event = self._waiting.setdefault(job_id, threading.Event())
         self._wake.set()
-        if not event.wait(timeout):
-            raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not event.is_set():
+            if cancel is not None:
+                cancel.check()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
+            event.wait(0.5 if left is None else min(0.5, left))
         with self._lock:
             return self._status[job_id]
 

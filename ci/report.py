@@ -20,10 +20,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from ci import timeline
-from ci.pipeline import ImageOutcome, State
+from ci.executor import ImageOutcome, State
 from ci.plan import Action, Plan
 
-_STATE_STYLE = {"done": "green", "skipped": "yellow", "failed": "bold red", "pending": "dim", "up to date": "cyan"}
+_STATE_STYLE = {"done": "green", "skipped": "yellow", "failed": "bold red", "pending": "dim", "up to date": "cyan",
+                "cancelled": "yellow"}
 
 
 @dataclass
@@ -47,6 +48,7 @@ class ImageReport:
     detail: str
     duration: float
     steps: list[StepReport] = field(default_factory=list)
+    arch: str = ""
 
 
 @dataclass
@@ -60,7 +62,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return all(image.state not in ("failed", "skipped") for image in self.images)
+        return all(image.state not in ("failed", "skipped", "cancelled") for image in self.images)
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -94,7 +96,7 @@ def build_report(run_id: str, profile: str, plan: Plan, outcomes: dict[str, Imag
         report.images.append(ImageReport(
             name=planned.name, version=planned.spec.version, digest12=planned.digest12, tag=planned.tag,
             action=planned.action.value, reason=planned.reason, state=state, detail=detail,
-            duration=round(duration, 3), steps=steps))
+            duration=round(duration, 3), steps=steps, arch=planned.spec.arch))
     return report
 
 
@@ -108,8 +110,8 @@ def render_table(report: RunReport, console: Console) -> None:
         table.add_column(column, overflow="fold")
     for image in report.images:
         style = _STATE_STYLE.get(image.state, "")
-        table.add_row(image.name, image.version, image.digest12, f"[{style}]{image.state}[/]",
-                      _seconds(image.duration) if image.duration else "-", image.detail or image.reason)
+        table.add_row(escape(image.name), escape(image.version), image.digest12, f"[{style}]{image.state}[/]",
+                      _seconds(image.duration) if image.duration else "-", escape(image.detail or image.reason))
     console.print(table)
     for item in report.unsupported:
         console.print(f"[yellow]not handled[/] {escape(item['arch'])}/{escape(item['name'])}: {item['reason']}")
@@ -200,10 +202,10 @@ def render_plan(plan: Plan, console: Console) -> None:
     for image in plan.images.values():
         style = {"build": "bold", "tag": "cyan", "skip": "dim"}[image.action.value]
         parents = ", ".join(plan.images[p].name for p in image.parents) or "-"
-        table.add_row(image.name, image.spec.version, image.digest12, f"[{style}]{image.action.value}[/]",
-                      image.reason, parents)
+        table.add_row(escape(image.name), escape(image.spec.version), image.digest12,
+                      f"[{style}]{image.action.value}[/]", escape(image.reason), escape(parents))
     console.print(table)
     for item in plan.unsupported:
-        console.print(f"[yellow]not handled[/] {escape(item.arch)}/{escape(item.name)} ({item.kind}): {item.reason}")
+        console.print(f"[yellow]not handled[/] {escape(f'{item.arch}/{item.name} ({item.kind}): {item.reason}')}")
     todo = len(plan.to_build())
     console.print(f"{len(plan.images)} images, {todo} to build, {len(plan.images) - todo} up to date")

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ci.pipeline import Event
+from ci.executor import Event, Note
 
 
 def new_run_id() -> str:
@@ -29,15 +29,23 @@ class RunFolder:
         self.run_id = run_id or new_run_id()
         self.path = runs_root / self.run_id
         self.logs = self.path / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.path, 0o700)  # logs and reports of a run are its user's alone
         self._events = self.path / "events.jsonl"
         self._lock = threading.Lock()
 
-    def log_path(self, image: str, step: str) -> Path:
-        return self.logs / f"{image}.{step}.log"
+    def log_path(self, key: str, step: str) -> Path:
+        """`logs/<arch>/<name>.<step>.log` for an image key `<arch>/<name>` (the same name under two
+        architectures gets two logs)."""
+        path = self.logs / f"{key}.{step}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
-    def record(self, event: Event) -> None:
-        """Append one event; each line is flushed so a crash loses at most the line being written."""
+    def record(self, event: Event | Note) -> None:
+        """Append one step event (notes are for people); each line is flushed and synced, so a crash
+        loses at most the line being written."""
+        if isinstance(event, Note):
+            return
         line = json.dumps({**asdict(event), "state": event.state.value}, default=str)
         with self._lock, self._events.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
@@ -58,7 +66,7 @@ class RunFolder:
     def write(self, name: str, text: str) -> Path:
         """Write a report atomically: readers see the old file or the new one, never half of it."""
         target = self.path / name
-        temporary = target.with_suffix(target.suffix + ".tmp")
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
         temporary.write_text(text, encoding="utf-8")
         os.replace(temporary, target)
         return target

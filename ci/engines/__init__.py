@@ -25,13 +25,13 @@ from ci.engines.base import (
     SourceKind,
 )
 from ci.engines.charliecloud import CharliecloudEngine
-from ci.engines.docker import DockerEngine
+from ci.engines.docker import DockerSiteEngine
 from ci.engines.singularity import SingularityEngine
 from ci.errors import EngineError
 from ci.hosts import Host
 
 ENGINES: dict[str, type[BaseEngine]] = {
-    engine.name: engine for engine in (ApptainerEngine, SingularityEngine, CharliecloudEngine, DockerEngine)
+    engine.name: engine for engine in (ApptainerEngine, SingularityEngine, CharliecloudEngine, DockerSiteEngine)
 }
 PREFERENCE = ("apptainer", "singularity", "charliecloud", "docker")
 _UNSET: Any = object()  # "keep the settings' compression" (None means the engine's own default)
@@ -86,7 +86,7 @@ def select_engine(name: str | None, host: Host, settings: EngineSettings | None 
 
 __all__ = [
     "ENGINES", "PREFERENCE", "ApptainerEngine", "BaseEngine", "Bind", "CharliecloudEngine", "Compression",
-    "Conversion", "DockerEngine", "Engine", "EngineSettings", "ImageSource",
+    "Conversion", "DockerSiteEngine", "Engine", "EngineSettings", "ImageSource",
     "RegistryCredentials", "SingularityEngine", "SourceKind", "installed_engines", "make_engine",
     "select_engine",
 ]

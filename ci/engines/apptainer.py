@@ -70,3 +70,13 @@ class ApptainerEngine(BaseEngine):
             command += ["--bind", f"{bind.source}:{bind.target}" + (":ro" if bind.read_only else "")]
         return [*command, image_file, *argv]
 
+
+    def launcher(self, binds: Sequence[Bind], helper: str) -> list[str]:
+        """`singularity exec -B SRC:DST ...`: the engine speaks the grammar itself, no helper."""
+        words = [self.binary, "exec", *self.settings.exec_options]
+        for bind in binds:
+            words += ["-B", f"{bind.source}:{bind.target}" + (":ro" if bind.read_only else "")]
+        return words
+
+    def launcher_helper(self) -> str | None:
+        return None

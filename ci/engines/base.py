@@ -214,6 +214,20 @@ class Engine(Protocol):
         """Where the `index`-th bind of `host_path` should appear inside the container."""
         ...
 
+    def launcher(self, binds: Sequence[Bind], helper: str) -> list[str]:
+        """The engine's words of a host-side test's SCMD (pure).
+
+        Followed by `[-B SRC[:DST]]... IMAGE CMD [ARG...]` (the grammar of `singularity exec`,
+        which LUMI's tests use unchanged) they run CMD inside IMAGE with `binds` and the test's own
+        binds mounted. `helper` is where `launcher_helper()`'s text is written on the site, for an
+        engine whose own grammar differs.
+        """
+        ...
+
+    def launcher_helper(self) -> str | None:
+        """A bash script translating that grammar into the engine's own, or None when none is needed."""
+        ...
+
     def prepare(self, host: Host, source: ImageSource, output: str) -> None:
         """Stage on `host` what the conversion command refers to (before running it, here or in a job)."""
         ...
@@ -270,6 +284,35 @@ def with_path_prefix(argv: Sequence[str], prefix: str | None) -> list[str]:
     return ["sh", "-c", f'PATH={shlex.quote(prefix)}:"$PATH"; export PATH; exec "$@"', "sh", *argv]
 
 
+# The part every launcher helper shares: singularity exec's options before the image, collected
+# into the array `binds` as (SRC DST) pairs; `$image` and the command are left in "$@".
+LAUNCHER_OPTIONS = r"""set -euo pipefail
+binds=()
+add_binds() {
+    local spec src dst
+    IFS=, read -ra specs <<< "$1"
+    for spec in "${specs[@]}"; do
+        src=${spec%%:*}; dst=${spec#*:}; [ "$dst" = "$spec" ] && dst=$src
+        dst=${dst%:ro}; dst=${dst%:rw}
+        binds+=("$src" "$dst")
+    done
+}
+while [ $# -gt 0 ]; do
+    case $1 in
+        -B|--bind|-b) [ $# -ge 2 ] || { echo "SCMD: $1 needs SRC[:DST]" >&2; exit 125; }; add_binds "$2"; shift 2 ;;
+        --bind=*) add_binds "${1#--bind=}"; shift ;;
+        -B?*) add_binds "${1#-B}"; shift ;;
+        --) shift; break ;;
+        -*) echo "SCMD: option $1 is not understood here (only -B/--bind SRC[:DST] before the image)" >&2
+            exit 125 ;;
+        *) break ;;
+    esac
+done
+[ $# -ge 1 ] || { echo "SCMD: no image given (usage: \$SCMD [-B SRC[:DST]]... IMAGE CMD...)" >&2; exit 125; }
+image=$1; shift
+"""
+
+
 def tail(text: str, lines: int = 5) -> str:
     kept = [line for line in text.strip().splitlines() if line.strip()][-lines:]
     return " / ".join(kept)
@@ -303,9 +346,14 @@ class BaseEngine:
     def guest_path(self, index: int, host_path: str) -> str:
         return host_path
 
-    def image_file_name(self, stem: str) -> str:
-        """`<name>-<version>-<digest12>` -> `<name>-<version>-<digest12>.<suffix>`."""
-        return f"{stem}.{self.file_suffix}"
+    def launcher(self, binds: Sequence[Bind], helper: str) -> list[str]:
+        words = ["bash", helper]
+        for bind in binds:
+            words += ["-B", f"{bind.source}:{bind.target}" + (":ro" if bind.read_only else "")]
+        return words
+
+    def launcher_helper(self) -> str | None:
+        raise EngineError(f"host-side tests (run: host) are not available with the {self.name} engine")
 
     def prepare(self, host: Host, source: ImageSource, output: str) -> None:
         """Stage helper files the conversion command refers to (none by default)."""

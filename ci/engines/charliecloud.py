@@ -30,6 +30,7 @@ from importlib import resources
 from typing import ClassVar
 
 from ci.engines.base import (
+    LAUNCHER_OPTIONS,
     BaseEngine,
     Bind,
     ImageSource,
@@ -144,3 +145,13 @@ class CharliecloudEngine(BaseEngine):
         for bind in binds:
             command += ["-b", f"{bind.source}:{bind.target}"]
         return [*command, image_file, "--", *argv]
+
+    def launcher_helper(self) -> str | None:
+        """`$SCMD -B SRC:DST IMAGE CMD` as `ch-run --set-env -b SRC:DST IMAGE -- CMD`. A SquashFS image is
+        read-only, so a bind's destination must exist in the image (every image has /mnt/0-9)."""
+        ch_run = shlex.quote(self.ch_run)
+        options = " ".join(shlex.quote(option) for option in self.settings.exec_options)
+        return ("#!/bin/bash\n# containers-ci: SCMD for Charliecloud (generated): singularity exec's grammar run "
+                "by ch-run\n" + LAUNCHER_OPTIONS +
+                'args=(); for ((i = 0; i < ${#binds[@]}; i += 2)); do args+=(-b "${binds[i]}:${binds[i+1]}"); done\n'
+                f'exec {ch_run} --set-env {options} "${{args[@]}}" "$image" -- "$@"\n')

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Sequence
 from typing import ClassVar
 
-from ci.engines.base import BaseEngine, Bind, ImageSource, RegistryCredentials, SourceKind
+from ci.engines.base import LAUNCHER_OPTIONS, BaseEngine, Bind, ImageSource, RegistryCredentials, SourceKind
 
 # `docker load` prints "Loaded image: name:tag" or, for an untagged image, "Loaded image ID: sha256:...".
 _LOAD = ('ref=$({docker} load -q -i "$1" | sed -n "s/^Loaded image[^:]*: //p" | tail -n 1); '
@@ -25,7 +25,7 @@ _LOGIN = ('DOCKER_CONFIG=$(mktemp -d); export DOCKER_CONFIG; trap \'rm -rf "$DOC
           '{docker} login --username "$CI_REGISTRY_USERNAME" --password-stdin "$3" >/dev/null; fi; ')
 
 
-class DockerEngine(BaseEngine):
+class DockerSiteEngine(BaseEngine):
     """Docker archives run with `docker run`; no SquashFS, no conversion cost beyond `docker save`."""
 
     name: ClassVar[str] = "docker"
@@ -60,3 +60,13 @@ class DockerEngine(BaseEngine):
             options += ["-e", name]
         run = f'exec {docker} run {shlex.join(options)} "$ref" {shlex.join(argv)}'
         return ["sh", "-c", _LOAD.format(docker=docker) + run, "docker-run", image_file]
+
+    def launcher_helper(self) -> str | None:
+        """`$SCMD -B SRC:DST IMAGE CMD` as `docker load` + `docker run --rm -v SRC:DST ... CMD`."""
+        docker = shlex.quote(self.docker)
+        options = " ".join(shlex.quote(option) for option in ["--rm", *self.settings.exec_options])
+        return ("#!/bin/bash\n# containers-ci: SCMD for Docker (generated): singularity exec's grammar run by "
+                "docker run\n" + LAUNCHER_OPTIONS +
+                'args=(); for ((i = 0; i < ${#binds[@]}; i += 2)); do args+=(-v "${binds[i]}:${binds[i+1]}"); done\n'
+                f'ref=$({docker} load -q -i "$image" | sed -n "s/^Loaded image[^:]*: //p" | tail -n 1)\n'
+                f'exec {docker} run {options} "${{args[@]}}" "$ref" "$@"\n')

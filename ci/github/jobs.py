@@ -11,6 +11,7 @@ from ci import api, build_failures, site_env
 from ci.config import Settings
 from ci.github.work import Work, work_for
 from ci.plan import make_plan
+from ci.progress import ProgressPrinter
 from ci.report import RunReport
 from ci.runs import RunFolder
 
@@ -45,7 +46,7 @@ def build_and_record(settings: Settings, *, only: Sequence[str], run_id: str | N
                    or image.reason.startswith("blocked:")]
         if refused:
             raise build_failures.RecordedFailure([f"{image.name}: {image.reason}" for image in refused])
-    report = api.build(settings, only=only, force=force, console=console, run_id=run_id)
+    report = api.build(settings, only=only, force=force, listeners=[ProgressPrinter(console)], run_id=run_id)
     if report.ok:
         return report, []
     host = api.site_host(settings)

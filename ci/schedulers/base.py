@@ -2,7 +2,9 @@
 
 Two backends implement it: Slurm (sbatch/squeue/scontrol/sacct/scancel) and "direct" (a
 background process on the site host, for sites without a scheduler). States are normalised to
-Slurm's vocabulary because that is what people read in a report.
+Slurm's vocabulary because that is what people read in a report. Each backend renders its own
+job-script header (`directives`: Slurm's `#SBATCH` lines, none for direct) and its own task
+launcher (`task_launch`: `srun -N.. -n..` for Slurm), so job scripts never assume Slurm.
 
 `poll` takes many ids and asks the scheduler once, so one watcher thread (ci.jobwatch) can serve
 every test step of a run, as ReFrame does, instead of N threads each asking Slurm about one job.
@@ -10,14 +12,15 @@ every test step of a run, as ReFrame does, instead of N threads each asking Slur
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from ci.definitions import SlurmResources
 from ci.errors import SchedulerError
+from ci.resources import Resources
 
 
 class JobState(StrEnum):
@@ -119,7 +122,7 @@ class JobSpec:
     output: str
     script: str | None = None
     script_path: str | None = None
-    resources: SlurmResources = field(default_factory=SlurmResources)
+    resources: Resources = field(default_factory=Resources)
     account: str | None = None
     partition: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
@@ -159,6 +162,14 @@ class Scheduler(Protocol):
         """Unfinished jobs whose name starts with `prefix` (left behind by an interrupted run)."""
         ...
 
+    def directives(self, job: JobSpec) -> list[str]:
+        """The header lines of the job's script that say what it asks for (Slurm: `#SBATCH ...`)."""
+        ...
+
+    def task_launch(self, resources: Resources) -> list[str]:
+        """The command prefix that starts a program as the job's tasks (`srun -N 1 -n 2`; [] = once)."""
+        ...
+
 
 # --------------------------------------------------------------------------------------------
 # Helpers shared by the backends and the pipeline
@@ -182,9 +193,19 @@ def settled(status: JobStatus) -> bool:
     return status.terminal or never_starts(status)
 
 
-def job_name(prefix: str, run_id: str, image: str, test: str) -> str:
-    """`cci-<run-id>-<image>-<test>`: findable by prefix, readable in squeue."""
-    return "-".join(_NAME_UNSAFE.sub("_", part) for part in (prefix, run_id, image, test) if part)
+def run_job_prefix(prefix: str, run_id: str) -> str:
+    """What every job name of one run starts with: `cci-<run-id>-` (to find or cancel a run's jobs)."""
+    return "-".join(_NAME_UNSAFE.sub("_", part) for part in (prefix, run_id) if part) + "-"
+
+
+def job_name(prefix: str, run_id: str, image: str, test: str, *, arch: str = "") -> str:
+    """`cci-<run-id>-<image>-<test>-<hash8>`: findable by the run's prefix, readable in squeue, and
+    unique per (arch, image, test): the readable part alone is ambiguous (image `mpi` + test
+    `hello-world` and image `mpi-hello` + test `world`; the same name under amd64/ and arm64/), so
+    a short hash of the exact triple ends the name."""
+    digest = hashlib.sha256("\0".join((arch, image, test)).encode("utf-8")).hexdigest()[:8]
+    readable = "-".join(_NAME_UNSAFE.sub("_", part) for part in (image, test) if part)
+    return run_job_prefix(prefix, run_id) + f"{readable}-{digest}"
 
 
 def with_env(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:

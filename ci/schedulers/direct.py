@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from ci.errors import CIError, SchedulerError
 from ci.hosts import Host
+from ci.resources import Resources
 from ci.schedulers.base import JobSpec, JobState, JobStatus, with_env
 
 # The wrapper around a job script: records the process id, enforces the time limit, writes the
@@ -180,6 +181,15 @@ class DirectScheduler:
         for job_id in targets:
             self._reasons[job_id] = why
         self.host.run(["sh", "-c", CANCEL, "sh", self.state_dir, why, *targets])
+
+    def directives(self, job: JobSpec) -> list[str]:
+        """No header: the wrapper is told the time limit; the script's own lines say the rest."""
+        return []
+
+    def task_launch(self, resources: Resources) -> list[str]:
+        """One process: without a scheduler there is no task launcher (job scripts fall back to
+        starting N local processes where a test asks for N tasks)."""
+        return []
 
     def find(self, prefix: str) -> list[JobStatus]:
         listed = self.host.run(["sh", "-c", LIST, "sh", self.state_dir]).stdout.split()

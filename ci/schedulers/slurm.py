@@ -23,9 +23,9 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from ci.definitions import SlurmResources
 from ci.errors import SchedulerError
 from ci.hosts import CommandResult, Host
+from ci.resources import Resources
 from ci.schedulers.base import JobSpec, JobState, JobStatus, decode_exit, normalise_state, with_env
 
 SQUEUE_FIELDS = ("JobID", "State", "Reason", "exit_code", "Name", "Comment")
@@ -43,10 +43,14 @@ _ACCOUNTING_OFF = re.compile(r"accounting storage is disabled|no job completion|
 _SCONTROL_FIELD = re.compile(r"(?:^|\s)([A-Za-z][\w/:]*)=(.*?)(?=\s[A-Za-z][\w/:]*=|$)")
 
 
-def resource_options(resources: SlurmResources, *, partition: str | None = None,
+def resource_options(resources: Resources, *, partition: str | None = None,
                      account: str | None = None) -> list[str]:
-    """sbatch options for a test's resources; also written as #SBATCH lines by ci.jobs."""
+    """sbatch options for a job's resources; also its script's #SBATCH lines (`directives`)."""
     options = [f"--nodes={resources.nodes}", f"--ntasks={resources.ntasks}", f"--time={resources.time}"]
+    if resources.cpus_per_task:
+        options.append(f"--cpus-per-task={resources.cpus_per_task}")
+    if resources.mem:
+        options.append(f"--mem={resources.mem}")
     chosen = resources.partition or partition
     if chosen:
         options.append(f"--partition={chosen}")
@@ -56,6 +60,27 @@ def resource_options(resources: SlurmResources, *, partition: str | None = None,
         options.append(f"--gpus={resources.gpus}")
     options.extend(resources.extra)
     return options
+
+
+def sbatch_directives(job: JobSpec) -> list[str]:
+    """The #SBATCH header of a job script: its name and log, then its resources (the job's own
+    partition wins over the site's). One option per line, each checked to hold no line break."""
+    options = ([f"--job-name={job.name}"] if job.name else []) + [f"--output={job.output}"]
+    options += resource_options(job.resources, partition=job.partition, account=job.account)
+    for option in options:
+        if any(ord(character) < 32 or ord(character) == 127 for character in option):
+            raise SchedulerError(f"job {job.name!r}: the sbatch option {option!r} holds a control character")
+    return [f"#SBATCH {option}" for option in options]
+
+
+def srun_launch(resources: Resources) -> list[str]:
+    """`srun --nodes=N --ntasks=M [--gpus=G]`: the tasks of a test, inside its allocation."""
+    argv = ["srun", f"--nodes={resources.nodes}", f"--ntasks={resources.ntasks}"]
+    if resources.cpus_per_task:
+        argv.append(f"--cpus-per-task={resources.cpus_per_task}")
+    if resources.gpus:
+        argv.append(f"--gpus={resources.gpus}")
+    return argv
 
 
 def sbatch_options(job: JobSpec) -> list[str]:
@@ -254,6 +279,12 @@ class SlurmScheduler:
             self._known.pop(job_id, None)
             self._cancel_reasons.pop(job_id, None)
             self._missing_since.pop(job_id, None)
+
+    def directives(self, job: JobSpec) -> list[str]:
+        return sbatch_directives(job)
+
+    def task_launch(self, resources: Resources) -> list[str]:
+        return srun_launch(resources)
 
     # -- turning answers into statuses --------------------------------------------------------
 

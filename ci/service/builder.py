@@ -33,6 +33,7 @@ from ci.config import Settings, load_settings
 from ci.engines import select_engine
 from ci.errors import CIError, DefinitionError, Problem
 from ci.plan import PlannedImage, make_plan
+from ci.progress import ProgressPrinter
 from ci.service.core.security import Redactor
 from ci.service.models import Status
 from ci.site import FAILED, TESTED, image_stem, owner_is_dead
@@ -285,7 +286,7 @@ def child_main(order_file: str) -> int:
     try:
         settings = load_settings(order.config, Path(order.project_dir), profile=order.profile)
         report = api.run_pipeline(settings, only=[order.image], force=order.force, retry_failed=True,
-                                  run_id=order.run_id, console=console)
+                                  run_id=order.run_id, listeners=[ProgressPrinter(console)])
         (image,) = [found for found in report.images if found.name == order.image]
         site = api.open_site(settings)
         try:

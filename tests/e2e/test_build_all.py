@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.site_helpers import EXAMPLES_DIR, SiteProject, assert_complete, assert_site_consistent, promoted
+from integration.site_helpers import (
+    EXAMPLES_DIR,
+    SiteProject,
+    assert_complete,
+    assert_site_consistent,
+    job_label,
+    promoted,
+)
 
 from ci.definitions import load_catalog
 
@@ -65,7 +72,7 @@ def test_the_examples_tests_ran_as_slurm_jobs_with_their_metrics(
         bundled: SiteProject, first: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
     _, report = first
     prefix = f"{bundled.job_prefix}-{report['run_id']}-"
-    jobs = {name[len(prefix):]: state for _, name, state in bundled.jobs()}
+    jobs = {job_label(name, prefix): state for _, name, state in bundled.jobs()}
     assert jobs == {f"{image}-{test}": "COMPLETED" for image, tests in expected_tests().items() for test in tests}
     (python,) = [image for image in report["images"] if image["name"] == "python"]
     (test_step,) = [step for step in python["steps"] if step["name"] == "test"]

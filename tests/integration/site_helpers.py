@@ -33,6 +33,7 @@ from rich.console import Console
 
 from ci import api, local
 from ci.config import Settings, deep_merge, load_settings
+from ci.progress import ProgressPrinter
 from ci.report import RunReport
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -191,7 +192,7 @@ class SiteProject:
 
     def run(self, settings: Settings | None = None, **kwargs: Any) -> RunReport:
         console = Console(file=self.console_output, width=200, force_terminal=False)
-        report = api.run_pipeline(settings or self.settings(), console=console, **kwargs)
+        report = api.run_pipeline(settings or self.settings(), listeners=[ProgressPrinter(console)], **kwargs)
         self.reports.append(report)
         return report
 
@@ -247,6 +248,11 @@ class SiteProject:
                                              for registry in self.registries})
         for name, tag in sorted(pulled):
             delete_from_registry(name, tag)
+
+
+def job_label(name: str, prefix: str) -> str:
+    """`<image>-<test>` of a job name `<prefix><image>-<test>-<hash8>` (ci.schedulers.base.job_name)."""
+    return name[len(prefix):].rsplit("-", 1)[0]
 
 
 def slurm_jobs(prefix: str, *, all_states: bool = True) -> list[tuple[str, str, str]]:

@@ -23,6 +23,7 @@ from ci import api
 from ci.config import Settings, load_settings
 from ci.docker import DockerEngine
 from ci.plan import DIGEST_LABEL, NAME_LABEL, TEST_DIGEST_LABEL
+from ci.progress import ProgressPrinter
 from ci.report import RunReport
 
 pytestmark = pytest.mark.docker
@@ -63,7 +64,7 @@ class Project:
 
     def build(self, prefix: str | None = None, **kwargs) -> RunReport:
         console = Console(file=self.console_output, width=200)
-        report = api.build(self.settings(prefix=prefix), console=console, **kwargs)
+        report = api.build(self.settings(prefix=prefix), listeners=[ProgressPrinter(console)], **kwargs)
         self.digest12s |= {image.digest12 for image in report.images}
         return report
 
@@ -165,7 +166,7 @@ def test_each_image_has_a_build_log_and_the_run_has_reports(dag: tuple[Project, 
     assert json.loads((run_folder / "report.json").read_text())["ok"] is True
     assert (run_folder / "junit.xml").read_text().count("<testcase") == 5
     for name in ("base", "mid", "leaf", "side", "alone"):
-        log = (run_folder / "logs" / f"{name}.build.log").read_text()
+        log = (run_folder / "logs" / "amd64" / f"{name}.build.log").read_text()
         assert f"{project.token}-{name}" in log
 
 
@@ -245,7 +246,7 @@ def test_failed_build_skips_descendants_and_others_go_on(project: Project) -> No
     assert found["grandchild"] == ("skipped", "parent child skipped")
     assert found["fine"][0] == "done"
     assert DOCKER.image.exists(next(image.tag for image in report.images if image.name == "fine"))
-    log = project.root / "state" / "runs" / report.run_id / "logs" / "broken.build.log"
+    log = project.root / "state" / "runs" / report.run_id / "logs" / "amd64" / "broken.build.log"
     assert "about to fail" in log.read_text()
     summary = json.loads((project.root / "state" / "runs" / report.run_id / "report.json").read_text())
     assert summary["ok"] is False

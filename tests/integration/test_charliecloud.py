@@ -21,7 +21,7 @@ from site_helpers import require
 
 from ci import definitions, local
 from ci.definitions import Expectation, MetricCheck, SlurmResources
-from ci.engines import Bind, CharliecloudEngine, DockerEngine, EngineSettings, ImageSource, make_engine
+from ci.engines import Bind, CharliecloudEngine, DockerSiteEngine, EngineSettings, ImageSource, make_engine
 from ci.hosts import LocalHost
 from ci.jobs import judge, render_job_script
 from ci.schedulers import JobSpec, JobState, SlurmScheduler
@@ -73,7 +73,7 @@ def squashfs(charliecloud: CharliecloudEngine, image: str, site: Path) -> str:
     return result.output
 
 
-def _run_inside(engine: CharliecloudEngine | DockerEngine, image_file: str, site: Path) -> str:
+def _run_inside(engine: CharliecloudEngine | DockerSiteEngine, image_file: str, site: Path) -> str:
     guest = engine.guest_path(0, str(site / "tests"))
     command = engine.exec_command(image_file, [*PROBE, guest], [Bind(str(site / "tests"), guest)])
     return LocalHost().run(command, env={"USER": os.environ.get("USER", "root")}, timeout=120).stdout
@@ -143,7 +143,7 @@ def test_a_test_runs_as_a_slurm_job_inside_the_image(squashfs: str, site: Path, 
 
 @pytest.mark.docker
 def test_docker_engine_saves_and_runs_the_archive(image: str, site: Path) -> None:
-    engine = DockerEngine(EngineSettings(docker=DOCKER))
+    engine = DockerSiteEngine(EngineSettings(docker=DOCKER))
     started = time.monotonic()
     result = engine.convert(LocalHost(), ImageSource.daemon(image), str(site / "img-docker.tar"))
     TIMINGS["docker save"] = time.monotonic() - started

@@ -162,7 +162,7 @@ def assert_env_was_printed(project: SiteProject, name: str) -> str:
     """The test job printed its environment: the check above is not vacuous."""
     report = project.reports[-1]
     (test,) = [t for t in step_data(report, name, "test")["tests"] if t["name"] == "printenv"]
-    log = (project.run_folder(report.run_id) / "logs" / f"{name}.test-printenv.log").read_text()
+    log = (project.run_folder(report.run_id) / "logs" / "amd64" / f"{name}.test-printenv.log").read_text()
     assert test["passed"] and "CI_TEST=printenv" in log, log
     return log
 

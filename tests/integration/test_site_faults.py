@@ -27,6 +27,7 @@ from site_helpers import (
     assert_complete,
     assert_site_consistent,
     isolated_project,
+    job_label,
     passing,
     promoted,
     sleeping,
@@ -106,10 +107,11 @@ def assert_one_job_per_test(project: SiteProject, run_id: str, expected: dict[st
     jobs = project.jobs()
     names = collections.Counter(name for _, name, _ in jobs)
     prefix = f"{project.job_prefix}-{run_id}-"
-    wanted = {f"{prefix}{image}-{test}" for image, tests in expected.items() for test in tests}
+    wanted = {job_name(project.job_prefix, run_id, image, test, arch="amd64")
+              for image, tests in expected.items() for test in tests}
     assert set(names) == wanted, jobs
     assert all(count == 1 for count in names.values()), f"a test job was submitted twice: {jobs}"
-    return {name[len(prefix):]: job_id for job_id, name, _ in jobs}
+    return {job_label(name, prefix): job_id for job_id, name, _ in jobs}
 
 
 def verdicts_of(report: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
@@ -137,7 +139,7 @@ def test_kill_during_test_jobs_then_rerun_adopts_the_jobs(site_project: SiteProj
 
         def in_flight() -> dict[str, str]:
             """Both sleeping jobs submitted and not finished (running, or pending on a busy node)."""
-            rows = {name[len(prefix):]: job_id for job_id, name, _ in slurm_jobs(prefix, all_states=False)}
+            rows = {job_label(name, prefix): job_id for job_id, name, _ in slurm_jobs(prefix, all_states=False)}
             return rows if {"sleepy-smoke", "late-late"} <= set(rows) else {}
 
         before = wait_for(in_flight, 120, f"the sleeping test jobs to be submitted:\n{first.output()}")
@@ -197,7 +199,7 @@ def test_kill_during_conversion_then_resume_by_run_id(site_project: SiteProject,
                        "--site-root", project.site_root)
     try:
         run_id = wait_for(first.run_id, 60, "the run folder")
-        staging = Path(project.site_root, "staging", run_id)
+        staging = Path(project.site_root, "staging", run_id, "amd64")
 
         def converting() -> list[Path]:
             return list(staging.glob("*/*/*.sqfs.part.flatten.py"))  # staged just before `docker pull`
@@ -253,9 +255,10 @@ def test_a_job_cancelled_with_scancel_fails_with_its_reason(site_project: SitePr
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     ((job_id, _, _),) = wait_for(
-        lambda: [job for job in project.jobs(all_states=False) if job[1].endswith("-sleepy-sleeper")
+        lambda: [job for job in project.jobs(all_states=False) if "-sleepy-sleeper-" in job[1]
                  and job[2] == "RUNNING"], 120, "the sleeping job to start")
-    log = next(Path(project.site_root, "staging").glob("*/sleepy/*/logs/sleeper.out"))
+    log = wait_for(lambda: next(Path(project.site_root, "staging").glob("*/amd64/sleepy/*/logs/sleeper.out"), None),
+                   60, "the job's log")
     wait_for(lambda: "sleeping 300s" in log.read_text(), 60, "the test to start sleeping")
     subprocess.run(["scancel", job_id], check=True)
     thread.join(timeout=120)

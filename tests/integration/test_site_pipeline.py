@@ -24,12 +24,15 @@ from site_helpers import (
     assert_complete,
     assert_site_consistent,
     failing,
+    job_label,
     metric,
     passing,
     promoted,
     require_site_services,
     step_data,
 )
+
+from ci.schedulers import job_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 
@@ -117,7 +120,7 @@ def test_an_image_without_a_verdict_is_not_promoted(outcome: Outcome) -> None:
     for verdict in ("tested", "failed"):
         assert "nowhere" not in promoted(outcome.project.site_root, verdict)
     stem = f"nowhere-{image['version']}-{image['digest12']}"
-    staged = Path(outcome.project.site_root, "staging", outcome.run_id, "nowhere", stem)
+    staged = Path(outcome.project.site_root, "staging", outcome.run_id, "amd64", "nowhere", stem)
     assert (staged / f"{stem}.sqfs").is_file(), "it stays in staging"
 
 
@@ -153,7 +156,7 @@ def test_the_run_folder_and_the_site_hold_the_reports(outcome: Outcome) -> None:
     on_site = Path(outcome.project.site_root, "runs", outcome.run_id)
     assert sorted(path.name for path in on_site.iterdir()) == ["junit.xml", "report.json", "summary.md"]
     assert "❌ failed" in (on_site / "summary.md").read_text()
-    assert (folder / "logs" / "bad.test-broken.log").read_text().count("about to fail with 3") == 1
+    assert (folder / "logs" / "amd64" / "bad.test-broken.log").read_text().count("about to fail with 3") == 1
     assert not Path(outcome.project.site_root, ".lock").exists(), "the site lock is released"
 
 
@@ -161,8 +164,10 @@ def test_each_test_ran_as_one_slurm_job(outcome: Outcome) -> None:
     jobs = outcome.project.jobs()
     names = sorted(name for _, name, _ in jobs)
     prefix = f"{outcome.project.job_prefix}-{outcome.run_id}-"
-    assert names == sorted(f"{prefix}{image}-{test}" for image, tests in TESTS.items() for test in tests)
-    states = {name[len(prefix):]: state for _, name, state in jobs}
+    assert names == sorted(job_name(outcome.project.job_prefix, outcome.run_id, image, test, arch="amd64")
+                           for image, tests in TESTS.items() for test in tests)
+    assert all(name.startswith(prefix) for name in names)
+    states = {job_label(name, prefix): state for _, name, state in jobs}
     assert states["bad-broken"] == "FAILED" and states["good-smoke"] == "COMPLETED"
 
 

@@ -22,6 +22,7 @@ from site_helpers import (
     assert_site_consistent,
     failing,
     isolated_project,
+    job_label,
     metric,
     passing,
     promoted,
@@ -102,7 +103,7 @@ def test_the_push_went_through_the_tunnel(remote: RemoteRun) -> None:
     good = next(image for image in remote.report.images if image.name == "good")
     transfer = step_data(remote.report, "good", "transfer")
     assert transfer["reference"] == f"{REGISTRY}/good:1.0-{good.digest12}", "what the site's engine pulls"
-    log = (remote.project.run_folder(remote.report.run_id) / "logs" / "good.transfer.log").read_text()
+    log = (remote.project.run_folder(remote.report.run_id) / "logs" / "amd64" / "good.transfer.log").read_text()
     assert f"The push refers to repository [127.0.0.1:{remote.port}/good]" in log
     with urllib.request.urlopen(f"http://{REGISTRY}/v2/good/tags/list", timeout=5) as answer:
         assert f"1.0-{good.digest12}" in json.loads(answer.read())["tags"]
@@ -111,7 +112,7 @@ def test_the_push_went_through_the_tunnel(remote: RemoteRun) -> None:
 
 def test_test_jobs_ran_under_slurm_on_the_site(remote: RemoteRun) -> None:
     prefix = f"{remote.project.job_prefix}-{remote.report.run_id}-"
-    names = sorted(name[len(prefix):] for _, name, _ in remote.project.jobs())
+    names = sorted(job_label(name, prefix) for _, name, _ in remote.project.jobs())
     assert names == ["bad-broken", "good-bandwidth", "good-smoke"]
     good = next(image for image in remote.report.images if image.name == "good")
     log = Path(remote.project.site_root, "tested", "good", f"good-1.0-{good.digest12}", "logs", "smoke.out")

@@ -12,7 +12,9 @@ from ci.definitions import SlurmResources
 from ci.engines import make_engine
 from ci.engines.base import ImageSource
 from ci.errors import ConfigError
-from ci.jobs import render_conversion_script
+from ci.schedulers import JobSpec
+from ci.schedulers.slurm import sbatch_directives
+from ci.steps.convert import render_conversion_script
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -21,9 +23,10 @@ def _script(tmp_path: Path) -> str:
     engine = make_engine("apptainer", compression="zstd:3")
     return render_conversion_script(
         engine=engine, source=ImageSource.registry("127.0.0.1:5000/mpi:4.1-abc", insecure=True),
-        output=str(tmp_path / "mpi.sif"), log=str(tmp_path / "convert.out"),
-        resources=SlurmResources(time="01:00:00", extra=("--cpus-per-task=8",)), job_name="cci-run-mpi-convert",
-        account="project_1", partition="small")
+        output=str(tmp_path / "mpi.sif"), header=sbatch_directives(JobSpec(
+            name="cci-run-mpi-convert", workdir=str(tmp_path), output=str(tmp_path / "convert.out"),
+            script_path=str(tmp_path / "job.sh"), account="project_1", partition="small",
+            resources=SlurmResources(time="01:00:00", extra=("--cpus-per-task=8",)))))
 
 
 def test_the_job_asks_for_its_resources_and_converts_through_a_part_file(tmp_path: Path) -> None:

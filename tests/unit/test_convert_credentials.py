@@ -14,7 +14,7 @@ from ci.hosts import CommandResult, LocalHost
 from ci.plan import make_plan
 from ci.runs import RunFolder
 from ci.site import Site
-from ci.stages import ImageChain, SiteServices
+from ci.steps import Chain, ConvertStep, SiteServices
 from ci.transfer import Registry
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "container_definitions"
@@ -37,20 +37,21 @@ class ConvertingHost(LocalHost):
         return super().run(argv, env=env, stdin=stdin, timeout=timeout, check=check, cwd=cwd)
 
 
-def _chain(tmp_path: Path, host: ConvertingHost) -> ImageChain:
+def _convert(tmp_path: Path, host: ConvertingHost) -> ConvertStep:
     plan = make_plan(load_catalog(EXAMPLES), only=["base"])
     image = plan.images["amd64/base"]
     services = SiteServices(site=Site(host, str(tmp_path / "site")), registry=Registry(RegistrySettings(), None, host),
                             engine=make_engine("apptainer"), scheduler=None, watcher=None,  # type: ignore[arg-type]
                             job_prefix="cci")
-    return ImageChain(image, RunFolder(tmp_path / "runs", "run-1"), services, None, {})
+    return ConvertStep(Chain(image, RunFolder(tmp_path / "runs", "run-1"), services, {"transfer": {
+        "digest": image.digest, "reference": "127.0.0.1:5000/base:x"}}))
 
 
 def test_the_registry_token_reaches_the_engine_on_stdin_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI_REGISTRY_USER", "robot")
     monkeypatch.setenv("CI_REGISTRY_TOKEN", CANARY)
     host = ConvertingHost()
-    result = _chain(tmp_path, host).convert()
+    result = _convert(tmp_path, host)()
     assert not result.failed and Path(result.data["image_file"]).read_text() == "sif"
     ((_argv, stdin),) = [(argv, stdin) for argv, stdin in host.calls if "apptainer" in argv]
     assert not any(CANARY in arg for command, _ in host.calls for arg in command)
@@ -62,6 +63,6 @@ def test_without_a_login_nothing_is_sent(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("CI_REGISTRY_USER", raising=False)
     monkeypatch.delenv("CI_REGISTRY_TOKEN", raising=False)
     host = ConvertingHost()
-    _chain(tmp_path, host).convert()
+    _convert(tmp_path, host)()
     (stdin,) = [stdin for argv, stdin in host.calls if "apptainer" in argv]
     assert not stdin

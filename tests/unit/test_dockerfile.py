@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from helpers import BASE_IMAGE, definition, write_tree
 
-from ci.build import pinned_dockerfile
 from ci.definitions import load_catalog
 from ci.dockerfile import FromReference, expand, parse_from_references, rewrite_from
 from ci.plan import make_plan
+from ci.steps.build import pinned_dockerfile
 
 
 def images(text: str, build_args: dict[str, str] | None = None) -> list[tuple[str, bool]]:

@@ -23,7 +23,7 @@ from ci.engines import (
     Bind,
     CharliecloudEngine,
     Compression,
-    DockerEngine,
+    DockerSiteEngine,
     EngineSettings,
     ImageSource,
     RegistryCredentials,
@@ -236,7 +236,7 @@ def test_charliecloud_runs_with_the_image_environment_and_mnt_binds() -> None:
 # -- docker --------------------------------------------------------------------------------------
 
 def test_docker_engine_image_file_is_an_archive() -> None:
-    engine = DockerEngine(EngineSettings(docker="/usr/bin/docker"))
+    engine = DockerSiteEngine(EngineSettings(docker="/usr/bin/docker"))
     assert engine.file_suffix == "tar"
     assert engine.conversion_command(DAEMON, "/s/b.tar") == ["/usr/bin/docker", "save", "-o", "/s/b.tar",
                                                              "base:12-abc"]
@@ -247,7 +247,7 @@ def test_docker_engine_image_file_is_an_archive() -> None:
 
 
 def test_docker_engine_runs_the_archive_it_loads() -> None:
-    command = DockerEngine().exec_command("/s/b.tar", ["sh", "-c", "echo $CI_TEST"], [Bind("/t", "/t", True)],
+    command = DockerSiteEngine().exec_command("/s/b.tar", ["sh", "-c", "echo $CI_TEST"], [Bind("/t", "/t", True)],
                                           pass_env=["CI_TEST"])
     assert command[0:2] == ["sh", "-c"] and command[3:] == ["docker-run", "/s/b.tar"]
     script = command[2]

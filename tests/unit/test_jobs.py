@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from ci import definitions
+from ci import definitions, jobs
 from ci.definitions import Expectation, MetricCheck, SlurmResources
 from ci.engines import ApptainerEngine, CharliecloudEngine
-from ci.engines.base import BaseEngine, Bind, RegistryCredentials
-from ci.jobs import MARKER, exit_status_from_log, interpreter, judge, own_output, render_job_script
+from ci.engines.base import BaseEngine, Bind, EngineSettings, RegistryCredentials
+from ci.hosts import LocalHost
+from ci.jobs import (
+    MARKER,
+    JobScriptError,
+    exit_status_from_log,
+    interpreter,
+    judge,
+    own_output,
+    render_host_test_script,
+    render_job_script,
+    scmd,
+)
+from ci.schedulers import DirectScheduler, JobSpec
+from ci.schedulers.slurm import sbatch_directives, srun_launch
 
 
 class HostShellEngine(BaseEngine):
@@ -36,11 +50,16 @@ def _test(tmp_path: Path, body: str, shebang: str = "#!/bin/sh", **slurm: object
     return definitions.TestSpec(name="check", script=script, slurm=SlurmResources(**slurm))  # type: ignore[arg-type]
 
 
-def _render(tmp_path: Path, test: definitions.TestSpec, engine: BaseEngine | None = None, **extra: object) -> str:
+def _render(tmp_path: Path, test: definitions.TestSpec, engine: BaseEngine | None = None, *, job_name: str = "",
+            account: str | None = None, partition: str | None = None, launch: Sequence[str] | None = None,
+            **extra: object) -> str:
+    output = str(tmp_path / "logs" / "check.out")
+    job = JobSpec(name=job_name, workdir=str(tmp_path), output=output, script_path=str(tmp_path / "job.sh"),
+                  resources=test.slurm, account=account, partition=partition)
     return render_job_script(test=test, engine=engine or HostShellEngine(), image_file="/site/img.sif",
-                             script=str(tmp_path / "tests" / "check.sh"), workdir=str(tmp_path),
-                             output=str(tmp_path / "logs" / "check.out"), exit_file=str(tmp_path / "check.exit"),
-                             **extra)  # type: ignore[arg-type]
+                             script=str(tmp_path / "tests" / "check.sh"), workdir=str(tmp_path), output=output,
+                             exit_file=str(tmp_path / "check.exit"), header=sbatch_directives(job),
+                             launch=srun_launch(test.slurm) if launch is None else launch, **extra)  # type: ignore[arg-type]
 
 
 def test_sbatch_lines_come_from_the_test_resources(tmp_path: Path) -> None:
@@ -54,8 +73,8 @@ def test_sbatch_lines_come_from_the_test_resources(tmp_path: Path) -> None:
         "#SBATCH --ntasks=4", "#SBATCH --time=01:00:00", "#SBATCH --partition=gpu", "#SBATCH --account=project_1",
         "#SBATCH --gpus=2", "#SBATCH --exclusive", "#SBATCH --mem=0"]
     assert script.startswith("#!/bin/sh\n#SBATCH")
-    assert (f"srun --nodes=2 --ntasks=4 apptainer exec --bind {tmp_path}/tests:{tmp_path}/tests /site/img.sif sh -c"
-            in script)
+    assert (f"srun --nodes=2 --ntasks=4 --gpus=2 apptainer exec --bind {tmp_path}/tests:{tmp_path}/tests "
+            "/site/img.sif sh -c" in script)
 
 
 def test_partition_defaults_to_the_site_one(tmp_path: Path) -> None:
@@ -102,7 +121,7 @@ def test_the_script_runs_the_test_and_records_its_status(tmp_path: Path) -> None
 def test_several_tasks_without_slurm_run_as_local_processes(tmp_path: Path) -> None:
     test = _test(tmp_path, 'echo "task $SLURM_PROCID of $SLURM_NTASKS"; [ "$SLURM_PROCID" != 1 ] || exit 5',
                  ntasks=3)
-    done = _run(_render(tmp_path, test), tmp_path)
+    done = _run(_render(tmp_path, test, launch=DirectScheduler(LocalHost()).task_launch(test.slurm)), tmp_path)
     assert sorted(line for line in done.stdout.splitlines() if line.startswith("task")) == [
         "task 0 of 3", "task 1 of 3", "task 2 of 3"]
     assert done.returncode == 5 and (tmp_path / "check.exit").read_text() == "5\n"
@@ -166,3 +185,91 @@ def test_marker_lines_are_not_own_output() -> None:
 def test_a_match_that_is_not_a_number() -> None:
     metric = MetricCheck(name="x", regex=r"x=(\S+)", minimum=1)
     assert judge(Expectation(metrics=(metric,)), 0, "x=nan").reasons == ("metric x: 'nan' is not a number",)
+
+
+# -- hostile values, slow expressions ---------------------------------------------------------------
+
+
+def test_a_catastrophic_pattern_fails_the_test_with_a_reason_instead_of_freezing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the limit, each of these takes hours (it doubles with every character of output)."""
+    monkeypatch.setattr(jobs, "MATCH_SECONDS", 0.1)
+    verdict = judge(Expectation(patterns=(r"(a|aa)+$", "fine"), metrics=(
+        MetricCheck(name="slow", regex=r"(x|xx)+y([0-9]+)"),)), 0, "a" * 60 + "b\n" + "x" * 60 + "\nfine\n")
+    assert not verdict.passed and len(verdict.reasons) == 2
+    assert any("took longer than" in reason and "(a|aa)+$" in reason for reason in verdict.reasons)
+    assert any(reason.startswith("metric slow:") and "took longer than" in reason for reason in verdict.reasons)
+
+
+def test_a_newline_in_a_value_never_adds_a_shell_line(tmp_path: Path) -> None:
+    test = _test(tmp_path, "true")
+    evil = replace(test, name="check\ntouch /tmp/pwned")
+    with pytest.raises(JobScriptError, match="control character"):
+        _render(tmp_path, evil)
+    with pytest.raises(JobScriptError, match="control character"):
+        _render(tmp_path, test, env={"NOTE": "a\nrm -rf /"})
+    with pytest.raises(JobScriptError):
+        render_job_script(test=test, engine=HostShellEngine(), image_file="/i", script=str(tmp_path / "tests/check.sh"),
+                          workdir=str(tmp_path), output="/o", header=["#SBATCH --partition=a\nrm -rf /"])
+
+
+def test_values_with_shell_characters_are_quoted(tmp_path: Path) -> None:
+    test = replace(_test(tmp_path, 'echo "name=$CI_TEST"'), name="$(touch pwned)`x`;y")
+    done = _run(_render(tmp_path, test, image="img'$(id)"), tmp_path)
+    assert "name=$(touch pwned)`x`;y" in done.stdout
+    assert not (tmp_path / "pwned").exists()
+
+
+# -- host-side tests ----------------------------------------------------------------------------------
+
+
+def test_a_host_side_test_gets_the_image_as_1_and_scmd_in_its_own_working_folder(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    test = _test(tmp_path, 'echo "image=$1 cwd=$(pwd)"\necho helper > run.sh\n$SCMD -B "$(pwd):/myrun" "$1" a b\n'
+                 'FLAVOUR=two $SCMD "$1" c', shebang="#!/bin/sh -e")
+    launcher = scmd(["env"], ["SCMD_WORD=1", "sh", str(tmp_path / "fake-engine.sh")])
+    (tmp_path / "fake-engine.sh").write_text('echo "engine: $* flavour=${FLAVOUR:-one}"\n')
+    script = render_host_test_script(test=test, engine=HostShellEngine(), image_file="/site/img.sif",
+                                     script=str(test.script), workdir=str(work), output=str(tmp_path / "out"),
+                                     scmd_value=launcher, header=["#SBATCH --ntasks=1"],
+                                     exit_file=str(tmp_path / "check.exit"), image="base")
+    done = _run(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"image=/site/img.sif cwd={work}" in done.stdout
+    assert f"engine: -B {work}:/myrun /site/img.sif a b flavour=one" in done.stdout
+    assert "engine: /site/img.sif c flavour=two" in done.stdout
+    assert (work / "run.sh").read_text() == "helper\n"
+
+
+def test_scmd_words_must_survive_word_splitting() -> None:
+    assert scmd(["srun", "--nodes=1", "--ntasks=2"], ["singularity", "exec", "-B", "/opt/cray:/opt/cray"]) == \
+        "srun --nodes=1 --ntasks=2 singularity exec -B /opt/cray:/opt/cray"
+    for bad in ("/path with space", "/x;rm", "$(id)", "a\nb"):
+        with pytest.raises(JobScriptError, match="cannot be part of SCMD"):
+            scmd(["srun"], ["-B", bad])
+
+
+def test_the_charliecloud_launcher_speaks_singularity_exec(tmp_path: Path) -> None:
+    """`$SCMD -B SRC:DST IMAGE CMD` becomes `ch-run --set-env -b SRC:DST IMAGE -- CMD` (ch-run played by echo)."""
+    engine = CharliecloudEngine(EngineSettings(binary=str(tmp_path / "ch-run")))
+    (tmp_path / "ch-run").write_text('#!/bin/sh\nfor a; do printf "[%s]" "$a"; done; echo\n')
+    (tmp_path / "ch-run").chmod(0o755)
+    helper = tmp_path / "scmd.sh"
+    helper.write_text(engine.launcher_helper() or "")
+    words = engine.launcher([Bind("/opt/cray", "/opt/cray")], str(helper))
+    assert words == ["bash", str(helper), "-B", "/opt/cray:/opt/cray"]
+    done = subprocess.run([*words, "-B", "/w:/mnt/1,/x", "--bind=/y:/z:ro", "/s/img.sqfs", "/mnt/1/run.sh", "-x"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("[--set-env][-b][/opt/cray:/opt/cray][-b][/w:/mnt/1][-b][/x:/x][-b][/y:/z]"
+                                   "[/s/img.sqfs][--][/mnt/1/run.sh][-x]")
+    refused = subprocess.run([*words, "--nv", "/s/img.sqfs", "true"], capture_output=True, text=True, check=False)
+    assert refused.returncode == 125 and "not understood" in refused.stderr
+
+
+def test_apptainer_needs_no_launcher_helper() -> None:
+    engine = ApptainerEngine()
+    assert engine.launcher_helper() is None
+    assert engine.launcher([Bind("/var/spool/slurmd", "/var/spool/slurmd")], "/unused") == [
+        "apptainer", "exec", "-B", "/var/spool/slurmd:/var/spool/slurmd"]

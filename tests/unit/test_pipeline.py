@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from ci.errors import CIError, SiteError
-from ci.pipeline import Event, Executor, State, Step, StepResult, Work
+from ci.executor import Event, Executor, State, Step, StepResult, Work
+from ci.shutdown import CancelToken
 
 
 class Recorder:
@@ -238,3 +239,48 @@ def test_capacity_below_one_is_refused() -> None:
 def test_unknown_resource_is_refused() -> None:
     with pytest.raises(CIError, match="unknown resource gpu"):
         Executor({"build": 1}).run([Work("a/x", [Step("build", "gpu", lambda: None)])])
+
+
+# -- cancellation -----------------------------------------------------------------------------------
+
+
+def test_a_cancelled_run_starts_nothing_more_and_stops_its_waiting_steps() -> None:
+    token = CancelToken()
+    waiting = threading.Event()
+
+    def waits_for_a_job() -> StepResult:
+        waiting.set()
+        while not token.wait(0.05):
+            pass
+        token.check()  # what a step waiting for jobs does (JobWatcher.wait)
+        return StepResult()
+
+    def cancel_soon() -> None:
+        waiting.wait(5)
+        token.cancel("SIGTERM received")
+
+    rec = Recorder()
+    works = [
+        Work("a/waiter", [Step("test", "test", waits_for_a_job), rec.step("waiter", "promote", "test", always=True)]),
+        Work("a/queued", [rec.step("queued", "build")], parents=["a/waiter"]),
+    ]
+    works[0] = Work("a/waiter", works[0].steps, gate="test")
+    threading.Thread(target=cancel_soon, daemon=True).start()
+    events: list[Event] = []
+    started = time.monotonic()
+    outcomes = Executor({"build": 1, "test": 1}, [events.append], cancel=token).run(
+        [works[0], works[1]])
+    assert time.monotonic() - started < 5
+    assert outcomes["a/waiter"].state is State.CANCELLED
+    assert outcomes["a/waiter"].steps["test"].state is State.CANCELLED
+    assert "promote" not in outcomes["a/waiter"].steps, "nothing is promoted after a cancellation"
+    assert outcomes["a/queued"].state is State.CANCELLED and "SIGTERM received" in outcomes["a/queued"].detail
+    assert rec.order == []
+
+
+def test_a_cancelled_token_before_the_run_runs_nothing() -> None:
+    token = CancelToken()
+    token.cancel("shutting down")
+    rec = Recorder()
+    outcomes = Executor({"build": 2}, cancel=token).run([Work("a/x", [rec.step("x", "build")])])
+    assert rec.order == [] and outcomes["a/x"].state is State.CANCELLED

@@ -7,6 +7,7 @@ accounting; the real thing is exercised in tests/integration/test_slurm.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -16,12 +17,14 @@ from ci.definitions import SlurmResources
 from ci.errors import SchedulerError
 from ci.hosts import CommandResult
 from ci.schedulers import (
+    SCHEDULERS,
     DirectScheduler,
     JobSpec,
     JobState,
     SlurmScheduler,
     job_name,
     normalise_state,
+    run_job_prefix,
     select_scheduler,
     time_limit_seconds,
 )
@@ -141,8 +144,30 @@ def test_time_limits(text: str, seconds: int | None) -> None:
 
 
 def test_job_names_carry_prefix_run_image_and_test() -> None:
-    assert job_name("cci", "20261124-1200", "tools-minimal", "tools") == "cci-20261124-1200-tools-minimal-tools"
-    assert job_name("cci", "r 1", "a/b", "t") == "cci-r_1-a_b-t"
+    name = job_name("cci", "20261124-1200", "tools-minimal", "tools", arch="amd64")
+    assert re.fullmatch(r"cci-20261124-1200-tools-minimal-tools-[0-9a-f]{8}", name)
+    assert job_name("cci", "r 1", "a/b", "t").startswith("cci-r_1-a_b-t-")
+    assert name.startswith(run_job_prefix("cci", "20261124-1200"))
+
+
+def test_job_names_are_unique_per_arch_image_and_test() -> None:
+    """`mpi` + `hello-world` and `mpi-hello` + `world` read the same; the same name in two arches too."""
+    names = {job_name("cci", "r", "mpi", "hello-world", arch="amd64"), job_name("cci", "r", "mpi-hello", "world",
+                                                                                   arch="amd64"),
+             job_name("cci", "r", "mpi", "hello-world", arch="arm64")}
+    assert len(names) == 3
+
+
+def test_each_scheduler_renders_its_own_header_and_launcher() -> None:
+    job = JobSpec(name="cci-r-a-t-12345678", workdir="/w", output="/w/o.log", script_path="/w/j.sh",
+                  resources=SlurmResources(nodes=2, ntasks=4, gpus=1, time="00:05:00"), partition="small")
+    assert SCHEDULERS.keys() == {"slurm", "direct"}
+    assert slurm(ScriptedHost()).directives(job) == [
+        "#SBATCH --job-name=cci-r-a-t-12345678", "#SBATCH --output=/w/o.log", "#SBATCH --nodes=2",
+        "#SBATCH --ntasks=4", "#SBATCH --time=00:05:00", "#SBATCH --partition=small", "#SBATCH --gpus=1"]
+    assert slurm(ScriptedHost()).task_launch(job.resources) == ["srun", "--nodes=2", "--ntasks=4", "--gpus=1"]
+    direct = select_scheduler("direct", ScriptedHost())
+    assert direct.directives(job) == [] and direct.task_launch(job.resources) == []
 
 
 def test_jobspec_needs_exactly_one_script() -> None:

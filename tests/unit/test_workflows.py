@@ -187,38 +187,38 @@ def test_the_model_of_job_conditions() -> None:
 
 
 def test_steps_of_one_run_share_the_site_lock_and_other_runs_wait(tmp_path: Path) -> None:
-    from ci.api import _run_lock
+    from ci.api import hold_site
 
     site = Site(LocalHost(), str(tmp_path / "site"))
     site.ensure_layout()
-    holder = site.acquire("gh-1-1")  # a convert + test job of the run, still running
-    with _run_lock(site, "gh-1-1", resume=False):  # another one of the same run joins it
-        assert site.read_lock() == holder
-    assert site.read_lock() == holder  # and leaves the release to the holder
-    with pytest.raises(SiteLocked), _run_lock(site, "gh-2-1", resume=False):
-        pass
-    site.release("gh-1-1")
-    with _run_lock(site, "gh-2-1", resume=False):
+    holder = site.lock("gh-1-1")  # a convert + test job of the run, still running
+    with hold_site(site, "gh-1-1", join=True) as joined:  # another one of the same run joins it as a holder
+        assert joined.joined and site.read_state().run_id == "gh-1-1"  # type: ignore[union-attr]
+        holder.release()  # the first job ends: the run still holds the site through the second
+        with pytest.raises(SiteLocked), hold_site(site, "gh-2-1"):
+            pass
+    assert site.read_lock() is None  # the last holder of the run released it
+    with hold_site(site, "gh-2-1"):
         assert site.read_lock() is not None
     assert site.read_lock() is None
 
 
 def test_a_dead_holder_of_the_same_run_is_not_joined_but_resumed(tmp_path: Path) -> None:
-    from ci.api import _run_lock
+    from ci.api import hold_site
 
     site = Site(LocalHost(), str(tmp_path / "site"))
     site.ensure_layout()
     gone = subprocess.Popen(["true"])
     gone.wait()
-    site.acquire("gh-1-1")
-    dead = replace(this_process("gh-1-1"), pid=gone.pid)
-    site.host.write_text(site.path(".lock", "owner.json"), json.dumps(dead.__dict__))
+    dead = replace(this_process("gh-1-1"), pid=gone.pid, nonce="n-dead")
+    (tmp_path / "site" / ".lock" / "members").mkdir(parents=True)
+    (tmp_path / "site" / ".lock" / "owner.json").write_text(json.dumps(dead.record()))
+    (tmp_path / "site" / ".lock" / "members" / dead.member).write_text(json.dumps(dead.record()))
 
-    with pytest.raises(SiteLocked, match="--resume gh-1-1"), _run_lock(site, "gh-1-1", resume=False):
-        pass
-    with _run_lock(site, "gh-1-1", resume=True):  # taken over by the resumed run, and released at its end
+    with hold_site(site, "gh-1-1", join=True) as lease:  # taken over (not joined), released at its end
         owner = site.read_lock()
-        assert owner is not None and owner.pid == os.getpid()
+        assert owner is not None and owner.pid == os.getpid() and not lease.joined
+        assert lease.took_over is not None and lease.took_over.pid == gone.pid
     assert site.read_lock() is None
 
 

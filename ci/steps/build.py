@@ -14,8 +14,9 @@ from pathlib import Path
 from ci.context import stage_context
 from ci.docker import BuildRequest, DockerEngine, image_labels
 from ci.dockerfile import FromReference, rewrite_from
-from ci.pipeline import StepResult
+from ci.executor import StepResult
 from ci.plan import Action, PlannedImage
+from ci.steps.chain import Chain, ChainStep
 
 
 def pinned_dockerfile(image: PlannedImage, parent_tags: Mapping[str, str]) -> str:
@@ -28,20 +29,23 @@ def pinned_dockerfile(image: PlannedImage, parent_tags: Mapping[str, str]) -> st
     return rewrite_from(spec.composed_dockerfile(), spec.build_args, replace)
 
 
-class BuildStep:
-    """Callable step for the executor: build (or just re-tag) one planned image."""
+class BuildStep(ChainStep):
+    """Build (or just re-tag) one planned image with the build side's Docker engine."""
 
-    def __init__(self, engine: DockerEngine, image: PlannedImage, parent_tags: Mapping[str, str],
-                 stage_root: Path, log_path: Path, no_cache: bool = False):
+    name = "build"
+    resource = "build"
+
+    def __init__(self, chain: Chain, engine: DockerEngine, parent_tags: Mapping[str, str], stage_root: Path,
+                 no_cache: bool = False):
+        super().__init__(chain)
         self.engine = engine
-        self.image = image
         self.parent_tags = dict(parent_tags)
-        self.stage = stage_root / image.name
-        self.log_path = log_path
+        self.stage = stage_root / chain.image.key
+        self.log_path = chain.run.log_path(chain.image.key, "build")
         self.no_cache = no_cache
 
-    def __call__(self) -> StepResult:
-        image = self.image
+    def run(self) -> StepResult:
+        image = self.chain.image
         if image.action is Action.TAG:
             source = self._existing_reference()
             self.engine.tag(source, image.tag)
@@ -66,6 +70,6 @@ class BuildStep:
 
     def _existing_reference(self) -> str:
         for known in self.engine.known_images():
-            if known.digest == self.image.digest and known.tags:
+            if known.digest == self.chain.image.digest and known.tags:
                 return known.tags[0]
-        raise LookupError(f"no local image carries digest {self.image.digest12}")
+        raise LookupError(f"no local image carries digest {self.chain.image.digest12}")

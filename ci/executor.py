@@ -5,6 +5,11 @@ runs while image B still builds, and a child's build starts the moment its paren
 exists. Each resource (builds, transfers, conversions, jobs) has its own capacity. A failure
 stops that image's chain (except steps marked `always`, such as promotion to failed/), and
 marks the images built on it as skipped, while the others go on.
+
+Cancellation (`cancel`, a `ci.shutdown.CancelToken`): once it is set no step starts any more, the
+images not yet finished end as `cancelled`, and the executor waits for the steps already running
+(each of them honours the token itself, e.g. while it waits for batch jobs). Nothing is promoted
+after a cancellation, so a cancelled run never leaves half a result behind.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from ci.errors import CIError
+from ci.shutdown import Cancelled, CancelToken
 
 
 class State(StrEnum):
@@ -27,6 +33,7 @@ class State(StrEnum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,21 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-Listener = Callable[[Event], None]
+@dataclass(frozen=True)
+class Note:
+    """A message about the run as a whole (what was planned, a retried query, a taken-over lock).
+
+    `level` is "info" or "warning"; `data` carries the facts for machines (e.g. the run id and how
+    many images have work, in the first note of a run).
+    """
+
+    time: float
+    text: str
+    level: str = "info"
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+Listener = Callable[[Event | Note], None]
 
 
 @dataclass
@@ -85,11 +106,13 @@ class ImageOutcome:
 class Executor:
     """A small DAG scheduler: one thread per running step, capacity-limited per resource."""
 
-    def __init__(self, capacities: Mapping[str, int], listeners: Sequence[Listener] = ()):
+    def __init__(self, capacities: Mapping[str, int], listeners: Sequence[Listener] = (),
+                 cancel: CancelToken | None = None):
         if any(value < 1 for value in capacities.values()):
             raise CIError("every resource needs a capacity of at least 1 (check --jobs and ci.limits)")
         self.capacities = dict(capacities)
         self.listeners = list(listeners)
+        self.cancel = cancel or CancelToken()
         self._lock = threading.Lock()
 
     def _emit(self, event: Event) -> None:
@@ -184,8 +207,23 @@ class Executor:
             else:
                 outcomes[work.key].state = State.DONE
 
+        def cancel_rest() -> None:
+            reason = f"cancelled: {self.cancel.reason}" if self.cancel.reason else "cancelled"
+            for key, outcome in outcomes.items():
+                if outcome.state in (State.PENDING, State.RUNNING) and not any(
+                        running_key == key for running_key, _, _ in running.values()):
+                    outcome.state = State.CANCELLED
+                    outcome.detail = outcome.detail or reason
+                    outcome.finished = time.time()
+                    self._emit(Event(outcome.finished, key, "", State.CANCELLED, reason))
+            ready.clear()
+
         with ThreadPoolExecutor(max_workers=max(1, sum(self.capacities.values()))) as pool:
             while ready or running:
+                if self.cancel.is_set():
+                    cancel_rest()
+                    if not running:
+                        break
                 ready.sort(key=lambda k: (-priority[k], k))
                 for key in list(ready):
                     step = by_key[key].steps[next_step[key]]
@@ -203,14 +241,15 @@ class Executor:
                     running[pool.submit(step.run)] = (key, step, started)
                 if not running:
                     break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                # Wake up now and then to notice a cancellation while every running step waits.
+                done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
                     key, step, started = running.pop(future)
                     in_use[step.resource] -= 1
                     ended = time.time()
                     event = self._result_event(key, step, started, ended, future)
                     outcomes[key].steps[step.name] = event
-                    if event.state is State.FAILED:
+                    if event.state in (State.FAILED, State.CANCELLED):
                         failed_step[key] = True
                         outcomes[key].detail = f"{step.name}: {event.detail}"
                     elif not failed_step[key]:
@@ -221,13 +260,19 @@ class Executor:
                         open_gate(key)
                     if outcomes[key].state is State.RUNNING:
                         outcomes[key].state = State.PENDING
+                    if self.cancel.is_set() and outcomes[key].state is State.PENDING:
+                        continue  # cancel_rest() files it as cancelled once nothing of it runs any more
                     advance(key)
+            if self.cancel.is_set():
+                cancel_rest()
         return outcomes
 
     @staticmethod
     def _result_event(key: str, step: Step, started: float, ended: float, future: Future[StepResult | None]) -> Event:
         try:
             result = future.result() or StepResult()
+        except Cancelled as exc:
+            return Event(ended, key, step.name, State.CANCELLED, str(exc), ended - started)
         except CIError as exc:
             return Event(ended, key, step.name, State.FAILED, str(exc), ended - started)
         except Exception as exc:  # a bug or an unexpected backend error: keep the run going, keep the trace
