@@ -40,7 +40,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -863,9 +863,54 @@ def migrate(checkout: Path, out: Path, *, partial: bool = False, arch: str = "am
                                     "set ci.site.binds to these paths in your LUMI site profile"))
     if report.all_problems and not partial:
         return report
-    _write_tree(out, tree)
-    report.written = True
+    def accept(staged: Path) -> str:
+        if _loader_check(staged, report, arch, tree):
+            return "write"
+        return "restage" if partial or not report.all_problems else "abandon"
+
+    report.written = _write_tree(out, tree, accept)
     return report
+
+
+def _loader_check(staged: Path, report: Report, arch: str, tree: dict[str, _Copy]) -> bool:
+    """Load the staged tree as `inv plan` will; what our loader refuses is not handed over as if it were fine.
+
+    A migrated app the loader refuses is a refused recipe (the loader's reason, mapped back to the
+    checkout's file); a `.def` it refuses (e.g. a bootstrap our .def kind cannot build) is left out
+    with a note, since copying it was faithful and only building it is not possible here. Returns
+    whether the staged tree can be handed over as it is (else it is written again without them).
+    """
+    from ci.definitions import load_catalog  # the loader is heavier than the migrator; only when writing
+
+    catalog = load_catalog(staged, (arch,))
+    changed = False
+    for key, problems in sorted(catalog.problems.items()):
+        name = key.split("/", 1)[1] if "/" in key else key
+        recipes = [recipe for recipe in report.recipes if recipe.app == name and not recipe.problems]
+        sources = [item for item in report.definitions if item["name"] == name]
+        for problem in problems:
+            where = _staged_name(problem.path, staged)
+            message = f"the migrated {where} is refused by our definitions loader: {problem.message}"
+            if recipes:
+                for recipe in recipes:
+                    recipe.problems.append(Finding(recipe.file, message, problem.fix))
+            elif sources:
+                report.notes.append(Finding(sources[0]["source"], f"is not written: {message}", problem.fix))
+            else:
+                report.problems.append(Finding(where, message, problem.fix))
+        for item in sources:
+            report.definitions.remove(item)
+        for rel in [rel for rel in tree if rel.startswith(f"{arch}/{name}/") or rel == f"{arch}/{name}.def"]:
+            del tree[rel]
+            changed = True
+    return not changed
+
+
+def _staged_name(path: Path, staged: Path) -> str:
+    try:
+        return path.resolve().relative_to(staged.resolve()).as_posix()
+    except (ValueError, OSError):
+        return path.name
 
 
 def _check_places(checkout: Path, out: Path) -> None:
@@ -1199,8 +1244,13 @@ def _yaml_text(comment: str, data: dict[str, Any]) -> bytes:
     return (header + body).encode("utf-8")
 
 
-def _write_tree(out: Path, tree: dict[str, _Copy]) -> None:
-    """Write the tree beside `out`, then swap it in with renames: never a half-written `out`."""
+def _write_tree(out: Path, tree: dict[str, _Copy], accept: Callable[[Path], str]) -> bool:
+    """Write the tree beside `out`, then swap it in with renames: never a half-written `out`.
+
+    `accept(staged)` looks at the staged tree first: "write" hands it over, "restage" writes it
+    again (entries were removed from `tree`), "abandon" leaves `out` as it was. Returns whether
+    `out` now holds the tree.
+    """
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = parent / f".{out.name}.migrate-{os.getpid()}"
@@ -1209,29 +1259,40 @@ def _write_tree(out: Path, tree: dict[str, _Copy]) -> None:
         if leftover.exists():
             shutil.rmtree(leftover)
     try:
-        staging.mkdir()
-        for rel in sorted(tree):
-            copy = tree[rel]
-            target = staging / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if copy.data is not None:
-                target.write_bytes(copy.data)
-            else:
-                assert copy.source is not None
-                with copy.source.open("rb") as source, target.open("wb") as sink:
-                    shutil.copyfileobj(source, sink)
-            target.chmod(0o755 if copy.executable else 0o644)
-        for folder in sorted({p.parent for p in staging.rglob("*")} | {staging}):
-            folder.chmod(0o755)
+        _stage(staging, tree)
+        verdict = accept(staging)
+        if verdict == "abandon":
+            return False
+        if verdict == "restage":
+            shutil.rmtree(staging)
+            _stage(staging, tree)
         if out.exists():
             out.rename(old)
         staging.rename(out)
+        return True
     except OSError as exc:
         raise MigrationError(f"cannot write {out} ({exc.strerror}); nothing was changed") from None
     finally:
         for leftover in (staging, old):
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _stage(staging: Path, tree: dict[str, _Copy]) -> None:
+    staging.mkdir()
+    for rel in sorted(tree):
+        copy = tree[rel]
+        target = staging / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if copy.data is not None:
+            target.write_bytes(copy.data)
+        else:
+            assert copy.source is not None
+            with copy.source.open("rb") as source, target.open("wb") as sink:
+                shutil.copyfileobj(source, sink)
+        target.chmod(0o755 if copy.executable else 0o644)
+    for folder in sorted({p.parent for p in staging.rglob("*")} | {staging}):
+        folder.chmod(0o755)
 
 
 __all__ = ["MigrationError", "Report", "ShellSyntaxError", "derive_name", "migrate", "read_build_script",

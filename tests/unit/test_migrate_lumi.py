@@ -360,3 +360,29 @@ def test_mangled_scripts_give_problems_never_exceptions() -> None:
         text = "".join(chars)
         read_build_script(text)
         read_test_defaults(text)
+
+
+def test_what_our_loader_refuses_is_never_handed_over(tmp_path: Path) -> None:
+    """A composition without FROM (docker would refuse it too) refuses its recipe with the loader's reason;
+    a .def our .def kind cannot build is left out with a note; the tree that is written always loads."""
+    layout = write_checkout(tmp_path / "checkout", with_refused=False)
+    recipes = layout.root / "RecipesDocker"
+    (recipes / "nofrom").mkdir()
+    (recipes / "nofrom" / "build-x.docker").write_text("RUN true\n", encoding="utf-8")
+    (recipes / "nofrom" / "build-x.sh").write_text(
+        "cat ../common/Dockerfile.env-a $DOCKERFILE > $DOCKERFILE_TMP\n$DOCKERBUILD -f $DOCKERFILE_TMP -t $TAG .\n"
+        "echo \"$TAG\" > $RES\n", encoding="utf-8")
+    (layout.root / "Recipes" / "REMOTE.def").write_text("Bootstrap: oras\nFrom: ghcr.io/example/sif:1.0\n\n%post\n"
+                                                        "    true\n", encoding="utf-8")
+    out = tmp_path / "out"
+    report = lumi.migrate(layout.root, out)
+    assert not report.ok and not report.written and not out.exists()
+    (refused,) = report.refused
+    assert refused.file == "RecipesDocker/nofrom/build-x.sh"
+    assert "refused by our definitions loader" in refused.problems[0].message
+    assert "FROM" in refused.problems[0].message
+    partial = lumi.migrate(layout.root, out, partial=True)
+    assert partial.written and not (out / "amd64" / "nofrom").exists()
+    assert load_catalog(out).all_problems() == []
+    remote = [note for note in partial.notes if note.file == "Recipes/REMOTE.def"]
+    assert (out / "amd64" / "remote.def").exists() != bool(remote)
