@@ -41,6 +41,7 @@ from ci.schedulers.base import never_starts
 log = logging.getLogger("ci.runners")
 
 WEBHOOK_MIN_GAP = 0.5  # seconds between webhook-triggered polls (a burst of deliveries is one poll)
+LISTING_WORKERS = 8  # job listings fetched at once during a poll
 
 
 def _epoch(text: Any) -> float | None:
@@ -67,6 +68,7 @@ class StartResult:
     target: str
     github_id: int | None = None
     job_id: str | None = None
+    submitted: float | None = None  # when sbatch answered
     error: str = ""
     sbatch_failed: bool = False
     github_deleted: bool = False
@@ -83,8 +85,14 @@ def observe(github: GitHubActions, runner_prefix: str, hosted: Sequence[str] = (
         for run in github.runs(status):
             runs.setdefault(int(run["id"]), run)
     observed.runs = len(runs)
-    for run_id in runs:
-        for job in github.jobs(run_id):
+    if len(runs) > 1:  # one conditional GET per run: ask for several at once (httpx's pool is shared)
+        with ThreadPoolExecutor(max_workers=min(LISTING_WORKERS, len(runs)),
+                                thread_name_prefix="runners-jobs") as pool:
+            listings = dict(zip(runs, pool.map(github.jobs, runs), strict=True))
+    else:
+        listings = {run_id: github.jobs(run_id) for run_id in runs}
+    for run_id, jobs in listings.items():
+        for job in jobs:
             runner = str(job.get("runner_name") or "")
             status = str(job.get("status") or "")
             if runner.startswith(runner_prefix) and status in ("in_progress", "completed"):
@@ -284,6 +292,7 @@ class Allocator:
             spec = runner_jobs.job_spec(self.settings, target, name, self.job_dir, account=self.account,
                                         partition=self.partition)
             result.job_id = self.scheduler.submit(spec)
+            result.submitted = self.clock()
         except CIError as exc:
             result.error = str(exc)
             result.sbatch_failed = True
@@ -308,14 +317,16 @@ class Allocator:
         done = self.clock()
         waiting = sorted(queued, key=lambda job: self.first_seen.get(job.id, done))
         started = 0
-        for result in results:
+        for result in sorted(results, key=lambda r: r.submitted or done):
             if result.job_id:
+                submitted = result.submitted or done
                 self.state.update(result.name, phase=Phase.PENDING, github_id=result.github_id,
-                                  job_id=result.job_id, submitted=done)
+                                  job_id=result.job_id, submitted=submitted)
                 log.info("submitted runner %s for %s as job %s", result.name, target.name, result.job_id)
                 self.metrics.inc("ci_runners_submitted_total", target=target.name)
                 if started < len(waiting):
-                    self.metrics.observe_latency(max(0.0, done - self.first_seen.get(waiting[started].id, done)))
+                    seen = self.first_seen.get(waiting[started].id, submitted)
+                    self.metrics.observe_latency(max(0.0, submitted - seen))
                 started += 1
             else:
                 self.state.update(result.name, phase=Phase.FAILED, github_id=result.github_id, ended=done,

@@ -163,6 +163,7 @@ class GitHubClient:
                                            "User-Agent": "containers-ci-runners"})
         self._cache: OrderedDict[str, Answer] = OrderedDict()
         self._touched: set[str] = set()
+        self._cache_lock = threading.Lock()
         self._lock = threading.Lock()
         self.rate = RateLimit()
         self.blocked_until = 0.0
@@ -229,9 +230,11 @@ class GitHubClient:
                 ok: tuple[int, ...] = (200, 201, 204)) -> Answer:
         """One call with retries. `conditional` GETs use and refresh the ETag cache."""
         url = self._url(path, params)
-        cached = self._cache.get(url) if conditional else None
+        cached = None
         if conditional:
-            self._touched.add(url)
+            with self._cache_lock:  # a poll fetches several listings at once
+                cached = self._cache.get(url)
+                self._touched.add(url)
         delay = self.backoff
         attempt = 0
         while True:
@@ -246,10 +249,10 @@ class GitHubClient:
             if etag:
                 headers["If-None-Match"] = etag
             try:
-                self.calls += 1
+                self._count("calls")
                 response = self._http.request(method, url, headers=headers, json=body)
             except httpx.HTTPError as exc:
-                self.errors += 1
+                self._count("errors")
                 attempt += 1
                 if attempt > self.retries:
                     raise GitHubError(f"GitHub did not answer {method} {path}: {type(exc).__name__}; check "
@@ -259,19 +262,21 @@ class GitHubClient:
                 continue
             self._note_rate(response.headers)
             if response.status_code == 304 and cached is not None:
-                self.not_modified += 1
-                self._cache.move_to_end(url)
+                self._count("not_modified")
+                with self._cache_lock:
+                    if url in self._cache:
+                        self._cache.move_to_end(url)
                 return Answer(200, cached.body, cached.headers, cached.next_url, cached=True)
             until = self._limited_until(response)
             if until is not None:
-                self.errors += 1
+                self._count("errors")
                 self.blocked_until = max(self.blocked_until, until)
                 attempt += 1
                 if attempt > self.retries:
                     raise RateLimited("GitHub kept answering with its rate limit", self.blocked_until)
                 continue
             if response.status_code >= 500:
-                self.errors += 1
+                self._count("errors")
                 attempt += 1
                 if attempt > self.retries:
                     raise GitHubError(f"GitHub answered {method} {path} with HTTP {response.status_code} "
@@ -286,10 +291,11 @@ class GitHubClient:
             answer = Answer(response.status_code, data, {k.lower(): v for k, v in response.headers.items()
                                                         if k.lower() in ("etag", "link")}, next_link)
             if conditional and "etag" in answer.headers:
-                self._cache[url] = answer
-                self._cache.move_to_end(url)
-                while len(self._cache) > self.cache_entries:
-                    self._cache.popitem(last=False)
+                with self._cache_lock:
+                    self._cache[url] = answer
+                    self._cache.move_to_end(url)
+                    while len(self._cache) > self.cache_entries:
+                        self._cache.popitem(last=False)
             return answer
 
     def pages(self, path: str, key: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
@@ -308,12 +314,17 @@ class GitHubClient:
     def forget_untouched(self, keep_prefix: str = "") -> int:
         """Drop cached pages not asked for since the last call (finished runs' job listings), so the
         cache stays as large as the current demand; pages under `keep_prefix` stay. Returns how many."""
-        stale = [url for url in self._cache if url not in self._touched
-                 and not (keep_prefix and url.startswith(keep_prefix))]
-        for url in stale:
-            del self._cache[url]
-        self._touched = set()
+        with self._cache_lock:
+            stale = [url for url in self._cache if url not in self._touched
+                     and not (keep_prefix and url.startswith(keep_prefix))]
+            for url in stale:
+                del self._cache[url]
+            self._touched = set()
         return len(stale)
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
 
     @property
     def cache_size(self) -> int:

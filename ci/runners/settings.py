@@ -164,7 +164,7 @@ class RunnersSettings(_Model):
     prefix: str = "ghr"
     state_dir: str | None = None  # SQLite and lock on this machine; default <ci.state_dir>/runners
     job_dir: str | None = None  # job scripts, logs, JIT files on the cluster; default <state_dir>/jobs
-    submit_workers: Annotated[int, Field(ge=1, le=64)] = 4
+    submit_workers: Annotated[int, Field(ge=1, le=64)] = 8
     metrics: Endpoint | None = Endpoint(port=9464, path="/metrics")
     webhook: Endpoint | None = None
     keep_finished: Annotated[float, Field(ge=0)] = 86400.0  # seconds a finished runner's row is kept
