@@ -30,6 +30,7 @@ from typing import Any
 
 from benchmarks.harness import Measurement
 from ci import local
+from ci.resources import Resources
 from ci.runners import control
 from ci.runners.state import State
 from ci.schedulers import JobSpec, JobState, JobStatus
@@ -165,6 +166,12 @@ class InstantScheduler:
         return None
 
     def find(self, prefix: str) -> list[JobStatus]:
+        return []
+
+    def directives(self, job: JobSpec) -> list[str]:
+        return []
+
+    def task_launch(self, resources: Resources) -> list[str]:
         return []
 
 

@@ -291,6 +291,7 @@ class Allocator:
             del config
             spec = runner_jobs.job_spec(self.settings, target, name, self.job_dir, account=self.account,
                                         partition=self.partition)
+            spec = runner_jobs.with_directives(spec, self.scheduler.directives(spec))
             result.job_id = self.scheduler.submit(spec)
             result.submitted = self.clock()
         except CIError as exc:

@@ -31,9 +31,9 @@ from ci.runners.settings import (
     resolve_dirs,
     token_from_environment,
 )
-from ci.runners.shutdown import stop_on_signals
 from ci.runners.state import State, lock_holder, single_instance
 from ci.schedulers import select_scheduler
+from ci.shutdown import on_signals
 
 log = logging.getLogger("ci.runners")
 
@@ -100,7 +100,7 @@ def serve(settings: Settings, say: Callable[[str], None], *,
     metrics = Metrics()
     endpoints = Endpoints()
     urls: dict[str, str] = {}
-    with allocator(settings, metrics=metrics) as running, stop_on_signals(lambda signum: running.stop()):
+    with allocator(settings, metrics=metrics) as running, on_signals(lambda number, frame: running.stop()):
         try:
             if runners.metrics is not None:
                 host, port = endpoints.add(runners.metrics.host, runners.metrics.port, "GET", runners.metrics.path,

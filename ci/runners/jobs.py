@@ -16,6 +16,7 @@ import posixpath
 import re
 import secrets
 import shlex
+from dataclasses import replace
 
 from ci.engines import Bind, make_engine
 from ci.resources import Resources
@@ -49,14 +50,8 @@ def jit_path(job_dir: str, runner: str) -> str:
 
 
 def resources(target: Target) -> Resources:
-    """The target's request in the scheduler layer's terms: one task with `cpus` cores.
-
-    cpus and mem also travel as extra sbatch options while the Slurm backend renders only nodes,
-    tasks, time, partition, GPUs and extra.
-    """
-    wanted = target.slurm.resources()
-    extra = [f"--cpus-per-task={wanted.cpus_per_task}", *([f"--mem={wanted.mem}"] if wanted.mem else [])]
-    return wanted.model_copy(update={"cpus_per_task": None, "mem": None, "extra": (*extra, *wanted.extra)})
+    """The target's request in the scheduler layer's terms: one task with `cpus` cores."""
+    return target.slurm.resources()
 
 
 def runner_exec_line(settings: RunnersSettings) -> str:
@@ -105,3 +100,12 @@ def job_spec(settings: RunnersSettings, target: Target, runner: str, job_dir: st
         account=account,
         partition=partition,
     )
+
+
+def with_directives(spec: JobSpec, directives: list[str]) -> JobSpec:
+    """The job script with the scheduler's own header (`#SBATCH ...`) after its first line, so the
+    script in job_dir/work/ says what it asked for (sbatch is given the same options)."""
+    if not directives or spec.script is None:
+        return spec
+    first, _, rest = spec.script.partition("\n")
+    return replace(spec, script="\n".join([first, *directives, rest]))

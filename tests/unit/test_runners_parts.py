@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
+from ci.hosts import LocalHost
 from ci.runners import jobs
 from ci.runners.endpoints import Endpoints, metrics_route, verify, webhook_route
 from ci.runners.metrics import Metrics
 from ci.runners.settings import RunnersConfigError, parse_runners
+from ci.schedulers import SlurmScheduler
 
 GOOD: dict[str, Any] = {"github": {"repository": "octo-org/hpc-app"},
                         "targets": [{"name": "cpu", "labels": ["self-hosted", "slurm"]}]}
@@ -71,8 +73,11 @@ def test_the_job_script_reads_the_config_file_and_never_holds_a_config() -> None
     settings = parse_runners({**GOOD, "runner_dir": "~/actions-runner"})
     spec = jobs.job_spec(settings, settings.targets[0], "ghr-cpu-0123abcd", "/state/jobs", partition="small")
     assert spec.name == "ghr.cpu.ghr-cpu-0123abcd" and spec.partition == "small"
-    assert spec.resources.extra == ("--cpus-per-task=1",)
+    assert spec.resources.cpus_per_task == 1 and spec.resources.ntasks == 1 and spec.resources.extra == ()
+    spec = jobs.with_directives(spec, SlurmScheduler(LocalHost()).directives(spec))
     script = spec.script or ""
+    assert script.startswith("#!/bin/bash\n#SBATCH --job-name=ghr.cpu.ghr-cpu-0123abcd\n")
+    assert "#SBATCH --cpus-per-task=1\n" in script and "#SBATCH --partition=small\n" in script
     assert "jit=/state/jobs/jit/ghr-cpu-0123abcd.jit" in script
     assert 'ACTIONS_RUNNER_INPUT_JITCONFIG=$(cat "$jit")' in script and 'rm -f "$jit"' in script
     assert script.index('rm -f "$jit"') < script.index("exec ./run.sh")
