@@ -3,9 +3,11 @@
 Everything the service needs from the pipeline goes through here (and from here through
 `ci.api`): the digest of a requested image, the site's engine, preparing a pool slot's site, and
 running `ci.api.run_pipeline` for one image. A build runs in a child process of its own
-(`python -m ci.service.builder ORDER`), in its own process group: a cancel, or the death of the
-server (the child asks the kernel for SIGTERM when its parent goes), ends the whole group at
-once, and the next user of the slot removes what it left (a dead lock, its batch jobs). Progress
+(`python -m ci.service.builder ORDER`), in its own process group. A cancel reaches the run's
+CancelToken (it stops, cancels its batch jobs, releases the site; the group is killed if it does not
+end within GRACE_SECONDS); the death of the server (the child asks the kernel for SIGTERM when its
+parent goes) ends the whole group at once, and the next user of the slot removes what it left (a
+dead lock, its batch jobs). Progress
 comes from the run's own event stream (`<state>/runs/<run-id>/events.jsonl`), the build's log
 from the child's output and the step logs, redacted before anyone can read them.
 """
@@ -21,6 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,8 @@ from ci.plan import PlannedImage, make_plan
 from ci.progress import ProgressPrinter
 from ci.service.core.security import Redactor
 from ci.service.models import Status
-from ci.site import FAILED, TESTED, image_stem, owner_is_dead
+from ci.shutdown import CancelToken
+from ci.site import FAILED, TESTED, image_stem
 
 SUFFIX = {"apptainer": "sif", "singularity": "sif", "charliecloud": "sqfs", "docker": "tar"}
 # Which site engines make a file the requested engine runs (Apptainer/SingularityCE run SquashFS images too).
@@ -49,6 +53,7 @@ STEP_STATUS = {"build": (Status.BUILDING, "building the image"),
                "test": (Status.TESTING, "running the image's tests as batch jobs"),
                "promote": (Status.TESTING, "filing the tested image")}
 _PR_SET_PDEATHSIG = 1
+GRACE_SECONDS = 20.0  # a cancelled build's run gets this long to stop by itself; then its process group is killed
 
 
 def with_tree(settings: Settings, definitions: Path, arch: str, *, workflow: bool = False) -> Settings:
@@ -103,10 +108,10 @@ def settle_slot(settings: Settings) -> list[str]:
     lines: list[str] = []
     site = api.open_site(settings)
     try:
-        owner = site.read_lock()
-        if owner is not None and owner_is_dead(owner):
-            site.force_unlock()
-            lines.append(f"removed the lock of {owner.describe()}")
+        state = site.read_state()
+        if state is not None and state.members and state.dead:
+            owner = site.force_unlock()
+            lines.append(f"removed the lock of {owner.describe() if owner else 'a run that is gone'}")
         lines += [line for line in api.cleanup(settings) if line != "nothing to clean"]
     finally:
         site.host.close()
@@ -167,16 +172,19 @@ def run(settings: Settings, *, image: str, run_id: str, force: bool, work: Path,
                                  start_new_session=True, cwd=str(settings.project_dir))
     tail = _Tail(child_log, redact, log)
     seen_events = 0
-    stopped = False
+    stopped: float | None = None
     while True:
         try:
             child.wait(timeout=0.5)
             break
         except subprocess.TimeoutExpired:
             pass
-        if cancelled.is_set() and not stopped:
-            _kill_group(child.pid)
-            stopped = True
+        if cancelled.is_set() and stopped is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGINT)  # the run cancels itself: no new step, its jobs scancelled
+            stopped = time.monotonic()
+        elif stopped is not None and time.monotonic() - stopped > GRACE_SECONDS:
+            _kill_group(child.pid)  # a step that does not end in time (e.g. a long docker build)
         tail.pump()
         seen_events = _follow_events(events, seen_events, settings.state_dir / "runs" / run_id / "logs", image,
                                      redact, log, on_step)
@@ -185,7 +193,7 @@ def run(settings: Settings, *, image: str, run_id: str, force: bool, work: Path,
     _follow_events(events, seen_events, settings.state_dir / "runs" / run_id / "logs", image, redact, log,
                    lambda _status, _message: None)
     order_path.unlink(missing_ok=True)
-    if stopped:
+    if stopped is not None:
         return Outcome(Status.CANCELLED, "cancelled while it ran")
     try:
         result = json.loads(Path(order.result).read_text(encoding="utf-8"))
@@ -246,13 +254,15 @@ def _follow_events(events: Path, seen: int, logs: Path, image: str, redact: Reda
             event = json.loads(line)
         except ValueError:
             continue
-        step, state = event.get("step") or "", event.get("state")
-        if str(event.get("image", "")).split("/", 1)[-1] != image:
+        step, state, key = event.get("step") or "", event.get("state"), str(event.get("image", ""))
+        arch, _, name = key.rpartition("/")
+        if name != image:
             continue  # a parent image built on the way: its steps are not this build's status
         if step in STEP_STATUS and state == "running":
             on_step(*STEP_STATUS[step])
         elif step in STEP_STATUS and state in ("done", "failed"):
-            names = sorted(logs.glob(f"{image}.test-*.log")) if step == "test" else [logs / f"{image}.{step}.log"]
+            folder = logs / arch  # the run folder's logs/<arch>/<name>.<step>.log
+            names = sorted(folder.glob(f"{name}.test-*.log")) if step == "test" else [folder / f"{name}.{step}.log"]
             for path in names:
                 if path.is_file():
                     body = path.read_text(encoding="utf-8", errors="replace")
@@ -265,15 +275,27 @@ def _follow_events(events: Path, seen: int, logs: Path, image: str, redact: Reda
 # ------------------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel for SIGTERM when the server goes, and end the whole group then."""
+def _signals(token: CancelToken) -> None:
+    """SIGINT, the server's cancel, cancels the run: it starts no further step, cancels its batch jobs and
+    releases the site; whatever still runs after GRACE_SECONDS dies with the process group. SIGTERM comes
+    from the kernel when the server dies: the group ends at once, so the build's slot is free for the
+    replica that re-queues it (the next user of the slot removes the dead lock and the jobs left)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    def cancel(_signum: int, _frame: Any) -> None:
+        token.cancel("cancelled through the image-creation service")
+        timer = threading.Timer(GRACE_SECONDS, lambda: os.killpg(0, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGINT, cancel)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: os.killpg(0, signal.SIGKILL))
 
 
 def child_main(order_file: str) -> int:
-    _die_with_parent()
+    token = CancelToken()
+    _signals(token)
     order = Order(**json.loads(Path(order_file).read_text(encoding="utf-8")))
     if order.parent and os.getppid() != order.parent:
         return 3  # the server died before the kernel could be asked to tell us
@@ -286,8 +308,10 @@ def child_main(order_file: str) -> int:
     try:
         settings = load_settings(order.config, Path(order.project_dir), profile=order.profile)
         report = api.run_pipeline(settings, only=[order.image], force=order.force, retry_failed=True,
-                                  run_id=order.run_id, listeners=[ProgressPrinter(console)])
+                                  run_id=order.run_id, listeners=[ProgressPrinter(console)], cancel=token)
         (image,) = [found for found in report.images if found.name == order.image]
+        if token.is_set():
+            return done(False, f"cancelled ({token.reason})")
         site = api.open_site(settings)
         try:
             stem = image_stem(image.name, image.version, image.digest12)

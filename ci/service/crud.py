@@ -372,13 +372,13 @@ def _end_claim(session: Any, build_id: str, now: float, outcome: str) -> None:
         open_claim.ended, open_claim.outcome = now, outcome
 
 
-def reap(db: Database, max_attempts: int, owner_dead: Callable[[str], bool]) -> list[str]:
+def reap(db: Database, max_attempts: int, owner_dead: Callable[[str], bool]) -> list[tuple[str, str]]:
     """Builds whose worker is gone (lease expired, or a dead process of this host): re-queue or fail them.
 
     Never leaves a build active without a live lease: an active build that holds no slot at all
     (e.g. the pool shrank under it) is treated the same way.
     """
-    lines: list[str] = []
+    lines: list[tuple[str, str]] = []  # (build id, what happened to it)
     now = time.time()
     with db.writing() as session:
         for slot in session.scalars(select(Slot).where(Slot.build_id.is_not(None)).with_for_update(skip_locked=True)):
@@ -398,11 +398,11 @@ def reap(db: Database, max_attempts: int, owner_dead: Callable[[str], bool]) -> 
     return lines
 
 
-def _lost(session: Any, build: Build, why: str, max_attempts: int, now: float) -> str:
+def _lost(session: Any, build: Build, why: str, max_attempts: int, now: float) -> tuple[str, str]:
     _end_claim(session, build.id, now, "lost")
     build.slot, build.updated = None, now
     if build.status not in [s.value for s in ACTIVE]:
-        return f"build {build.id}: slot freed ({why})"
+        return build.id, f"slot freed ({why})"
     if build.cancel_requested:
         build.status, build.message, build.finished, build.current_key = (
             Status.CANCELLED.value, f"cancelled ({why})", now, None)
@@ -412,7 +412,7 @@ def _lost(session: Any, build: Build, why: str, max_attempts: int, now: float) -
     else:
         build.status, build.finished, build.current_key = Status.FAILED.value, now, None
         build.message = f"failed: {why}, and it had {build.attempts} of {max_attempts} attempts"
-    return f"build {build.id}: {build.message}"
+    return build.id, build.message
 
 
 def claims(db: Database) -> Sequence[Claim]:

@@ -109,8 +109,9 @@ class Pool:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def reap(self) -> None:
-        for line in crud.reap(self.service.db, self.settings.max_attempts, owner_dead):
-            self.say(line)
+        for build_id, message in crud.reap(self.service.db, self.settings.max_attempts, owner_dead):
+            self.say(f"build {build_id}: {message}")
+            BuildLog(self.service.log_path(build_id))(f"=== {message}\n")
 
     def _reaper(self) -> None:
         interval = max(0.5, min(self.settings.lease_seconds / 3, 10.0))

@@ -209,7 +209,7 @@ def test_kill_9_mid_build_then_restart_requeues_it(project: ServiceProject, serv
                 lambda s: s["status"] in ("CONVERTING", "TESTING") or s["status"] in TERMINAL, 180,
                 "the forced build to reach its site steps")
     server.kill()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while _children(project) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _children(project), "the build process outlived the killed server"
@@ -219,7 +219,7 @@ def test_kill_9_mid_build_then_restart_requeues_it(project: ServiceProject, serv
     assert final["status"] == "FINISHED" and final["attempts"] == 2, (final, seen)
     with server.client(tokens["alice"]) as client:
         log = client.get(f"/build/{build_id}/logs").text
-    assert "attempt 2" in log and "removed the lock" in log, log[-2000:]
+    assert "=== attempt 1" in log and "=== re-queued: its worker" in log and "=== attempt 2" in log, log[-3000:]
     assert "Traceback" not in log
 
 

@@ -311,7 +311,7 @@ def test_a_lost_lease_is_requeued_then_failed_with_the_reason(project: ServicePr
         assert claimed is not None and claimed.image == "lost"
         time.sleep(0.1)
         lines = crud.reap(db, max_attempts=2, owner_dead=owner_dead)
-        assert len(lines) == 1 and "elsewhere" in lines[0], lines
+        assert len(lines) == 1 and "elsewhere" in lines[0][1], lines
         _, build, _ = crud.get(db, caller, next(r.id for r, b, _ in crud.listing(db, caller) if b.image == "lost"))
         statuses.append((build.status, build.message))
         assert not crud.heartbeat(db, claimed, "elsewhere/boot/1/x", 30)[0], "the old owner lost the slot"
