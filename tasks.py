@@ -201,7 +201,8 @@ def site_test(c, definitions=None, profile=None, only=None, arch=None, site_root
               retry_failed=False, json=False):
     """Test step: run each image's tests as batch jobs (Slurm, or directly) and judge them.
 
-    Job names are <prefix>-<run-id>-<image>-<test>; logs land in the run's staging folder.
+    Job names are <prefix>-<run-id>-<image>-<test>-<hash8> (the hash keeps arch, image and test apart);
+    logs land in the run's staging folder.
     """
     _steps(c, ("test",), definitions, profile, only, arch, site_root, run, force, retry_failed, json)
 

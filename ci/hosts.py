@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,7 @@ class LocalHost:
     def write_text(self, remote: str, text: str, mode: int | None = None) -> None:
         target = Path(remote)
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp")
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")  # concurrent writers never share it
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode if mode is not None else 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -184,7 +185,7 @@ class SSHHost:
 
     def write_text(self, remote: str, text: str, mode: int | None = None) -> None:
         directory = os.path.dirname(remote) or "."
-        temporary = f"{directory}/.{os.path.basename(remote)}.tmp"
+        temporary = f"{directory}/.{os.path.basename(remote)}.{uuid.uuid4().hex[:8]}.tmp"
         umask = f"umask {0o777 & ~mode:03o} && " if mode is not None else ""
         self.run(["sh", "-c", f'{umask}mkdir -p "$1" && cat > "$2" && mv -f "$2" "$3"', "sh", directory,
                   temporary, remote], stdin=text)
