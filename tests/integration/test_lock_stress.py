@@ -169,6 +169,7 @@ def race_round(project: SiteProject, config: Path, contenders: int, rng: random.
                 continue
             assert process.returncode in (0, 1), f"exit {process.returncode}:\n{err[-3000:]}"
             assert finished is None, "two runs finished in one attempt"
+            assert out.strip(), f"exit {process.returncode} without a report:\n{err[-3000:]}"
             finished = json.loads(out)
             if "took over" in err or "resuming it" in err:
                 tally.takeovers += 1
@@ -217,9 +218,14 @@ def test_racing_build_alls_over_ssh_never_share_the_site(stress_project: SitePro
                                                          loopback_ssh: SSHSettings) -> None:
     rng = random.Random(int(os.environ.get("CI_STRESS_SEED", "0")) or None)
     tally = Tally()
-    config = _config(stress_project, scheduler="slurm", ssh={
-        "host": loopback_ssh.host, "port": loopback_ssh.port, "user": loopback_ssh.user,
-        "key_filename": loopback_ssh.key_filename}, registry={"address": REGISTRY, "insecure": True})
+    ssh = {"host": loopback_ssh.host, "port": loopback_ssh.port, "user": loopback_ssh.user,
+           "key_filename": loopback_ssh.key_filename}
+    section = stress_project.config(scheduler="slurm", poll_interval=0.3, registry={"address": REGISTRY,
+                                                                                    "insecure": True})
+    # invoke cannot merge a mapping over invoke.yaml's `ssh: null`; a profile's keys go through our own merge
+    section["profiles"]["local"]["site"] = {"ssh": ssh}
+    config = stress_project.root / "stress-ssh.yaml"
+    config.write_text(yaml.safe_dump({"ci": section}, sort_keys=False), encoding="utf-8")
     for _ in range(1 if ROUNDS <= 0 else max(ROUNDS // 5, 1)):
         race_round(stress_project, config, 2, rng, tally)
     _report(tally)
