@@ -890,7 +890,8 @@ def _loader_check(staged: Path, report: Report, arch: str, tree: dict[str, _Copy
         sources = [item for item in report.definitions if item["name"] == name]
         for problem in problems:
             where = _staged_name(problem.path, staged)
-            message = f"the migrated {where} is refused by our definitions loader: {problem.message}"
+            field_text = f" ({problem.field})" if problem.field else ""
+            message = f"the migrated {where}{field_text} is refused by our definitions loader: {problem.message}"
             if recipes:
                 for recipe in recipes:
                     recipe.problems.append(Finding(recipe.file, message, problem.fix))
