@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import missing as _missing
 
 from ci import local
 from ci.config import SSHSettings
@@ -18,13 +19,6 @@ from ci.hosts import LocalHost, SSHHost
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EXAMPLES = PROJECT_DIR / "container_definitions"
-
-
-def _missing(service: str, how: str) -> None:
-    message = f"{service} is not running here ({how}); `inv local.up` starts it"
-    if os.environ.get("CI_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,10 @@ Slurm job prefix, and, for PostgreSQL, a database of its own that is dropped aft
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from helpers import missing as _missing
 from integration.site_helpers import SiteProject, require_site_services
 
 from ci import local
@@ -32,17 +31,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 TERMINAL = ("FINISHED", "FAILED", "CANCELLED")
 
 
-def _missing(service: str, how: str) -> None:
-    """tests/conftest.py's requirement helper (skip locally, fail under CI_REQUIRE_SERVICES=1). Both tests/ and
-    tests/e2e/ hold a conftest.py, so `import conftest` is ambiguous: load the root one by its path."""
-    module = sys.modules.get("_root_conftest")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("_root_conftest", PROJECT_DIR / "tests" / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_root_conftest"] = module
-        spec.loader.exec_module(module)
-    module._missing(service, how)
+
 
 
 def free_port() -> int:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import _missing
 from github_emulator import TOKEN, Emulator
 from github_emulator.testing import PROJECT_DIR, cancel_all, our_jobs, settings_for, target, unique_prefix
+from helpers import missing as _missing
 
 from ci import local
 from ci.hosts import without_secrets
