@@ -49,6 +49,11 @@ class TestStep(ChainStep):
         chain = self.chain
         if chain.image_file is None:
             raise SiteError("nothing to test: the convert step left no image file")
+        if not chain.site_services.site.host.exists(chain.image_file):
+            # a failed (or never run) conversion: a job would only fail on the missing file, or worse,
+            # a later `inv validate` would submit the tests again on every attempt
+            raise SiteError(f"not converted: {posixpath.basename(chain.image_file)} is not in the run's staging "
+                            "folder (the convert step failed or did not run); no test job submitted")
         submitted = []
         for test in chain.image.spec.tests:
             chain.cancel.check()
