@@ -18,6 +18,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from ci import api, build_failures, local, site_address, site_env
+from ci import retest as retest_module
 from ci.cli import PROJECT_DIR, emit_json, explained, names, run_control, say, settings_from, stderr, stdout
 from ci.definitions import render as render_recipe
 from ci.errors import CIError
@@ -118,10 +119,11 @@ def _steps(c: Any, steps: tuple[str, ...], definitions: str | None, profile: str
     "jobs": "How many images build at once (default: ci.limits.build = 2).",
     "no_cache": "Build without Docker's layer cache.",
     "resume": "Continue the run with this id after a crash, without redoing its finished steps.",
+    "retest": "Then re-run the tests of the images already in tested/ (see site.retest).",
 })
 @explained
 def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root=None, jobs=None, force=False,  # type: ignore[no-untyped-def]
-              retry_failed=False, no_cache=False, resume=None, json=False):
+              retry_failed=False, no_cache=False, resume=None, retest=False, json=False):
     """The whole chain: plan, build, transfer, convert, test as batch jobs, promote, report.
 
     Pipelined: an image moves to its next step as soon as its inputs are ready, within the
@@ -137,6 +139,12 @@ def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root
                                   force=force, retry_failed=retry_failed, no_cache=no_cache, resume=resume,
                                   listeners=listeners, cancel=cancel,
                                   environment=_build_environment)
+        if retest and not cancel.is_set():  # the images settled before (and by) this run, tested again
+            revalidated = retest_module.retest(settings, only=names(only), listeners=listeners, cancel=cancel)
+            _finish_retest(revalidated, json, run=report)
+            if not report.ok:
+                raise Exit(code=1)
+            return
     _finish(report, json)
 
 
@@ -531,7 +539,7 @@ def gh_workflow_task(c, check=False):  # type: ignore[no-untyped-def]
 
 
 @task(iterable=["only"], help={**{k: v for k, v in SITE_HELP.items() if k != "run"},
-                               "json": "Print the per-image work as JSON (the step outputs) instead of lines."})
+                               "json": "Print JSON: the step outputs and each image's work and reason."})
 @explained
 def gh_plan(c, definitions=None, profile=None, only=None, arch=None, site_root=None, force=False,  # type: ignore[no-untyped-def]
             retry_failed=False, json=False):
@@ -547,7 +555,7 @@ def gh_plan(c, definitions=None, profile=None, only=None, arch=None, site_root=N
     outputs.write_outputs(found)
     publish_step_summary(work.markdown())
     if json:
-        emit_json(found)
+        emit_json({"outputs": found, "images": [image.__dict__ for image in work.images]})
         return
     for line in work.lines():
         stdout.print(line, highlight=False, markup=False)
@@ -946,3 +954,39 @@ def render(c, name, definitions=None, profile=None, arch=None, out=None, json=Fa
 
 
 ns.add_task(render)
+
+
+# --- re-validation of tested images ---
+
+
+@task(iterable=["only"], help={**{k: v for k, v in SITE_HELP.items() if k not in ("force", "retry_failed")},
+                               "run": "Run id of this re-validation (default: a new one)."})
+@explained
+def site_retest(c, definitions=None, profile=None, only=None, arch=None, site_root=None, run=None,  # type: ignore[no-untyped-def]
+                json=False):
+    """Re-run the tests of images already in tested/: no build, no conversion, each test once.
+
+    Each image's tested folder gets a line in its history.jsonl (verdict, metrics). A tested image
+    that fails now is a REGRESSION: reported, exit 1, and the image stays in tested/ untouched.
+    """
+    settings = _site_settings(c, definitions, profile, arch, site_root)
+    with run_control() as (listeners, cancel):
+        result = retest_module.retest(settings, only=names(only), run_id=run, listeners=listeners, cancel=cancel)
+    _finish_retest(result, json)
+
+
+def _finish_retest(result: Any, json: bool, run: Any = None) -> None:
+    if json:
+        emit_json({"run": run.as_dict(), "retest": result.as_dict()} if run is not None else result.as_dict())
+    else:
+        if run is not None:
+            render_table(run, stdout)
+        render_table(result.report, stdout)
+    for name in result.regressions:
+        stderr.print(f"[bold red]REGRESSION:[/] {name} passed its tests when it was promoted and fails them now; "
+                     "it stays in tested/ (see its history.jsonl)", highlight=False)
+    if not result.ok:
+        raise Exit(code=1)
+
+
+site_tasks.add_task(site_retest, name="retest")

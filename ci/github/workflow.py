@@ -37,7 +37,7 @@ WORKFLOW_FILE = Path(".github") / "workflows" / "containers-build.yml"
 # GitHub applies only at run time (the run would be cancelled, the VM already billed).
 MAX_FILE_BYTES = 500_000
 RUNNER_LABELS = {"main": "cpouta", "transfer": "cpouta-transfer", "test": "cpouta-test"}
-WEEKLY = "17 3 * * 1"  # Mondays 03:17 UTC: a run at least weekly keeps the runners registered (14 days)
+WEEKLY = "17 3 * * 1"  # Mondays 03:17 UTC: re-validate tested/ and keep the runners registered (14 days)
 
 
 _SLUG = re.compile(r"[^A-Za-z0-9_-]")
@@ -211,8 +211,9 @@ def workflow(catalog: Catalog, settings: WorkflowSettings, profiles: Sequence[st
         built_on = [by_key[key] for key in ancestors(catalog, chain.key)]
         jobs.update(image_chain(chain, built_on, settings))
     image_job_ids = [job for chain in chains for job in (chain.build, chain.transfer, chain.test)]
-    jobs["summary"] = summary_job(image_job_ids)
-    jobs["teardown"] = teardown_job(["start-vm", "prepare", *image_job_ids])
+    jobs["retest"] = retest_job([chain.test for chain in chains])
+    jobs["summary"] = summary_job([*image_job_ids, "retest"])
+    jobs["teardown"] = teardown_job(["start-vm", "prepare", *image_job_ids, "retest"])
     if len(jobs) > settings.max_jobs:
         raise CIError(f"{len(chains)} images need {len(jobs)} jobs, more than ci.workflow.max_jobs "
                       f"({settings.max_jobs}; GitHub makes at most {MAX_JOBS} jobs of a matrix); split the "
@@ -245,6 +246,8 @@ def triggers(profiles: Sequence[str], default_profile: str) -> dict[str, Any]:
                              "type": "boolean", "default": False},
             "profile": {"description": "Configuration profile from invoke.yaml", "type": "choice",
                         "options": list(profiles), "default": default_profile},
+            "retest": {"description": "Also re-run the tests of every image in tested/ (as the weekly run does)",
+                       "type": "boolean", "default": False},
             "helper-image": {"description": "Rebuild the OpenStack helper image even if its inputs did not change",
                              "type": "boolean", "default": False},
         }},
@@ -365,6 +368,20 @@ def image_chain(chain: ImageJobs, built_on: Sequence[ImageJobs], settings: Workf
                   upload(chain.test)],
     }
     return {chain.build: build, chain.transfer: transfer, chain.test: test}
+
+
+def retest_job(test_jobs: Sequence[str]) -> dict[str, Any]:
+    """Weekly (and on request): the tests of every image in tested/ again, after this run's own tests."""
+    return {
+        "name": "re-validate tested images", "needs": ["prepare", *test_jobs],
+        "if": condition("needs.prepare.result == 'success'",
+                        "(github.event_name == 'schedule' || inputs.retest)"),
+        "runs-on": ["self-hosted", RUNNER_LABELS["test"]], "timeout-minutes": 360,
+        "env": {**SITE_ENV, **REGISTRY_ENV},
+        "steps": [checkout(), install_venv(),
+                  inv("Re-run the tests of every image in tested/", 'site.retest --run "$RUN_ID-retest"'),
+                  upload("retest")],
+    }
 
 
 def summary_job(image_jobs: Sequence[str]) -> dict[str, Any]:

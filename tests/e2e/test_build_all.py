@@ -100,3 +100,39 @@ def test_a_second_run_does_no_work(bundled: SiteProject,
     assert bundled.jobs() == jobs_before, "no job submitted"
     assert {verdict: promoted(bundled.site_root, verdict) for verdict in ("tested", "failed")} == before
     assert "0 with work" in process.stderr
+
+
+def history(site_root: str, name: str) -> list[dict[str, Any]]:
+    (stem,) = promoted(site_root, "tested")[name]
+    path = Path(site_root, "tested", name, stem, "history.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_revalidation_runs_each_test_once_without_building_or_converting(
+        bundled: SiteProject, first: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
+    """`inv site.retest` after tested/ is filled: no build, no conversion, each test once, one history line each."""
+    expected = expected_tests()
+    settled = {verdict: promoted(bundled.site_root, verdict) for verdict in ("tested", "failed")}
+    histories = {name: history(bundled.site_root, name) for name in expected}
+    process = bundled.inv("site.retest", "--json", "--site-root", bundled.site_root, timeout=900)
+    assert process.returncode == 0, process.stderr[-3000:]
+    report = json.loads(process.stdout)
+    assert report["ok"] is True and report["regressions"] == []
+    run_id = report["run_id"]
+    assert {image["name"]: [step["name"] for step in image["steps"]] for image in report["images"]} == \
+        {name: ["test"] for name in expected}
+    steps = [(event["image"], event["state"]) for event in bundled.events(run_id) if event["step"]]
+    assert {event["step"] for event in bundled.events(run_id) if event["step"]} == {"test"}  # no build, no convert
+    assert sorted(image for image, state in steps if state == "running") == sorted(
+        f"amd64/{name}" for name in expected)
+    jobs = [(name, state) for _, name, state in bundled.jobs() if name.startswith(f"{bundled.job_prefix}-{run_id}-")]
+    assert len(jobs) == sum(len(tests) for tests in expected.values())  # each test once
+    assert {state for _, state in jobs} == {"COMPLETED"}
+    assert not list(Path(bundled.site_root, "staging", run_id).rglob("*.sqfs")), "nothing converted"
+    for name, tests in expected.items():
+        lines = history(bundled.site_root, name)
+        assert lines[:-1] == histories[name] and lines[-1]["run_id"] == run_id
+        assert lines[-1]["verdict"] == "passed" and [t["name"] for t in lines[-1]["tests"]] == tests
+    assert {verdict: promoted(bundled.site_root, verdict) for verdict in ("tested", "failed")} == settled
+    summary = Path(bundled.site_root, "runs", run_id, "summary.md").read_text()
+    assert "```mermaid" in summary and "gantt" in summary

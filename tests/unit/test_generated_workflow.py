@@ -101,12 +101,12 @@ def test_every_inv_step_is_the_shells_own_process(pipeline: dict[str, Any]) -> N
 
 def test_a_run_with_work_runs_every_image_job(pipeline: dict[str, Any]) -> None:
     results = simulate(pipeline, Scenario(outputs=outputs(), contexts={"github": {"event_name": "push"}}))
-    assert set(results.values()) == {"success"}
+    assert {name: result for name, result in results.items() if result != "success"} == {"retest": "skipped"}
 
 
 def test_a_failed_build_stops_only_that_image_and_its_descendants(pipeline: dict[str, Any]) -> None:
     results = simulate(pipeline, Scenario(fail=frozenset({job("mpi", "build")}), outputs=outputs()))
-    stopped = {name for name, result in results.items() if result == "skipped"}
+    stopped = {name for name, result in results.items() if result == "skipped"} - {"retest"}
     assert stopped == {job("mpi", "transfer"), job("mpi", "test"), *(job("python", step) for step in CHAIN)}
     for image in ("base", "tools-debug", "tools-minimal"):  # these go through to tested/
         assert all(results[job(image, step)] == "success" for step in CHAIN)
@@ -131,11 +131,12 @@ def test_the_empty_plan_skips_every_image_job(pipeline: dict[str, Any]) -> None:
     empty["prepare"]["has_work"] = "false"
     results = simulate(pipeline, Scenario(outputs=empty))
     assert {name for name, result in results.items() if result == "skipped"} == \
-        {job(image, step) for image in IMAGES for step in CHAIN}
+        {job(image, step) for image in IMAGES for step in CHAIN} | {"retest"}
     assert results["summary"] == results["teardown"] == "success"
 
 
-KINDS = ["helper-image", "start-vm", "prepare", job("base", "build"), job("mpi", "transfer"), job("python", "test")]
+KINDS = ["helper-image", "start-vm", "prepare", job("base", "build"), job("mpi", "transfer"), job("python", "test"),
+         "retest"]
 
 
 @pytest.mark.parametrize("cancelled_job", KINDS)
@@ -162,7 +163,7 @@ def test_an_early_failure_skips_the_images_and_tears_down(pipeline: dict[str, An
 def test_teardown_waits_for_every_job_on_the_vm_and_nothing_waits_for_it(pipeline: dict[str, Any]) -> None:
     jobs = jobs_of(pipeline)
     on_vm = {name for name, body in jobs.items() if "self-hosted" in (body.get("runs-on") or [])}
-    assert on_vm == {"prepare", *(job(image, step) for image in IMAGES for step in CHAIN)}
+    assert on_vm == {"prepare", "retest", *(job(image, step) for image in IMAGES for step in CHAIN)}
     assert on_vm | {"start-vm"} <= set(needs_of(jobs["teardown"]))
     assert jobs["teardown"]["if"] == jobs["summary"]["if"] == "always()"
     assert not any("teardown" in ancestors_of(jobs, name) for name in jobs)
@@ -176,7 +177,7 @@ def test_rerun_all_jobs_never_meets_an_artifact_of_an_earlier_attempt(pipeline: 
                 assert step["with"]["overwrite"] is True and step["if"] == "always()"
                 assert step["with"]["name"].startswith("runs-${{ github.run_attempt }}-"), name
                 names.append(step["with"]["name"])
-    assert len(names) == len(set(names)) == 1 + 3 * len(IMAGES)  # prepare and every image job
+    assert len(names) == len(set(names)) == 2 + 3 * len(IMAGES)  # prepare, retest, and every image job
     assert pipeline["env"]["RUN_ID"] == "gh-${{ github.run_id }}-${{ github.run_attempt }}"
     download = next(step for step in jobs_of(pipeline)["summary"]["steps"]
                     if str(step.get("uses", "")).startswith("actions/download-artifact@"))
@@ -214,6 +215,21 @@ def test_inputs_and_triggers(pipeline: dict[str, Any]) -> None:
     assert "pyproject.toml" in on["push"]["paths"]
     assert on["schedule"] == [{"cron": "17 3 * * 1"}]
     assert pipeline["concurrency"] == {"group": "containers-pipeline", "cancel-in-progress": False}
+
+
+def test_the_weekly_run_revalidates_after_the_image_jobs(pipeline: dict[str, Any]) -> None:
+    weekly = simulate(pipeline, Scenario(outputs=outputs(build=False, test=False),
+                                         contexts={"github": {"event_name": "schedule"}}))
+    assert weekly["retest"] == "success" and weekly["start-vm"] == "success"  # the runners connect weekly
+    asked = simulate(pipeline, Scenario(outputs=outputs(), contexts={"inputs": {"retest": True}}))
+    assert asked["retest"] == "success"
+    failed = simulate(pipeline, Scenario(fail=frozenset({job("mpi", "test")}), outputs=outputs(),
+                                         contexts={"github": {"event_name": "schedule"}}))
+    assert failed["retest"] == "success"  # a failed image job does not stop the re-validation
+    retest = jobs_of(pipeline)["retest"]
+    assert {job(image, "test") for image in IMAGES} <= set(needs_of(retest))
+    assert retest["env"]["CI_REGISTRY_TOKEN"] == "${{ secrets.CI_REGISTRY_TOKEN }}"
+    assert any(str(step.get("run", "")).startswith("exec inv site.retest") for step in retest["steps"])
 
 
 def test_a_leftover_vm_is_deleted_before_the_start_and_the_runners_must_come_online(

@@ -121,7 +121,7 @@ def test_every_pipeline_step_is_an_inv_call_and_the_rest_is_plumbing(workflows: 
     tasks_run = {call.argv[0] for call in inv_calls(workflows["containers-build.yml"], "containers-build.yml")}
     assert {"vm.start", "vm.prepare", "cleanup", "gh.plan", "gh.build", "push", "site.convert", "validate",
             "vm.teardown", "gh.changed", "gh.last-success", "gh.runners", "openstack.image", "site.resolve",
-            "gh.summary", "gh.workflow", "site.env"} <= tasks_run
+            "gh.summary", "gh.workflow", "site.env", "site.retest"} <= tasks_run
 
 
 def test_site_steps_share_the_run_id_of_the_workflow_run(pipeline: dict[str, Any]) -> None:
