@@ -27,7 +27,6 @@ from ci.definitions.model import (
     TestSpec,
     UnsupportedDefinition,
     definition_key,
-    job_key,
 )
 from ci.definitions.render import Rendered, render
 from ci.resources import Resources, SlurmResources, is_valid_slurm_time
@@ -35,6 +34,6 @@ from ci.resources import Resources, SlurmResources, is_valid_slurm_time
 __all__ = [
     "CONTAINER_YAML", "KNOWN_ARCHES", "NAME_PATTERN", "TESTS_FOLDER", "Catalog", "Expectation", "FileCopy",
     "ImageSpec", "MetricCheck", "Rendered", "Resources", "SlurmResources", "TestSpec", "UnsupportedDefinition",
-    "ancestors", "definition_key", "find_cycles", "is_valid_slurm_time", "job_key", "load_catalog", "render",
+    "ancestors", "definition_key", "find_cycles", "is_valid_slurm_time", "load_catalog", "render",
     "resolve_parents",
 ]

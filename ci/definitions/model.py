@@ -29,9 +29,8 @@ NAME_FIX = ("use lower-case letters and digits, separated by single '.', '_' or 
 # A tag is <version>-<digest12>; Docker allows 128 characters.
 MAX_VERSION = 128 - 13
 VERSION_PATTERN = re.compile(rf"\A[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_VERSION - 1}}}\Z")
-# Test names never contain '.', the separator of job names: `<arch>.<image>.<test>` splits one way only,
-# although image names may contain dots (`mpi` + `hello-world` and `mpi-hello` + `world` stay apart).
-JOB_NAME_SEPARATOR = "."
+# Test names hold no '.', so `<arch>.<image>.<test>` names one test of one image unambiguously although
+# image names may contain dots (`mpi` + `hello-world` and `mpi-hello` + `world` stay apart).
 MAX_TEST_NAME = 64
 TEST_NAME_PATTERN = re.compile(rf"\A[a-z0-9][a-z0-9_-]{{0,{MAX_TEST_NAME - 1}}}\Z")
 TEST_NAME_FIX = (f"use lower-case letters, digits, '_' or '-' (no '.', at most {MAX_TEST_NAME} characters), "
@@ -40,16 +39,6 @@ TEST_NAME_FIX = (f"use lower-case letters, digits, '_' or '-' (no '.', at most {
 
 def is_image_name(name: str) -> bool:
     return len(name) <= MAX_NAME and bool(NAME_PATTERN.match(name))
-
-
-def job_key(arch: str, image: str, test: str) -> str:
-    """The unambiguous identity of one test of one image: `<arch>.<image>.<test>`.
-
-    Arch names and test names hold no '.', so the first and the last dot split it back; schedulers
-    build job names, log and staging folder names from it so that no two tests ever share one.
-    """
-    return JOB_NAME_SEPARATOR.join((arch, image, test))
-
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from helpers import PROJECT_DIR
 
 from ci import api
 from ci.config import load_settings
-from ci.definitions import job_key, load_catalog
+from ci.definitions import load_catalog
 from ci.errors import DefinitionError, Problem
 
 FROM = "FROM containers-ci/debian:bookworm\n"
@@ -520,11 +520,6 @@ def test_there_are_at_least_100_hostile_trees_and_some_valid_ones() -> None:
     assert len({item.id for item in CASES}) == len(CASES)
     assert len(CASES) >= 120 and len(valid) >= 20, (len(CASES), len(valid))
     assert len(hostile) + sum(1 for item in CASES if "mode-000" in item.id) >= 100
-
-
-def test_names_that_used_to_collide_give_distinct_job_keys() -> None:
-    assert job_key("amd64", "mpi", "hello-world") != job_key("amd64", "mpi-hello", "world")
-    assert job_key("amd64", "mpi", "t") != job_key("arm64", "mpi", "t")
 
 
 # -- the same trees through `inv plan`, as a user runs it: exit 2, valid JSON, no traceback, no hang -------
