@@ -129,8 +129,9 @@ def test_kill_during_test_jobs_then_rerun_adopts_the_jobs(site_project: SiteProj
     project = site_project
     expected = {"quick": ["smoke"], "sleepy": ["smoke"], "late": ["late"]}
     project.add("quick", [passing()])
-    project.add("sleepy", [passing(sleep=10)])
-    project.add("late", [late_failure(seconds=10)])
+    # Long enough that both are in flight together even when conversions crawl on a loaded machine
+    project.add("sleepy", [passing(sleep=30)])
+    project.add("late", [late_failure(seconds=45)])
     first = Background(project, "build-all", "--definitions", str(project.definitions),
                        "--site-root", project.site_root)
     try:
