@@ -27,11 +27,11 @@ from ci.github import jobs as gh_jobs
 from ci.github import rest as gh_rest
 from ci.github import summary as gh_summary_module
 from ci.github import workflow as gh_workflow
+from ci.local_images import foreign_base, spack_builder
 from ci.openstack import helper_image, vm
 from ci.report import publish_step_summary, render_plan, render_table, to_json
 from ci.service import cli as service_cli
 from ci.spack import buildcache as spack_buildcache
-from ci.spack import builder as spack_builder
 from ci.spack import janitor as spack_janitor_module
 from ci.spack.settings import spack_settings
 
@@ -134,6 +134,10 @@ def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root
     settings = _site_settings(c, definitions, profile, arch, site_root)
     if settings.profile == "local":  # the local default builds offline: its base image is made here
         stderr.print(api.ensure_base_image(settings), highlight=False)
+        stderr.print(_spack_builder(settings), highlight=False)  # and the stand-in Spack builder
+        if "arm64" in settings.arches:  # and the arm64 busybox base, built through QEMU
+            made = foreign_base.ensure_foreign_base(api.docker_engine(settings), can_emulate=local.binfmt_ready())
+            stderr.print(made, highlight=False)
     with run_control() as (listeners, cancel):
         report = api.run_pipeline(settings, only=names(only), jobs=int(jobs) if jobs is not None else None,
                                   force=force, retry_failed=retry_failed, no_cache=no_cache, resume=resume,
@@ -258,6 +262,10 @@ def up(c):  # type: ignore[no-untyped-def]
         stdout.print(line)
     settings = settings_from(c)
     stdout.print("base image: " + api.ensure_base_image(settings))
+    stdout.print("spack builder: " + _spack_builder(settings))
+    if local.binfmt_ready():
+        made = foreign_base.ensure_foreign_base(api.docker_engine(settings), can_emulate=True)
+        stdout.print("arm64 base image: " + made)
 
 
 local_tasks = Collection("local")
@@ -734,16 +742,37 @@ def spack_builder_task(c, force=False, profile=None):  # type: ignore[no-untyped
     the image exists with the same inputs.
     """
     settings = settings_from(c, profile=profile)
-    spack = spack_settings(settings.section("spack"))
     stdout.print(api.ensure_base_image(settings), highlight=False)
-    result = spack_builder.ensure_standin_builder(api.docker_engine(settings), spack.builder_image,
-                                                  settings.base_image.tag, force=force)
-    stdout.print(result, highlight=False)
+    stdout.print(_spack_builder(settings, force=force), highlight=False)
+
+
+def _spack_builder(settings: Any, force: bool = False) -> str:
+    """The stand-in builder, when ci.spack.builder_image names it (a real Spack image is left alone)."""
+    spack = spack_settings(settings.section("spack"))
+    if spack.builder_image != spack_builder.STANDIN_TAG:
+        return f"{spack.builder_image} is a real Spack image (the stand-in is not needed)"
+    return spack_builder.ensure_standin_builder(api.docker_engine(settings), spack.builder_image,
+                                                settings.base_image.tag, force=force)
+
+
+@task(help={"force": "Recreate the image even if it exists.", "profile": COMMON_HELP["profile"]})
+@explained
+def arm64_base_task(c, force=False, profile=None):  # type: ignore[no-untyped-def]
+    """Create the tiny arm64 base image (containers-ci/busybox:arm64) that arm64/ definitions start FROM.
+
+    Debian's busybox-static for arm64 is fetched with apt in an amd64 stage and installed into an empty
+    linux/arm64 image; its RUN steps run under QEMU, which `inv local.up` registers with binfmt_misc.
+    No registry is needed. A no-op when the image exists.
+    """
+    settings = settings_from(c, profile=profile)
+    stdout.print(foreign_base.ensure_foreign_base(api.docker_engine(settings), force=force,
+                                                   can_emulate=local.binfmt_ready()), highlight=False)
 
 
 spack_tasks = Collection("spack")
 spack_tasks.add_task(spack_janitor, name="janitor")
 local_tasks.add_task(spack_builder_task, name="spack-builder")
+local_tasks.add_task(arm64_base_task, name="arm64-base")
 ns.add_collection(spack_tasks)
 
 

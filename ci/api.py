@@ -55,13 +55,15 @@ Environment = Callable[[Settings], AbstractContextManager[Settings]]
 
 
 def catalog(settings: Settings) -> Catalog:
-    return load_catalog(settings.definitions, settings.arches)
+    options = {"spack": settings.section("spack"), "base_image": {"tag": settings.base_image.tag}}
+    return load_catalog(settings.definitions, settings.arches, options)
 
 
 def docker_engine(settings: Settings) -> DockerEngine:
     settings = vm.remote_settings(settings)  # the running build VM's engine when ci.vm.enabled
     return DockerEngine(client_call=[settings.docker_client] if settings.docker_client != "auto" else None,
-                        host=settings.docker_host, buildkit=settings.buildkit)
+                        host=settings.docker_host, buildkit=settings.buildkit,
+                        network=settings.section("docker").get("network") or None)
 
 
 def ensure_base_image(settings: Settings, *, force: bool = False) -> str:

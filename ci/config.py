@@ -246,6 +246,7 @@ class DockerSettings(_Model):
     client: Text = "auto"  # a path pins the client; auto: /usr/bin/docker, else the one on PATH
     host: Text | None = None  # e.g. ssh://ubuntu@build-vm for a remote engine
     buildkit: Flag = True
+    network: Text | None = None  # the network of RUN steps in builds (host: reach loopback services, e.g. a cache)
 
 
 _Limit = Annotated[int, Field(strict=True, ge=1, le=10_000)]

@@ -37,6 +37,8 @@ class BuildRequest:
     labels: Mapping[str, str]
     platform: str
     no_cache: bool = False
+    secrets: tuple[str, ...] = ()  # environment variables handed over as BuildKit secrets (id = the name)
+    network: str | None = None  # the network of RUN steps (e.g. host); None: the engine's setting
 
 
 def image_labels(name: str, version: str, digest: str, test_digest: str, source: str) -> dict[str, str]:
@@ -51,6 +53,16 @@ def image_labels(name: str, version: str, digest: str, test_digest: str, source:
         DIGEST_LABEL: digest,
         TEST_DIGEST_LABEL: test_digest,
     }
+
+
+def secret_options(names: Iterable[str]) -> list[str]:
+    """`id=NAME,env=NAME` for each secret set in our environment: the client reads the value, argv holds names.
+
+    A secret that is not set is left out, so `RUN --mount=type=secret,id=NAME` sees no file and the
+    Dockerfile decides (`required=true` makes it fail; our Spack recipe pushes unsigned, or fails when
+    ci.spack.signed asks for a key).
+    """
+    return [f"id={name},env={name}" for name in names if os.environ.get(name)]
 
 
 def find_docker_client(preferred: str | None = None) -> list[str]:
@@ -71,9 +83,11 @@ def find_docker_client(preferred: str | None = None) -> list[str]:
 class DockerEngine:
     """A Docker engine, local or remote (DOCKER_HOST=ssh://...), that builds and lists images."""
 
-    def __init__(self, client_call: Sequence[str] | None = None, host: str | None = None, buildkit: bool = True):
+    def __init__(self, client_call: Sequence[str] | None = None, host: str | None = None, buildkit: bool = True,
+                 network: str | None = None):
         self.client = DockerClient(client_call=list(client_call or find_docker_client()), host=host)
         self.buildkit = buildkit
+        self.network = network  # the network of every build's RUN steps (ci.docker.network)
         self._has_buildx: bool | None = None
 
     @property
@@ -138,10 +152,12 @@ class DockerEngine:
                              f"see {log.name}") from None
 
     def _build_buildx(self, request: BuildRequest, log: IO[str]) -> str:
+        network = request.network or self.network
         lines = self.client.buildx.build(
             request.context, file=request.dockerfile, tags=[request.tag], labels=dict(request.labels),
             build_args=dict(request.build_args), platforms=[request.platform], load=True,
             cache=not request.no_cache, progress="plain", stream_logs=True,
+            secrets=secret_options(request.secrets), network=network,
         )
         for line in lines:  # type: ignore[union-attr]
             log.write(line if line.endswith("\n") else line + "\n")
@@ -159,10 +175,18 @@ class DockerEngine:
                 command += ["--label", f"{name}={value}"]
             if request.no_cache:
                 command.append("--no-cache")
+            network = request.network or self.network
+            if network:
+                command += ["--network", network]
             env: dict[str, str] = {}
             if self.buildkit:
                 env = {"DOCKER_BUILDKIT": "1", "BUILDKIT_PROGRESS": "plain"}
                 command += ["--platform", request.platform]
+                for option in secret_options(request.secrets):
+                    command += ["--secret", option]
+            elif request.secrets:
+                raise BuildError(f"{request.name} needs BuildKit for its secrets ({', '.join(request.secrets)}); "
+                                 "set ci.docker.buildkit: true")
             else:
                 env = {"DOCKER_BUILDKIT": "0"}
             command.append(str(request.context))

@@ -437,5 +437,34 @@ def start_chromium() -> None:
 
 CHROMIUM_SERVICE = Service("chromium", ("chromium",), ("chromium",), chromium_ready, start_chromium, timeout=30.0)
 
+# --------------------------------------------------------------------------------------------
+# QEMU through binfmt_misc: arm64 images build (BuildKit --platform linux/arm64) and run here
+# --------------------------------------------------------------------------------------------
+
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+QEMU_ARM64 = BINFMT / "qemu-aarch64"
+
+
+def binfmt_ready() -> bool:
+    """The kernel runs aarch64 programs through qemu: the handler is registered, enabled, and fixed
+    (flag F: the interpreter is opened once, so it works inside containers that do not have it)."""
+    try:
+        text = QEMU_ARM64.read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags:")), "")
+    return text.startswith("enabled") and "F" in flags
+
+
+def start_binfmt() -> None:
+    """Mount binfmt_misc (a container or a minimal VM may not have it), then enable Debian's handler."""
+    if not (BINFMT / "register").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], capture_output=True, check=False)
+    subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True, check=False)
+
+
+QEMU = Service("qemu-user-static", ("qemu-user-static", "binfmt-support"), ("qemu-aarch64-static", "update-binfmts"),
+               binfmt_ready, start_binfmt, timeout=15.0)
+
 # In dependency order: `inv local.up` ensures each in turn.
-ALL_SERVICES = (DOCKER, SSHD, MUNGE, SLURM, REGISTRY, CHARLIECLOUD, POSTGRESQL, CHROMIUM_SERVICE)
+ALL_SERVICES = (DOCKER, SSHD, MUNGE, SLURM, REGISTRY, CHARLIECLOUD, POSTGRESQL, CHROMIUM_SERVICE, QEMU)

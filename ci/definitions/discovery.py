@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ci.definitions.files import fence_of
 from ci.definitions.graph import resolve_parents
 from ci.definitions.kinds import kind_for, looked_for
 from ci.definitions.kinds.base import LoadContext
-from ci.definitions.model import COMMON_FOLDER, KNOWN_ARCHES, Catalog, definition_key
+from ci.definitions.model import COMMON_FOLDER, KNOWN_ARCHES, Catalog, UnsupportedDefinition, definition_key
 from ci.errors import Problem
 from ci.validation import shown
 
 
-def load_catalog(root: Path, arches: Sequence[str] | None = None) -> Catalog:
+def load_catalog(root: Path, arches: Sequence[str] | None = None, options: Mapping[str, Any] | None = None) -> Catalog:
     """Read every definition under `root` (optionally only some architectures).
+
+    `options` are the configuration sections kinds read (`spack`: ci.spack, `base_image`).
 
     Problems are collected in the catalog instead of raised, so that the caller can decide
     which of them block the work at hand (see `Catalog.raise_for`).
@@ -40,6 +43,9 @@ def load_catalog(root: Path, arches: Sequence[str] | None = None) -> Catalog:
         name = arch_dir.name
         if name.startswith(".") or not arch_dir.is_dir() or (name == COMMON_FOLDER and not arch_dir.is_symlink()):
             continue
+        if name.startswith("_") and name[1:] in KNOWN_ARCHES and not arch_dir.is_symlink():
+            _list_disabled(catalog, arch_dir)
+            continue
         if name not in KNOWN_ARCHES:
             catalog.add_problem(name, Problem(
                 arch_dir, "", f"{shown(name)} is not an architecture folder",
@@ -51,12 +57,25 @@ def load_catalog(root: Path, arches: Sequence[str] | None = None) -> Catalog:
             continue
         if wanted is not None and name not in wanted:
             continue
-        context = LoadContext(root=root, arch=name, catalog=catalog)
+        context = LoadContext(root=root, arch=name, catalog=catalog, options=dict(options or {}))
         for entry in _listing(catalog, arch_dir, name):
             if not entry.name.startswith("."):
                 _load_entry(context, entry)
     resolve_parents(catalog)
     return catalog
+
+
+def _list_disabled(catalog: Catalog, arch_dir: Path) -> None:
+    """Spacktainers' convention: an architecture folder named `_<arch>` is switched off, not wrong."""
+    for entry in _listing(catalog, arch_dir, arch_dir.name):
+        if entry.name.startswith("."):
+            continue
+        kind = kind_for(entry)
+        catalog.unsupported.append(UnsupportedDefinition(
+            name=entry.stem if entry.is_file() else entry.name, arch=arch_dir.name[1:], source=entry,
+            kind=kind.name if kind is not None else "unknown",
+            reason=f"disabled: the architecture folder {arch_dir.name}/ starts with '_' (rename it to "
+                   f"{arch_dir.name[1:]}/ to build it)"))
 
 
 def _listing(catalog: Catalog, folder: Path, key: str) -> list[Path]:

@@ -137,6 +137,11 @@ def parse_environment(path: Path, folder: Path) -> tuple[SpackEnvironment | None
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return None, [Problem(path, "", f"is not valid YAML ({reason} at {where})", "fix the YAML at that position")]
+    return parse_environment_data(data, path, folder)
+
+
+def parse_environment_data(data: Any, path: Path, folder: Path) -> tuple[SpackEnvironment | None, list[Problem]]:
+    """Check already-read YAML data of `path` (see parse_environment)."""
     if not isinstance(data, dict):
         return None, [Problem(path, "", "expected a mapping with the key 'spack'",
                               "write 'spack:' with 'specs:' below it")]

@@ -141,24 +141,32 @@ def run(store: CacheStore, janitor_plan: JanitorPlan, *, yes: bool) -> JanitorPl
 
 
 def current_locks(settings: Any, extra: Sequence[Path] = ()) -> tuple[list[Path], list[str]]:
-    """The recorded spack.lock of every image the current definitions plan, plus explicit ones.
+    """The spack.lock of every Spack image the current definitions plan, plus explicit ones.
 
-    Returns the lock files and warnings (images without a recorded lock are protected by age only).
+    A lock recorded earlier (`<state>/spack/locks/`) is used as it is; otherwise it is read from the
+    built image in the Docker engine (the runtime stage carries /opt/spack-environment/spack.lock)
+    and recorded. Returns the lock files and warnings: an image that is not built here yet has no
+    lock, so its entries are protected by age only.
     """
     from ci import api  # the planner sits above this package; imported here to keep the layers acyclic
-    from ci.spack.records import recorded_locks
+    from ci.spack.records import extract_lock, lock_path, record
 
-    planned = api.plan(settings).plan.images.values()
-    found, missing = recorded_locks(settings.state_dir, [(image.name, image.digest) for image in planned
-                                                         if is_spack_source(image.spec.source)])
-    warnings = [f"{name} has no recorded spack.lock yet (not built here); its entries are protected by age only"
-                for name in missing]
+    planned = [image for image in api.plan(settings).plan.images.values() if image.spec.kind == "spack"]
+    found: list[Path] = []
+    warnings: list[str] = []
+    docker: list[str] | None = None
+    for image in planned:
+        path = lock_path(settings.state_dir, image.name, image.digest)
+        if not path.is_file():
+            try:
+                if docker is None:
+                    docker = list(api.docker_engine(settings).client.client_config.docker_cmd)
+                record(settings.state_dir, image.name, image.digest, extract_lock(docker, image.tag))
+            except CIError as exc:
+                warnings.append(f"{image.name}: no spack.lock ({exc}); its entries are protected by age only")
+                continue
+        found.append(path)
     return [*found, *extra], warnings
-
-
-def is_spack_source(source: Path) -> bool:
-    """A Spack definition's source is its environment file (`<name>.yaml` or `spack.yaml`)."""
-    return source.suffix in (".yaml", ".yml") and source.name != "container.yaml"
 
 
 def describe(result: JanitorPlan) -> list[str]:

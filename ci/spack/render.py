@@ -6,20 +6,30 @@ Jinja2 template in `templates/` turns it into text; `inv render NAME` shows exac
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
 import yaml
 
-from ci.spack.environment import FilePair
 from ci.spack.settings import SpackSettings
 
 ENV_DIR = "/opt/spack-environment"
 MIRROR_NAME = "ci-buildcache"
 DEFAULT_INSTALL_TREE = "/opt/software"
+
+
+class Pair(Protocol):
+    """A `source:target` copy (the Spacktainers `files:` pair, or container.yaml's)."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def target(self) -> str: ...
 
 
 class _Dumper(yaml.SafeDumper):
@@ -81,10 +91,20 @@ def render_spack_yaml(environment: Mapping[str, Any], *, name: str, arch: str, s
                                              "source": source})
 
 
+def write_file_command(path: str, content: str, mode: str = "644") -> str:
+    """An exec-form RUN argument list that writes `content` to `path` byte for byte (no shell quoting)."""
+    return json.dumps(["/bin/sh", "-c", 'mkdir -p "$(dirname "$1")" && printf "%s" "$3" > "$1" && chmod "$2" "$1"',
+                       "write", path, mode, content], ensure_ascii=False)
+
+
 def render_dockerfile(environment: Mapping[str, Any], settings: SpackSettings, *, name: str, arch: str, source: str,
-                      files: Sequence[FilePair] = (), epilogue: str = "") -> str:
+                      files: Sequence[Pair] = (), epilogue: str = "", builder_identity: str | None = None) -> str:
+    """The multi-stage Dockerfile; it carries the merged spack.yaml itself, so it needs no build context."""
+    spack_yaml = render_spack_yaml(environment, name=name, arch=arch, source=source)
     context = {
-        "name": name, "arch": arch, "source": source,
+        "name": name, "arch": arch, "source": source, "spack_yaml": spack_yaml,
+        "write_spack_yaml": write_file_command(f"{ENV_DIR}/spack.yaml", spack_yaml),
+        "builder_identity": builder_identity or settings.builder_image,
         "builder_image": settings.builder_image, "runtime_image": settings.runtime_image,
         "runtime_packages": list(settings.runtime_packages),
         "env_dir": ENV_DIR, "install_tree": install_tree(environment), "views": views_of(environment),

@@ -10,15 +10,16 @@ A site engine that builds `.def` files natively gets `native_build_command` inst
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
-from ci.engines.base import BaseEngine
 from ci.errors import Problem
-from ci.spack.render import render_template
+from ci.spack.render import render_template, write_file_command
 from ci.validation import has_control, shown
 
 BOOTSTRAPS = ("docker", "docker-daemon", "localimage")
@@ -58,8 +59,11 @@ class ImageReference:
 
 @dataclass(frozen=True)
 class FileCopy:
+    """One %files line; `data` set: the file travels inside the recipe (no build context needed)."""
+
     source: str
     target: str
+    data: bytes | None = None
 
 
 @dataclass
@@ -86,12 +90,18 @@ class DefinitionFile:
         return fallback or "latest"
 
 
-def parse_definition(path: Path, folder: Path) -> tuple[DefinitionFile | None, list[Problem]]:
-    """Every problem of the file in one pass; `folder` is what %files sources are relative to."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem(path, "", f"cannot be read ({exc.__class__.__name__})", "make it a UTF-8 text file")]
+def parse_definition(path: Path, folder: Path, text: str | None = None) -> tuple[DefinitionFile | None,
+                                                                                list[Problem]]:
+    """Every problem of the file in one pass; `folder` is what %files sources are relative to.
+
+    `text` is the file's content when the caller read it already (the kind reads through the
+    definitions' fenced, size-capped reader).
+    """
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return None, [Problem(path, "", f"cannot be read ({exc.__class__.__name__})", "make it a UTF-8 text file")]
     problems: list[Problem] = []
     definition = DefinitionFile(path=path)
     header: dict[str, str] = {}
@@ -272,15 +282,14 @@ def _json(argv: Sequence[str]) -> str:
 
 def translate(definition: DefinitionFile, *, source: str, name: str, base: str | None = None) -> str:
     """The Dockerfile a translated build uses; `base` replaces From (a parent definition's tag)."""
-    writes = [
-        _json(["/bin/sh", "-c", 'mkdir -p "$(dirname "$1")" && printf "%s" "$3" > "$1" && chmod "$2" "$1"',
-               "write", path, mode, content])
-        for path, mode, content in apptainer_files(definition)
-    ]
+    writes = [write_file_command(path, content, mode) for path, mode, content in apptainer_files(definition)]
     post = definition.sections.get("post", "")
+    embedded = [_json(["/bin/sh", "-c", 'mkdir -p "$(dirname "$1")" && printf "%s" "$2" | base64 -d > "$1"',
+                       "write", pair.target, base64.b64encode(pair.data).decode("ascii")])
+                for pair in definition.files if pair.data is not None]
     context = {
         "name": name, "source": source, "base": base or definition.base,
-        "files": definition.files,
+        "files": [pair for pair in definition.files if pair.data is None], "embedded": embedded,
         "post": _json([shell_of(definition, "post"), "-e", "-c", post]) if post.strip() else "",
         "writes": writes,
         "labels": [(key, json.dumps(value, ensure_ascii=False)) for key, value in definition.labels.items()],
@@ -289,13 +298,23 @@ def translate(definition: DefinitionFile, *, source: str, name: str, base: str |
     return render_template("singularity.Dockerfile.j2", context)
 
 
-def native_build_command(engine: BaseEngine, definition: str, output: str) -> list[str]:
-    """`apptainer build [--fix-perms] [--mksquashfs-args ..] OUT.sif X.def`, for an engine that builds .def itself.
+class BuildingEngine(Protocol):
+    """What a site engine offers to build a .def itself (ci.engines' Apptainer and SingularityCE engines)."""
+
+    name: str
+
+    @property
+    def settings(self) -> Any: ...
+
+
+def native_build_command(engine: BuildingEngine, definition: str, output: str) -> list[str]:
+    """`apptainer build --fix-perms [--mksquashfs-args ..] OUT.sif X.def`, for an engine that builds .def itself.
 
     The `From:` of a `Bootstrap: docker` definition names an image in the site registry; a plain-http
     registry is selected with `<ENGINE>_NOHTTPS` in the environment (see the engine's conversion_env).
     """
-    argv = [engine.settings.binary or engine.name, "build", "--fix-perms"]
-    if engine.settings.compression is not None:
-        argv += ["--mksquashfs-args", " ".join(engine.settings.compression.mksquashfs_args())]
-    return [*argv, *engine.settings.build_options, output, definition]
+    settings = engine.settings
+    argv = [settings.binary or engine.name, "build", "--fix-perms"]
+    if settings.compression is not None:
+        argv += ["--mksquashfs-args", " ".join(settings.compression.mksquashfs_args())]
+    return [*argv, *settings.build_options, output, definition]

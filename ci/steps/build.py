@@ -59,7 +59,7 @@ class BuildStep(ChainStep):
         labels = image_labels(image.name, image.spec.version, image.digest, image.test_digest, str(image.spec.source))
         request = BuildRequest(name=image.name, tag=image.tag, context=context, dockerfile=dockerfile,
                                build_args=image.spec.build_args, labels=labels, platform=image.spec.platform,
-                               no_cache=self.no_cache)
+                               no_cache=self.no_cache, secrets=image.spec.secrets)
         try:
             with self.log_path.open("w", encoding="utf-8") as log:
                 image_id = self.engine.build(request, log)

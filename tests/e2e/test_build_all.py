@@ -51,7 +51,8 @@ def test_every_example_is_tested(bundled: SiteProject, first: tuple[subprocess.C
                                                                       dict[str, Any]]) -> None:
     process, report = first
     expected = expected_tests()
-    assert set(expected) == {"base", "mpi", "python", "tools-minimal", "tools-debug"}
+    assert set(expected) == {"base", "mpi", "python", "tools-minimal", "tools-debug", "hello-spack", "spack-tools",
+                             "hello-apptainer"}
     assert process.returncode == 0, process.stderr
     assert report["ok"] is True
     assert {image["name"]: image["state"] for image in report["images"]} == dict.fromkeys(expected, "done")

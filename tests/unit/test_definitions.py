@@ -32,9 +32,13 @@ def test_examples_load_without_problems(examples) -> None:
     assert examples.unsupported == []
 
 
-def test_examples_are_five_images(examples) -> None:
+def test_examples_are_nine_images(examples) -> None:
     assert sorted(examples.images) == [
-        "amd64/base", "amd64/mpi", "amd64/python", "amd64/tools-debug", "amd64/tools-minimal"]
+        "amd64/base", "amd64/hello-apptainer", "amd64/hello-spack", "amd64/mpi", "amd64/python", "amd64/spack-tools",
+        "amd64/tools-debug", "amd64/tools-minimal", "arm64/hello-arm64"]
+    kinds = {key: spec.kind for key, spec in examples.images.items()}
+    assert kinds["amd64/hello-spack"] == kinds["amd64/spack-tools"] == "spack"
+    assert kinds["amd64/hello-apptainer"] == "singularity"
 
 
 def test_examples_from_edges(examples) -> None:
@@ -44,6 +48,10 @@ def test_examples_from_edges(examples) -> None:
         "amd64/python": ("amd64/mpi",),
         "amd64/tools-debug": ("amd64/base",),
         "amd64/tools-minimal": ("amd64/base",),
+        "amd64/hello-apptainer": ("amd64/base",),
+        "amd64/hello-spack": (),
+        "amd64/spack-tools": (),
+        "arm64/hello-arm64": (),
     }
     assert ancestors(examples, ["amd64/python"]) == {"amd64/mpi", "amd64/base"}
     assert ancestors(examples, ["amd64/base"]) == set()
@@ -52,8 +60,11 @@ def test_examples_from_edges(examples) -> None:
 def test_examples_versions_and_platform(examples) -> None:
     versions = {key: spec.version for key, spec in examples.images.items()}
     assert versions == {"amd64/base": "12", "amd64/mpi": "4.1.4", "amd64/python": "3.11",
-                        "amd64/tools-debug": "latest", "amd64/tools-minimal": "latest"}
-    assert {spec.platform for spec in examples.images.values()} == {"linux/amd64"}
+                        "amd64/tools-debug": "latest", "amd64/tools-minimal": "latest", "amd64/hello-spack": "2.12",
+                        "amd64/spack-tools": "1.4.0", "amd64/hello-apptainer": "12", "arm64/hello-arm64": "1.0"}
+    assert {key: spec.platform for key, spec in examples.images.items() if key.startswith("arm64/")} == {
+        "arm64/hello-arm64": "linux/arm64"}
+    assert {spec.platform for key, spec in examples.images.items() if key.startswith("amd64/")} == {"linux/amd64"}
 
 
 def test_example_variants_share_the_definition_and_differ_in_build_args(examples) -> None:
@@ -241,25 +252,23 @@ def test_external_base_and_stage_aliases_are_not_parents(tmp_path: Path) -> None
 # -- unsupported kinds -----------------------------------------------------------------------
 
 
-def test_unsupported_kinds_are_listed_and_are_not_problems(tmp_path: Path) -> None:
+def test_spack_and_singularity_kinds_load_and_disabled_arches_are_listed(tmp_path: Path) -> None:
     definition(tmp_path, "good")
     write_tree(tmp_path, {
         "amd64/legacy.def": "Bootstrap: docker\nFrom: debian:12\n",
         "amd64/env.yaml": "spack:\n  specs: [zlib]\n",
         "amd64/envdir/spack.yaml": "spack:\n  specs: [hdf5]\n",
         "amd64/sing/sing.def": "Bootstrap: docker\nFrom: debian:12\n",
+        "_arm64/off.yaml": "spack:\n  specs: [zlib]\n",
     })
     catalog = load_catalog(tmp_path)
     assert catalog.problems == {}
-    assert sorted(catalog.images) == ["amd64/good"]
+    assert {key: spec.kind for key, spec in catalog.images.items()} == {
+        "amd64/good": "docker", "amd64/legacy": "singularity", "amd64/env": "spack", "amd64/envdir": "spack",
+        "amd64/sing": "singularity"}
     found = {(u.name, u.arch, u.kind, u.source.relative_to(tmp_path).as_posix()) for u in catalog.unsupported}
-    assert found == {
-        ("legacy", "amd64", "singularity", "amd64/legacy.def"),
-        ("env", "amd64", "spack", "amd64/env.yaml"),
-        ("envdir", "amd64", "spack", "amd64/envdir/spack.yaml"),
-        ("sing", "amd64", "singularity", "amd64/sing/sing.def"),
-    }
-    assert all("not built by this release" in u.reason for u in catalog.unsupported)
+    assert found == {("off", "arm64", "spack", "_arm64/off.yaml")}
+    assert all("disabled" in u.reason for u in catalog.unsupported)
 
 
 # -- problems as text ------------------------------------------------------------------------

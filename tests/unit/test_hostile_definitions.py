@@ -414,7 +414,7 @@ CASES: list[Case] = [
     Case("valid-job-names-that-used-to-collide", {}, Accepted(("amd64/mpi", "amd64/mpi-hello")), build=_jobs_collide),
     case("valid-same-name-in-two-arches", None, Accepted(("amd64/a", "arm64/a")), extra={"arm64/a/Dockerfile": FROM}),
     case("valid-unsupported-kind-with-markup-name", None, OK_A,
-         extra={"amd64/[bold]legacy.def": "Bootstrap: docker\n"}),
+         extra={"_arm64/[bold]legacy.def": "Bootstrap: docker\n"}),  # a disabled architecture folder
     case("valid-secrets-and-host-test", "secrets: [NPM_TOKEN]\ntests: [{name: t, script: tests/t.sh, run: host}]\n",
          OK_A, extra=SCRIPT),
 ]

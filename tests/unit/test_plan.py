@@ -175,7 +175,8 @@ def test_topological_order_puts_parents_first_and_breaks_ties_by_name() -> None:
 def test_examples_plan_in_dependency_order() -> None:
     plan = make_plan(load_catalog(EXAMPLES))
     order = list(plan.images)
-    assert order == ["amd64/base", "amd64/mpi", "amd64/python", "amd64/tools-debug", "amd64/tools-minimal"]
+    assert order == ["amd64/base", "amd64/hello-apptainer", "amd64/hello-spack", "amd64/mpi", "amd64/python",
+                     "amd64/spack-tools", "amd64/tools-debug", "amd64/tools-minimal", "arm64/hello-arm64"]
     for key, image in plan.images.items():
         assert all(order.index(parent) < order.index(key) for parent in image.parents)
 

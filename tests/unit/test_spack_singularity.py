@@ -74,7 +74,9 @@ def test_the_translation_keeps_every_byte_of_the_scripts(tmp_path: Path) -> None
                                       "/.singularity.d/startscript", "/.singularity.d/runscript.help",
                                       "/.singularity.d/test"}
     assert 'LABEL Version="v1 \\"quoted\\""' in lines
-    assert lines[-1] == 'ENTRYPOINT ["/bin/sh", "/.singularity.d/runscript"]'
+    entrypoint = json.loads(lines[-1].removeprefix("ENTRYPOINT "))
+    assert entrypoint[:2] == ["/bin/sh", "-c"] and "/.singularity.d/env/*.sh" in entrypoint[2]
+    assert entrypoint[2].endswith('exec /bin/sh /.singularity.d/runscript "$@"')
     assert translate(definition, source="a", name="x", base="parent:1-abc").splitlines()[3] == "FROM parent:1-abc"
 
 

@@ -291,7 +291,7 @@ def test_only_glob_matching_nothing_names_the_glob(tmp_path: Path) -> None:
 
 
 def test_only_glob_matching_an_unsupported_definition_is_not_an_error(tmp_path: Path) -> None:
-    write_tree(tmp_path, {"amd64/good/Dockerfile": DOCKERFILE, "amd64/legacy.def": "Bootstrap: docker\n"})
+    write_tree(tmp_path, {"amd64/good/Dockerfile": DOCKERFILE, "_arm64/legacy.def": "Bootstrap: docker\n"})
     plan = make_plan(load_catalog(tmp_path), only=["legacy"])
     assert plan.images == {}
     assert [u.name for u in plan.unsupported] == ["legacy"]

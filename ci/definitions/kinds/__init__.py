@@ -12,17 +12,16 @@ from pathlib import Path
 
 from ci.definitions.kinds.base import DefinitionKind, LoadContext, NotHandled
 from ci.definitions.kinds.docker import DockerKind
+from ci.definitions.kinds.singularity import SingularityKind
+from ci.definitions.kinds.spack import SpackKind
 
 __all__ = ["KINDS", "DefinitionKind", "LoadContext", "NotHandled", "kind_for", "looked_for"]
 
 _NOT_BUILT = "are recognised but not built by this release"
 
 KINDS: dict[str, DefinitionKind] = {
-    "spack": NotHandled("spack", "spack.yaml", (".yaml", ".yml"), "spack.yaml",
-                        f"single-file Spack environments {_NOT_BUILT}", f"Spack environment folders {_NOT_BUILT}"),
-    "singularity": NotHandled("singularity", "<name>.def", (".def",), "{name}.def",
-                              f"Singularity .def definitions {_NOT_BUILT}",
-                              f"Singularity .def definitions {_NOT_BUILT}"),
+    "spack": SpackKind(),
+    "singularity": SingularityKind(),
     "docker": DockerKind(),  # last: it claims any folder with a Dockerfile or a container.yaml
 }
 

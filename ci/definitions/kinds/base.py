@@ -9,9 +9,10 @@ recipe text the build uses and the digest hashes, and names the builder that bui
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ci.definitions.model import Catalog, ImageSpec, UnsupportedDefinition
 from ci.errors import Problem
@@ -25,6 +26,7 @@ class LoadContext:
     arch: str
     catalog: Catalog
     texts: dict[Path, str] = field(default_factory=dict)  # fragments read once per load, shared by definitions
+    options: Mapping[str, Any] = field(default_factory=dict)  # configuration sections kinds read (ci.spack)
 
     def problem(self, key: str, path: Path, field_name: str, message: str, fix: str) -> None:
         self.catalog.add_problem(key, Problem(path, field_name, message, fix))

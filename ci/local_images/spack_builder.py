@@ -8,7 +8,6 @@ sets `ci.spack.builder_image` to a real Spack image instead.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,14 +15,10 @@ from pathlib import Path
 from ci.docker import BuildRequest, DockerEngine
 from ci.errors import CIError
 from ci.spack.render import render_template
+from ci.spack.standin import STANDIN, standin_digest
 
-STANDIN = Path(__file__).resolve().parent / "standin" / "spack_standin.py"
 STANDIN_LABEL = "io.containers-ci.stand-in.digest"
-
-
-def standin_digest(base_image: str) -> str:
-    text = render_template("builder.Dockerfile.j2", {"base_image": base_image, "digest": ""})
-    return hashlib.sha256(text.encode() + b"\0" + STANDIN.read_bytes()).hexdigest()
+STANDIN_TAG = "containers-ci/spack-builder:stand-in"  # the default ci.spack.builder_image
 
 
 def ensure_standin_builder(engine: DockerEngine, tag: str, base_image: str, *, force: bool = False,

@@ -1,0 +1,139 @@
+"""The Spack kind: Spacktainers-style environments, `<arch>/<name>.yaml` or `<arch>/<name>/spack.yaml`.
+
+A folder may also hold `Dockerfile.epilogue` (appended to the generated Dockerfile),
+`container.yaml` (version, tests, platforms, secrets, files), `tests/` and `files/`. The recipe is
+the multi-stage Dockerfile rendered by `ci.spack` from the definition merged into the site
+template (`ci.spack`); it carries the merged spack.yaml itself, so a single-file definition needs
+no build context, and the digest covers the recipe, the folder's files and the builder image.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ci.definitions.files import FileRefused, read_text, read_yaml
+from ci.definitions.kinds.base import LoadContext
+from ci.definitions.kinds.docker import _Loader
+from ci.definitions.model import NAME_FIX, FileCopy, ImageSpec, is_image_name
+from ci.dockerfile import parse_from_references
+from ci.errors import ConfigError, DefinitionError, Problem
+from ci.spack.environment import merged_environment, parse_environment_data, spack_version
+from ci.spack.render import Pair, render_dockerfile
+from ci.spack.settings import SpackSettings, spack_settings
+from ci.spack.standin import standin_digest
+from ci.validation import shown
+
+SPACK_YAML = "spack.yaml"
+EPILOGUE = "Dockerfile.epilogue"
+EMPTY_CONTEXT = Path(__file__).resolve().parents[2] / "spack" / "empty-context"
+
+
+def settings_of(context: LoadContext, key: str) -> SpackSettings | None:
+    """`ci.spack` as the catalog was loaded with (the defaults without one); a bad section is a problem."""
+    try:
+        return spack_settings(context.options.get("spack"))
+    except ConfigError as exc:
+        context.problem(key, Path("invoke.yaml"), "ci.spack", str(exc), "fix the ci.spack section")
+        return None
+
+
+def builder_identity(settings: SpackSettings, base_image: str) -> str:
+    """The builder image as the digest sees it: its reference, plus the stand-in's input digest.
+
+    A real Spack image is identified by its reference; pin it by digest (`image@sha256:...`) for an
+    exact identity. The stand-in is built from this repository, so its inputs' digest is known here.
+    """
+    if settings.builder_image == SpackSettings().builder_image:
+        return f"{settings.builder_image} (stand-in {standin_digest(base_image)[:12]})"
+    return settings.builder_image
+
+
+class SpackKind:
+    """Spack environments built with Spack in a builder stage, shipped in a plain runtime stage."""
+
+    name = "spack"
+    builder = "docker"
+    looks_for = SPACK_YAML
+    recipe_file = "Dockerfile"
+
+    def claims(self, entry: Path) -> bool:
+        if entry.is_file():
+            return entry.suffix in (".yaml", ".yml")
+        return entry.is_dir() and os.path.lexists(entry / SPACK_YAML) and not os.path.lexists(entry / "Dockerfile")
+
+    def load(self, entry: Path, arch: str, context: LoadContext) -> list[ImageSpec]:
+        single = entry.is_file()
+        name = entry.stem if single else entry.name
+        key = f"{arch}/{name}"
+        folder = entry.parent if single else entry
+        source = entry if single else entry / SPACK_YAML
+        problems: list[Problem] = []
+        if not is_image_name(name):
+            problems.append(Problem(source, "", f"{shown(name)} is not a valid image name",
+                                    f"rename the {'file' if single else 'folder'}: {NAME_FIX}"))
+        settings = settings_of(context, key)
+        try:
+            data = read_yaml(source, folder, what=source.name)
+        except FileRefused as exc:
+            context.add(key, Problem(source, "", exc.message, exc.fix))
+            return []
+        env, env_problems = parse_environment_data(data, source, folder)
+        problems += env_problems
+        meta_loader = None if single else _Loader(entry, arch, context)
+        meta = meta_loader._metadata() if meta_loader is not None else None
+        tests_found = meta_loader._tests_folder() if meta_loader is not None else []
+        epilogue = ""
+        if not single and os.path.lexists(entry / EPILOGUE):
+            try:
+                epilogue = read_text(entry / EPILOGUE, entry, what=EPILOGUE)
+            except FileRefused as exc:
+                problems.append(Problem(entry / EPILOGUE, "", exc.message, exc.fix))
+        if meta is not None and meta.variants:
+            problems.append(Problem(entry / "container.yaml", "variants", "Spack definitions have no variants",
+                                    "write one definition per environment"))
+        for problem in problems:
+            context.add(key, problem)
+        if problems or env is None or settings is None or (meta_loader is not None and not meta_loader.ok):
+            return []
+        merged, merge_problems = merged_environment(env, settings, arch)
+        version, version_problems = spack_version(env, meta.version if meta is not None and
+                                                  "version" in meta.model_fields_set else None)
+        for problem in [*merge_problems, *version_problems]:
+            context.add(key, problem)
+        if merged is None or merge_problems or version_problems:
+            return []
+        files: list[Pair] = [*env.files, *(FileCopy(*pair.split(":", 1)) for pair in (meta.files if meta else []))]
+        # a single file's sources live beside it: then the architecture folder is the build context
+        root = (folder if files else EMPTY_CONTEXT) if single else entry
+        tests: tuple[Any, ...] = ()
+        if meta_loader is not None and meta is not None:
+            tests = meta_loader._test_specs(meta.tests or []) if "tests" in meta.model_fields_set else \
+                meta_loader._default_tests(tests_found)
+        relative = source.relative_to(context.root).as_posix() if source.is_relative_to(context.root) else str(source)
+        recipe = render_dockerfile(merged, settings, name=name, arch=arch, source=relative,
+                                   files=files, epilogue=epilogue,
+                                   builder_identity=builder_identity(settings, _base_image(context)))
+        spec = ImageSpec(
+            name=name, definition=name, arch=arch, root=root, source=source, dockerfile=source, fragments=(),
+            version=version, build_args=dict(meta.build_args) if meta is not None else {},
+            platforms=tuple(meta.platforms) if meta is not None else (), files=(), tests=tests, kind=self.name,
+            secrets=tuple(dict.fromkeys([*([settings.signing_key_env] if settings.buildcache else []),
+                                         *(meta.secrets if meta is not None else [])])),
+            recipe_text=recipe,
+        )
+        return [replace(spec, from_references=tuple(parse_from_references(recipe, spec.build_args)))]
+
+    def recipe(self, spec: ImageSpec) -> str:
+        if spec.recipe_text:
+            return spec.recipe_text
+        raise DefinitionError([Problem(spec.source, "", "the recipe of a Spack definition is made when it is loaded",
+                                       "load the definitions again (inv plan)")])
+
+
+def _base_image(context: LoadContext) -> str:
+    """The local base image the stand-in builder is made FROM (ci.base_image.tag)."""
+    section = context.options.get("base_image") or {}
+    return str(section.get("tag") or SpackSettings().runtime_image)
