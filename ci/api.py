@@ -291,7 +291,9 @@ def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, eng
         services = SiteServices(site=site, registry=registry, engine=engine_backend, scheduler=scheduler,
                                 watcher=watcher, job_prefix=settings.site.job_prefix, account=settings.site.account,
                                 partition=settings.site.partition, convert_job=_conversion_job(settings),
-                                binds=tuple(settings.site.binds), cancel=cancel)
+                                binds=tuple(settings.site.binds), cancel=cancel,
+                                arch_partitions={arch: partition for arch in settings.site.arch
+                                                 if (partition := settings.site.partition_for(arch))})
         try:
             report = _run_chains(settings, the_plan, run, engine, services, previous, steps, jobs, no_cache,
                                  listeners, cancel)

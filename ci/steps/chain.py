@@ -37,6 +37,11 @@ class SiteServices:
     convert_job: Resources | None = None  # set: convert as a batch job on a compute node
     binds: tuple[str, ...] = ()  # ci.site.binds: host paths (or src:dst) every host-side test's SCMD binds
     cancel: CancelToken = field(default_factory=CancelToken)
+    arch_partitions: Mapping[str, str] = field(default_factory=dict)  # ci.site.arch.<arch>.partition
+
+    def partition_for(self, arch: str) -> str | None:
+        """Where an architecture's conversions and tests run (e.g. arm64 images on arm64 nodes)."""
+        return self.arch_partitions.get(arch) or self.partition
 
 
 class Chain:

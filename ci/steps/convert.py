@@ -92,7 +92,7 @@ class ConvertStep(ChainStep):
             services.engine.prepare(host, source, f"{output}.part")
             script_path = posixpath.join(chain.staging, "convert.job.sh")
             job = JobSpec(name=name, workdir=chain.staging, output=log, script_path=script_path, resources=resources,
-                          account=services.account, partition=services.partition)
+                          account=services.account, partition=services.partition_for(chain.image.spec.arch))
             host.write_text(script_path, render_conversion_script(
                 engine=services.engine, source=source, output=output, header=services.scheduler.directives(job)),
                 mode=0o755)

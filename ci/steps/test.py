@@ -105,7 +105,7 @@ class TestStep(ChainStep):
         script = posixpath.join(tests_dir, relative)
         workdir = chain.staging
         spec = JobSpec(name=name, workdir=workdir, output=output, script_path=script_path, resources=test.slurm,
-                       account=services.account, partition=services.partition)
+                       account=services.account, partition=services.partition_for(chain.image.spec.arch))
         header = services.scheduler.directives(spec)
         if runs_on_host(test):
             workdir = posixpath.join(chain.staging, "work", test.name)
