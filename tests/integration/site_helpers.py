@@ -256,14 +256,26 @@ def job_label(name: str, prefix: str) -> str:
 
 
 def slurm_jobs(prefix: str, *, all_states: bool = True) -> list[tuple[str, str, str]]:
+    """(id, name, state) of our jobs: squeue's, and with all_states the completion log's too, because
+    slurmctld forgets finished jobs after MinJobAge (300 s), less than a long run on a busy machine."""
     argv = ["squeue", "-h", "-o", "%i|%j|%T"] + (["-t", "all"] if all_states else [])
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    rows = []
+    rows: dict[str, tuple[str, str, str]] = {}
     for line in result.stdout.splitlines():
         parts = line.strip().split("|")
         if len(parts) == 3 and parts[1].startswith(prefix):
-            rows.append((parts[0], parts[1], parts[2]))
-    return rows
+            rows[parts[0]] = (parts[0], parts[1], parts[2])
+    if all_states:
+        try:
+            completed = local.SLURM_JOBCOMP_LOG.read_text(errors="replace").splitlines()
+        except OSError:
+            completed = []
+        for line in completed:
+            fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+            job_id, name, state = fields.get("JobId", ""), fields.get("Name", ""), fields.get("JobState", "")
+            if job_id and name.startswith(prefix) and job_id not in rows:
+                rows[job_id] = (job_id, name, state)
+    return list(rows.values())
 
 
 def remove_images(prefix: str, references: set[str]) -> None:
