@@ -31,6 +31,16 @@ def image_name(stem: str) -> str:
     return stem.lower()
 
 
+
+def _exists(path: Path) -> bool:
+    """Like os.path.lexists, but a folder that cannot be searched raises (discovery files it as a problem)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
 class SingularityKind:
     """Apptainer/Singularity definition files, built through their Dockerfile translation."""
 
@@ -42,7 +52,7 @@ class SingularityKind:
     def claims(self, entry: Path) -> bool:
         if entry.is_file():
             return entry.suffix == ".def"
-        return entry.is_dir() and os.path.lexists(entry / f"{entry.name}.def") and \
+        return entry.is_dir() and _exists(entry / f"{entry.name}.def") and \
             not os.path.lexists(entry / "Dockerfile")
 
     def load(self, entry: Path, arch: str, context: LoadContext) -> list[ImageSpec]:

@@ -51,6 +51,16 @@ def builder_identity(settings: SpackSettings, base_image: str) -> str:
     return settings.builder_image
 
 
+
+def _exists(path: Path) -> bool:
+    """Like os.path.lexists, but a folder that cannot be searched raises (discovery files it as a problem)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
 class SpackKind:
     """Spack environments built with Spack in a builder stage, shipped in a plain runtime stage."""
 
@@ -62,7 +72,7 @@ class SpackKind:
     def claims(self, entry: Path) -> bool:
         if entry.is_file():
             return entry.suffix in (".yaml", ".yml")
-        return entry.is_dir() and os.path.lexists(entry / SPACK_YAML) and not os.path.lexists(entry / "Dockerfile")
+        return entry.is_dir() and _exists(entry / SPACK_YAML) and not os.path.lexists(entry / "Dockerfile")
 
     def load(self, entry: Path, arch: str, context: LoadContext) -> list[ImageSpec]:
         single = entry.is_file()
