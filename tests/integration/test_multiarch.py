@@ -19,6 +19,7 @@ from ci import api, local
 from ci.config import load_settings
 from ci.docker import DockerEngine
 from ci.local_images.foreign_base import ARM64_BASE, ensure_foreign_base
+from ci.progress import ProgressPrinter
 
 pytestmark = pytest.mark.docker
 DOCKER = "/usr/bin/docker"
@@ -38,7 +39,7 @@ def test_an_arm64_definition_builds_and_runs_as_aarch64(tmp_path: Path, docker_a
                               "state_dir": str(tmp_path / "state"), "docker": {"client": DOCKER}}, tmp_path,
                              profile="t")
     output = io.StringIO()
-    report = api.build(settings, console=Console(file=output, width=200))
+    report = api.build(settings, listeners=[ProgressPrinter(Console(file=output, width=200))])
     tag = f"citest{token}/tiny:latest-{report.images[0].digest12}"
     try:
         assert report.ok, output.getvalue()

@@ -23,6 +23,7 @@ from site_helpers import require
 from ci import api, local
 from ci.config import Settings, load_settings
 from ci.local_images.spack_builder import STANDIN_TAG, ensure_standin_builder
+from ci.progress import ProgressPrinter
 from ci.spack import buildcache, janitor
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
@@ -62,11 +63,12 @@ class SpackProject:
         return load_settings(config, self.root, profile="test")
 
     def build(self, **kwargs: object) -> object:
-        return api.build(self.settings(), console=Console(file=self.output, width=200), **kwargs)
+        return api.build(self.settings(), listeners=[ProgressPrinter(Console(file=self.output, width=200))],
+                         **kwargs)  # type: ignore[arg-type]
 
     def logs(self, run_id: str) -> dict[str, str]:
         folder = self.root / "state" / "runs" / run_id / "logs"
-        return {path.name: path.read_text(errors="replace") for path in folder.glob("*.log")}
+        return {path.name: path.read_text(errors="replace") for path in folder.rglob("*.log")}
 
     def images(self) -> list[str]:
         out = subprocess.run([DOCKER, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
