@@ -147,6 +147,7 @@ class SSHSettings(_Model):
     extra: dict[str, Any] = Field(default_factory=dict, description="more paramiko connect() arguments")
     known_hosts: Text | None = None
     trust_on_first_use: Flag = False
+    host_key_alias: HostName | None = None  # the name known_hosts holds the key under (when `host` is an address)
 
     def connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {**self.extra}

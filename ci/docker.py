@@ -8,6 +8,7 @@ output, so that one call is made through the client's own command line and strea
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -80,15 +81,60 @@ def find_docker_client(preferred: str | None = None) -> list[str]:
     raise CIError("no docker client found; run `inv local.up` or install docker.io")
 
 
+def _private_docker_config() -> Path:
+    """A 0700 folder with the user's Docker config: config.json copied (0600), the rest linked."""
+    folder = Path(tempfile.mkdtemp(prefix="ci-docker-config-"))  # mkdtemp makes it 0700
+    source = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    if source.is_dir():
+        for entry in source.iterdir():
+            if entry.name == "config.json":
+                fd = os.open(folder / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(entry.read_bytes())
+            else:
+                (folder / entry.name).symlink_to(entry)  # cli-plugins, buildx builders, contexts
+    return folder
+
+
 class DockerEngine:
     """A Docker engine, local or remote (DOCKER_HOST=ssh://...), that builds and lists images."""
 
     def __init__(self, client_call: Sequence[str] | None = None, host: str | None = None, buildkit: bool = True,
                  network: str | None = None):
-        self.client = DockerClient(client_call=list(client_call or find_docker_client()), host=host)
+        self._call = list(client_call or find_docker_client())
+        self._host = host
+        self.client = DockerClient(client_call=self._call, host=host)
         self.buildkit = buildkit
         self.network = network  # the network of every build's RUN steps (ci.docker.network)
         self._has_buildx: bool | None = None
+        self._private_config: Path | None = None
+
+    # ---- registry logins: into a private Docker config folder, never ~/.docker/config.json ----------
+    def login(self, server: str, username: str, password: str) -> None:
+        """`docker login` (the password on stdin) into this engine's private config folder.
+
+        The folder (0700, under the temporary directory) starts as a copy of the user's Docker
+        config (its other logins, plugins and builders stay usable) and is removed by
+        `forget_logins` at the end of the run, or at exit: the token never lands in the user's
+        ~/.docker/config.json.
+        """
+        if self._private_config is None:
+            self._private_config = _private_docker_config()
+            atexit.register(self.forget_logins)
+            self.client = DockerClient(client_call=self._call, host=self._host, config=self._private_config)
+        self.client.login(server=server, username=username, password=password)
+
+    @property
+    def config_dir(self) -> Path | None:
+        """The private config folder while logins are held (None: the user's own Docker config)."""
+        return self._private_config
+
+    def forget_logins(self) -> None:
+        """Remove the private config folder and its tokens; later calls use the user's config again."""
+        folder, self._private_config = self._private_config, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            self.client = DockerClient(client_call=self._call, host=self._host)
 
     @property
     def has_buildx(self) -> bool:

@@ -110,6 +110,25 @@ def loopback_key() -> Path:
     return default_state_dir() / "ssh" / "id_ed25519"
 
 
+def loopback_known_hosts() -> Path:
+    """A known_hosts file holding the loopback sshd's host key, for strict host-key checking against it.
+
+    Written from the host key `inv local.up` made (readable here, as this machine runs that sshd), so
+    nothing is trusted on first use; rewritten when the host key changes.
+    """
+    from ci.config import default_state_dir
+
+    path = default_state_dir() / "ssh" / "known_hosts"
+    public = (SSHD_DIR / "ssh_host_ed25519_key.pub").read_text(encoding="utf-8").split()
+    line = f"[127.0.0.1]:{SSHD_PORT} {public[0]} {public[1]}\n"
+    if not path.is_file() or path.read_text(encoding="utf-8") != line:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = path.with_name(f".known_hosts.{os.getpid()}")
+        temporary.write_text(line, encoding="utf-8")
+        os.replace(temporary, path)
+    return path
+
+
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 
@@ -150,13 +169,14 @@ def start_sshd() -> None:
     )
     if not _port_open(SSHD_PORT):
         _spawn(["/usr/sbin/sshd", "-f", str(config), "-E", str(LOG_DIR / "sshd.log")], "sshd-start.log")
+    loopback_known_hosts()
 
 
 SSHD = Service("sshd", ("openssh-server", "openssh-client"), ("sshd", "ssh-keygen"), sshd_ready, start_sshd)
 
 
 # --------------------------------------------------------------------------------------------
-# MUNGE + one-node Slurm: the scheduler of the local default (DESIGN.md section 5)
+# MUNGE + one-node Slurm: the scheduler of the local default
 # --------------------------------------------------------------------------------------------
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")

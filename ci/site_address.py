@@ -41,4 +41,4 @@ def pinned(ssh: SSHSettings) -> SSHSettings:
         ipaddress.ip_address(address)
     except ValueError:
         raise SiteError(f"{ADDRESS_VARIABLE}={address!r} is not an IP address; `inv site.resolve` writes one") from None
-    return ssh.model_copy(update={"host": address})
+    return ssh.model_copy(update={"host": address, "host_key_alias": ssh.host_key_alias or ssh.host})

@@ -54,14 +54,19 @@ class Registry:
 
     @contextmanager
     def reachable(self) -> Iterator[None]:
-        """Open the SSH tunnel for the duration of a run when the registry is remote."""
-        if not self.settings.tunnel:
-            yield
-            return
-        if not isinstance(self.site_host, SSHHost):
-            raise SiteError("ci.site.registry.tunnel needs an SSH site host (ci.site.ssh.host)")
-        with self.site_host.tunnel(self.settings.local_port, self.settings.remote_port):
-            yield
+        """Open the SSH tunnel for the duration of a run when the registry is remote; at its end, forget
+        the run's registry login (its private Docker config folder is removed)."""
+        try:
+            if not self.settings.tunnel:
+                yield
+                return
+            if not isinstance(self.site_host, SSHHost):
+                raise SiteError("ci.site.registry.tunnel needs an SSH site host (ci.site.ssh.host)")
+            with self.site_host.tunnel(self.settings.local_port, self.settings.remote_port):
+                yield
+        finally:
+            self.engine.forget_logins()  # the run's registry login ends with the run
+            self._logged_in = False
 
     def credentials(self) -> RegistryCredentials | None:
         """The registry login from the environment, for the site's engine to pull with (on stdin)."""
@@ -75,8 +80,7 @@ class Registry:
         if self._logged_in or credentials is None:
             return
         try:
-            self.engine.client.login(server=self.push_address, username=credentials.username,
-                                     password=credentials.password)
+            self.engine.login(self.push_address, credentials.username, credentials.password)
         except DockerException:
             raise SiteError(f"registry {self.push_address} refused the credentials from "
                             f"{self.settings.username_env}/{self.settings.token_env}") from None

@@ -32,7 +32,8 @@ def loopback_ssh() -> SSHSettings:
     """Settings for sshd on 127.0.0.1:2222 with the throw-away key from `inv local.up`."""
     if not local.sshd_ready():
         _missing("sshd on 127.0.0.1:2222", "no SSH banner on the port, or no loopback key")
-    return SSHSettings(host="127.0.0.1", port=local.SSHD_PORT, user="root", key_filename=str(local.loopback_key()))
+    return SSHSettings(host="127.0.0.1", port=local.SSHD_PORT, user="root", key_filename=str(local.loopback_key()),
+                       known_hosts=str(local.loopback_known_hosts()))
 
 
 @pytest.fixture

@@ -63,9 +63,16 @@ def state_dir(settings: Settings, config: VMConfig) -> Path:
     return settings.state_dir / "vm" / config.name
 
 
-def ssh_settings(config: VMConfig, address: str) -> SSHSettings:
+def known_hosts_file(settings: Settings, config: VMConfig) -> Path:
+    """The VM's private known_hosts: emptied when a server is created, so its first key is recorded
+    (trust on first use) and a changed key behind the same address is refused until then."""
+    return state_dir(settings, config) / "known_hosts"
+
+
+def ssh_settings(config: VMConfig, address: str, known_hosts: Path) -> SSHSettings:
     return SSHSettings(host=address, user=config.ssh_user, port=config.ssh_port,
-                       key_filename=str(config.ssh_key), connect_timeout=20.0)
+                       key_filename=str(config.ssh_key), connect_timeout=20.0,
+                       known_hosts=str(known_hosts), trust_on_first_use=True)
 
 
 def docker_host_url(config: VMConfig, address: str) -> str:
@@ -87,7 +94,7 @@ def ssh_banner(address: str, port: int, timeout: float = 5.0) -> bool:
         return False
 
 
-def wait_for_ssh(config: VMConfig, address: str, say: Say = _quiet) -> float:
+def wait_for_ssh(config: VMConfig, address: str, say: Say = _quiet, *, known_hosts: Path) -> float:
     """Wait until sshd answers and accepts our key; return the seconds it took."""
     started = time.monotonic()
     timeout = config.timeouts.ssh
@@ -101,7 +108,7 @@ def wait_for_ssh(config: VMConfig, address: str, say: Say = _quiet) -> float:
 
     def login() -> bool:
         nonlocal last_error
-        host = SSHHost(ssh_settings(config, address))
+        host = SSHHost(ssh_settings(config, address, known_hosts))
         try:
             host.run(["true"], timeout=30)
             return True
@@ -131,6 +138,7 @@ class RemoteDocker:
         from ci.docker import find_docker_client
 
         self.config = config
+        self._settings = settings
         self.address = address
         self.url = docker_host_url(config, address)
         self.folder = state_dir(settings, config)
@@ -151,7 +159,7 @@ class RemoteDocker:
 
     @property
     def known_hosts(self) -> Path:
-        return self.folder / "known_hosts"
+        return known_hosts_file(self._settings, self.config)
 
     def _control_dir(self) -> Path | None:
         """A short, private folder for connection-sharing sockets (unix socket paths are limited)."""
@@ -297,7 +305,8 @@ def start(settings: Settings, say: Say = _quiet, *, vm_cloud: BuildVMCloud | Non
         raise CloudError(f"server {config.name} has no floating IP; check ci.vm.floating_ip_pool")
     if info.created:
         RemoteDocker(settings, config, info.address).reset_known_hosts()
-    info.notes.append(f"SSH answered after {wait_for_ssh(config, info.address, say):.0f}s")
+    waited = wait_for_ssh(config, info.address, say, known_hosts=known_hosts_file(settings, config))
+    info.notes.append(f"SSH answered after {waited:.0f}s")
     return info
 
 
@@ -355,7 +364,7 @@ def prepare(settings: Settings, say: Say = _quiet, *, info: VMInfo | None = None
     config = config_from(settings, **overrides)
     info = info or locate(settings, say, address=address, **overrides)
     assert info.address is not None
-    host = SSHHost(ssh_settings(config, info.address))
+    host = SSHHost(ssh_settings(config, info.address, known_hosts_file(settings, config)))
     try:
         lines = prepare_host(config, host, info, say, device)
     finally:
@@ -374,7 +383,7 @@ def teardown(settings: Settings, say: Say = _quiet, *, vm_cloud: BuildVMCloud | 
     config = vm_cloud.config if vm_cloud is not None else config_from(settings, **overrides)
     vm_cloud = vm_cloud or open_cloud(config, say)
     lines = vm_cloud.teardown()
-    (state_dir(settings, config) / "known_hosts").unlink(missing_ok=True)
+    known_hosts_file(settings, config).unlink(missing_ok=True)
     return lines
 
 

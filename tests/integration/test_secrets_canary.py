@@ -19,6 +19,7 @@ secret that reached the jobs would show up in their logs and in the reports.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import urllib.error
@@ -172,9 +173,8 @@ def assert_env_was_printed(project: SiteProject, name: str) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("docker_config")
 def test_no_secret_leaks_from_a_run_on_the_local_site(site_project: SiteProject, auth_registry: tuple[str, Path],
-                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      docker_config: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capfd: pytest.CaptureFixture[str]) -> None:
     address, registry_folder = auth_registry
     assert anonymous_status(address) == 401, "the registry must demand credentials"
@@ -189,8 +189,12 @@ def test_no_secret_leaks_from_a_run_on_the_local_site(site_project: SiteProject,
     assert set(promoted(project.site_root, "tested")) == {"envy"}
     assert step_data(report, "envy", "transfer")["reference"].startswith(f"{address}/envy:")
     logins = [argv for argv in witness.argv if " login " in argv]
-    assert logins == [f"/usr/bin/docker login --password-stdin --username {USER} {address}"], \
-        "one login, the token on stdin"
+    assert len(logins) == 1 and re.fullmatch(
+        rf"/usr/bin/docker --config (\S+/ci-docker-config-\w+) login --password-stdin --username {USER} {address}",
+        logins[0]), "one login, the token on stdin, into a private Docker config folder"
+    private = Path(logins[0].split()[2])
+    assert not private.exists(), "the run's Docker config folder (and the token in it) is gone after the run"
+    assert not (docker_config / "config.json").exists(), "the user's Docker config never holds the run's login"
     printed = assert_env_was_printed(project, "envy")
     assert "DOCKER_CONFIG=" in printed, "the jobs inherit the environment; only the secrets are kept out"
     assert_no_canary(witness, project, {"stdout": out, "stderr": err}, [registry_folder])
@@ -233,7 +237,8 @@ def test_no_secret_leaks_from_a_run_on_an_ssh_site(site_project: SiteProject, pa
                                                    capfd: pytest.CaptureFixture[str]) -> None:
     project = site_project
     ssh = {"host": loopback_ssh.host, "port": loopback_ssh.port, "user": loopback_ssh.user,
-           "key_filename": str(passphrase_key), "extra": {"look_for_keys": False, "allow_agent": False}}
+           "key_filename": str(passphrase_key), "extra": {"look_for_keys": False, "allow_agent": False},
+           "known_hosts": loopback_ssh.known_hosts}
     port = free_port()
     settings = project.settings(ssh=ssh, registry={"address": REGISTRY, "tunnel": True, "local_port": port})
     assert settings.site.ssh is not None

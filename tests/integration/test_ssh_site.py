@@ -50,7 +50,8 @@ def listening(port: int) -> bool:
 
 
 def ssh_section(ssh: SSHSettings) -> dict[str, Any]:
-    return {"host": ssh.host, "port": ssh.port, "user": ssh.user, "key_filename": ssh.key_filename}
+    return {"host": ssh.host, "port": ssh.port, "user": ssh.user, "key_filename": ssh.key_filename,
+            "known_hosts": ssh.known_hosts}
 
 
 class RemoteRun:

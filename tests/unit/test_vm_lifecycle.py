@@ -59,10 +59,11 @@ class Steps:
         monkeypatch.setattr(vm, "wait_for_ssh", self.wait_for_ssh)
         monkeypatch.setattr(vm, "prepare", self.prepare)
 
-    def wait_for_ssh(self, config: Any, address: str, say: Callable[[str], None] = print) -> float:
+    def wait_for_ssh(self, config: Any, address: str, say: Callable[[str], None] = print, *,
+                     known_hosts: Path) -> float:
         self.ran.append("ssh")
         if self.fail_at == "ssh":  # the real readiness probe, against a port nobody listens on
-            return self.real_wait_for_ssh(config, address, say)
+            return self.real_wait_for_ssh(config, address, say, known_hosts=known_hosts)
         if self.fail_at == "ssh-stub":
             raise CloudError("no SSH server answered (injected)")
         return 0.0

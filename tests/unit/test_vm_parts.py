@@ -133,7 +133,7 @@ def test_waiting_for_ssh_gives_up_at_the_deadline_with_the_likely_causes(tmp_pat
         free = int(sock.getsockname()[1])
     config = vm_config({"ssh_port": free, "poll_interval": 0.05, "timeouts": {"ssh": 0.3}}, tmp_path, env={})
     with pytest.raises(CloudError, match=r"no SSH server answered on 127.0.0.1:\d+ within 0s.*security group"):
-        vm.wait_for_ssh(config, "127.0.0.1")
+        vm.wait_for_ssh(config, "127.0.0.1", known_hosts=tmp_path / "known_hosts")
 
 
 def test_a_server_that_greets_but_refuses_our_key_times_out_naming_the_user(tmp_path: Path,
@@ -141,7 +141,7 @@ def test_a_server_that_greets_but_refuses_our_key_times_out_naming_the_user(tmp_
     config = vm_config({"ssh_port": banner_server, "poll_interval": 0.05, "timeouts": {"ssh": 0.5},
                         "ssh_key": str(tmp_path / "missing")}, tmp_path, env={})
     with pytest.raises(CloudError, match=r"does not accept ubuntu with key .*ci.vm.ssh_user"):
-        vm.wait_for_ssh(config, "127.0.0.1")
+        vm.wait_for_ssh(config, "127.0.0.1", known_hosts=tmp_path / "known_hosts")
 
 
 # ---- the tasks read like a manual ------------------------------------------------------------------

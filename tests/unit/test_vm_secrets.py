@@ -45,7 +45,7 @@ def _debug_logging(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def stub_ssh_side(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vm, "wait_for_ssh", lambda config, address, say=None: 0.0)
+    monkeypatch.setattr(vm, "wait_for_ssh", lambda config, address, say=None, **kw: 0.0)
     monkeypatch.setattr(vm, "prepare", lambda settings, say=None, **kw: ["prepare-vm: ready"])
 
 
