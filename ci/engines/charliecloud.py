@@ -91,9 +91,13 @@ class CharliecloudEngine(BaseEngine):
         docker = shlex.quote(self.settings.docker)
         if source.kind is SourceKind.REGISTRY and source.plain_http:
             # ch-image speaks HTTPS only; where a Docker engine runs (the local default) it pulls instead.
+            # With credentials, the pull logs in first, into a Docker config of its own removed at exit.
+            login = ('if [ -n "${CH_IMAGE_USERNAME:-}" ]; then DOCKER_CONFIG=$(mktemp -d); export DOCKER_CONFIG; '
+                     'trap \'rm -rf "$DOCKER_CONFIG"\' EXIT; printf %s "$CH_IMAGE_PASSWORD" | '
+                     f'{docker} login --username "$CH_IMAGE_USERNAME" --password-stdin "$5" >/dev/null; fi; ')
             fetch = (f'command -v {docker} >/dev/null || {{ echo "ch-image cannot pull from a plain-http registry '
                      'and there is no docker here to do it; convert from the docker archive instead, or give the '
-                     f'registry TLS" >&2; exit 127; }}; {docker} pull -q "$src" >/dev/null; '
+                     f'registry TLS" >&2; exit 127; }}; {login}{docker} pull -q "$src" >/dev/null; '
                      f'{docker} save -o "$dir.tar" "$src"; python3 "$out.flatten.py" "$dir.tar" "$dir"; '
                      'rm -f "$dir.tar"')
         elif source.kind is SourceKind.DAEMON:
@@ -110,7 +114,8 @@ class CharliecloudEngine(BaseEngine):
             fetch = 'ch-image pull "$src"; ch-convert --tmp "$tmp" -i ch-image -o dir "$src" "$dir"'
         path = f'PATH={shlex.quote(self.path_prefix)}:"$PATH"; ' if self.path_prefix else ""
         script = f'{path}tmp=$1 src=$2 dir=$3 out=$4; rm -rf "$dir"; {fetch}; {self._pack()}; rm -rf "$dir"'
-        return ["sh", "-euc", script, "ch-convert", tmp, source.location, scratch, output]
+        pulled = [source.registry_host] if source.kind is SourceKind.REGISTRY and source.plain_http else []
+        return ["sh", "-euc", script, "ch-convert", tmp, source.location, scratch, output, *pulled]
 
     def conversion_env(self, source: ImageSource) -> dict[str, str]:
         return {}
