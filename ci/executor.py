@@ -1,6 +1,6 @@
 """Run each image's chain of steps as soon as its inputs are ready, within per-resource limits.
 
-The schedule is pipelined, not stage-synchronous (DESIGN.md section 7): the test of image A
+The schedule is pipelined, not stage-synchronous (docs/architecture.md): the test of image A
 runs while image B still builds, and a child's build starts the moment its parent's image
 exists. Each resource (builds, transfers, conversions, jobs) has its own capacity. A failure
 stops that image's chain (except steps marked `always`, such as promotion to failed/), and

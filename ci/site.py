@@ -1,4 +1,4 @@
-"""The HPC site's folders (DESIGN.md section 4), its lock, and atomic promotion.
+"""The HPC site's folders (README: "Runs, the site, and what a run leaves behind"), its lock, and atomic promotion.
 
 ```
 <root>/staging/<run-id>/<image>/   per-run work
@@ -556,11 +556,14 @@ class Site:
     def clean_staging(self, older_than_days: float, keep: set[str] | None = None) -> list[str]:
         """Remove staging/<run>/ folders older than N days; return what was removed."""
         minutes = int(older_than_days * 24 * 60)
-        found = self.host.run(["find", self.path(STAGING), "-mindepth", "1", "-maxdepth", "1", "-type", "d",
-                               "-mmin", f"+{minutes}"], check=False).stdout.split()
-        removed = [path for path in found if path and os.path.basename(path) not in (keep or set())]
+        staging = self.path(STAGING)
+        found = self.host.run(["find", staging, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
+                               "-mmin", f"+{minutes}", "-print0"], check=False).stdout.split("\0")
+        # NUL-separated: a run id with a space or a newline stays one path, and only staging's own folders go
+        removed = [path for path in found if path.startswith(staging + "/") and "/" not in path[len(staging) + 1:]
+                   and os.path.basename(path) not in (keep or set())]
         if removed:
-            self.host.run(["rm", "-rf", *removed])
+            self.host.run(["rm", "-rf", "--", *removed])
         return removed
 
 

@@ -1,8 +1,8 @@
 """Charliecloud: SquashFS images made with `ch-convert`, run with `ch-run`. Real on this machine.
 
 `ch-convert` (0.31) passes mksquashfs a fixed option list (`-b 65536 -noappend -all-root ...`)
-and no compressor, so its SquashFS files are always gzip, the slowest choice (DESIGN.md section
-7); neither an option nor a variable changes that, and its script puts its own folder first on
+and no compressor, so its SquashFS files are always gzip, the slowest choice (see
+ci.engines.base.Compression); neither an option nor a variable changes that, and its script puts its own folder first on
 PATH, so a wrapper cannot intercept mksquashfs either. So:
 
 - compression "default": plain `ch-convert -i docker -o squash IMAGE out.sqfs` (the reference);

@@ -144,6 +144,12 @@ def test_the_ground_floor_and_the_backends_stay_small() -> None:
             f"{module.name} imports ci.github: a backend never knows about GitHub"
 
 
+def test_no_module_mentions_the_design_notes_that_are_not_in_the_repository() -> None:
+    mentions = [str(path.relative_to(PROJECT_DIR)) for path in sorted(PACKAGE.rglob("*.py"))
+                if "DESIGN.md" in path.read_text(encoding="utf-8")]
+    assert mentions == []
+
+
 def test_package_docstrings_point_to_the_architecture() -> None:
     silent = [str(init.relative_to(PROJECT_DIR)) for init in sorted(PACKAGE.glob("*/__init__.py"))
               if "docs/architecture.md" not in (ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or "")]
