@@ -161,6 +161,18 @@ def vm_key() -> dict[str, Any]:
         "env": {"BUILD_VM_SSH_KEY": "${{ secrets.BUILD_VM_SSH_KEY }}"}}
 
 
+def site_known_hosts() -> dict[str, Any]:
+    """The site's host keys from the repository variable SITE_KNOWN_HOSTS (host keys are public, not secrets).
+
+    SSH to the site is strict about host keys: without this variable the runner user's own
+    ~/.ssh/known_hosts must already hold the login node's key, or every site step stops.
+    """
+    return {"name": "Site host keys", "if": "vars.SITE_KNOWN_HOSTS != ''", "run": (
+        "printf '%s\\n' \"$SITE_KNOWN_HOSTS\" > \"$RUNNER_TEMP/site_known_hosts\"\n"
+        'echo "INVOKE_CI_SITE_KNOWN_HOSTS=$RUNNER_TEMP/site_known_hosts" >> "$GITHUB_ENV"\n'),
+        "env": {"SITE_KNOWN_HOSTS": "${{ vars.SITE_KNOWN_HOSTS }}"}}
+
+
 def inv(name: str, command: str, **extra: Any) -> dict[str, Any]:
     """A step running one `inv` command as the shell's own process (`exec`), so a cancel reaches it."""
     return {"name": name, **extra, "run": f"exec inv {command}\n"}
@@ -314,7 +326,7 @@ def prepare_job(chains: Sequence[ImageJobs]) -> dict[str, Any]:
         "needs": "start-vm", "runs-on": ["self-hosted", RUNNER_LABELS["main"]], "timeout-minutes": 60,
         "env": {"CI_SSH_KEY_PASSPHRASE": "${{ secrets.CI_SSH_KEY_PASSPHRASE }}"}, "outputs": outputs,
         "steps": [
-            checkout(), install_venv(), vm_key(),
+            checkout(), install_venv(), site_known_hosts(), vm_key(),
             inv("The workflow matches the definitions", "gh.workflow --check"),
             # This runner is on the VM: no cloud credential is needed (nor sent) to find its address.
             inv("Prepare the VM (volume, Docker)", "vm.prepare --address 127.0.0.1"),
@@ -340,7 +352,7 @@ def image_chain(chain: ImageJobs, built_on: Sequence[ImageJobs], settings: Workf
                         *not_broken(ancestor_builds)),
         "runs-on": ["self-hosted", RUNNER_LABELS["main"]], "timeout-minutes": settings.timeout(chain.name, "build"),
         "env": {**SITE_ENV, "IMAGE": chain.name},
-        "steps": [checkout(), install_venv(),
+        "steps": [checkout(), install_venv(), site_known_hosts(),
                   inv("Build (a failure is recorded for its digest on the site)",
                       f'gh.build --run "$RUN_ID" {only} {FLAGS}'),
                   upload(chain.build)],
@@ -352,7 +364,7 @@ def image_chain(chain: ImageJobs, built_on: Sequence[ImageJobs], settings: Workf
         "runs-on": ["self-hosted", RUNNER_LABELS["transfer"]],
         "timeout-minutes": settings.timeout(chain.name, "transfer"),
         "env": {**SITE_ENV, **REGISTRY_ENV},
-        "steps": [checkout(), install_venv(),
+        "steps": [checkout(), install_venv(), site_known_hosts(),
                   inv("Push to the site's registry, stage the tests", f'push --run "$RUN_ID" {only} {FLAGS}'),
                   upload(chain.transfer)],
     }
@@ -361,7 +373,7 @@ def image_chain(chain: ImageJobs, built_on: Sequence[ImageJobs], settings: Workf
         "if": condition(f"needs.{chain.transfer}.result == 'success'"),
         "runs-on": ["self-hosted", RUNNER_LABELS["test"]], "timeout-minutes": settings.timeout(chain.name, "test"),
         "env": {**SITE_ENV, **REGISTRY_ENV},
-        "steps": [checkout(), install_venv(),
+        "steps": [checkout(), install_venv(), site_known_hosts(),
                   inv("Convert to the site's image format", f'site.convert --run "$RUN_ID" {only} {FLAGS}'),
                   # after a failed conversion this step does not run: no test job is submitted for it
                   inv("Run the tests as batch jobs, judge, promote", f'validate --run "$RUN_ID" {only} {FLAGS}'),
@@ -378,7 +390,7 @@ def retest_job(test_jobs: Sequence[str]) -> dict[str, Any]:
                         "(github.event_name == 'schedule' || inputs.retest)"),
         "runs-on": ["self-hosted", RUNNER_LABELS["test"]], "timeout-minutes": 360,
         "env": {**SITE_ENV, **REGISTRY_ENV},
-        "steps": [checkout(), install_venv(),
+        "steps": [checkout(), install_venv(), site_known_hosts(),
                   inv("Re-run the tests of every image in tested/", 'site.retest --run "$RUN_ID-retest"'),
                   upload("retest")],
     }
