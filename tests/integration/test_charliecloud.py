@@ -8,6 +8,7 @@ ch-run --set-env), a new file, and a deleted one (a whiteout the archive flatten
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -122,12 +123,14 @@ def test_a_test_runs_as_a_slurm_job_inside_the_image(squashfs: str, site: Path, 
                                        metrics=(MetricCheck("throughput", r"throughput ([0-9.]+)", 10, None,
                                                             "GB/s"),)))
     output, exit_file = site / "logs" / "check.out", site / "logs" / "check.exit"
+    scheduler = SlurmScheduler(LocalHost())
+    spec = JobSpec(name="cci-enginetest-check", workdir=str(site), output=str(output), script="",
+                   resources=test.slurm)
     text = render_job_script(test=test, engine=CharliecloudEngine(), image_file=squashfs,
                              script=str(site / "tests" / "check.sh"), workdir=str(site), output=str(output),
-                             exit_file=str(exit_file), job_name="cci-enginetest-check", image="engine-test")
-    scheduler = SlurmScheduler(LocalHost())
-    job_id = scheduler.submit(JobSpec(name="cci-enginetest-check", workdir=str(site), output=str(output),
-                                      script=text, resources=test.slurm))
+                             exit_file=str(exit_file), header=scheduler.directives(spec),
+                             launch=scheduler.task_launch(test.slurm), image="engine-test")
+    job_id = scheduler.submit(dataclasses.replace(spec, script=text))
     deadline = time.monotonic() + 90
     status = scheduler.poll([job_id])[job_id]
     while not status.terminal and time.monotonic() < deadline:
