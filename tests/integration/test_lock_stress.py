@@ -219,7 +219,7 @@ def test_racing_build_alls_over_ssh_never_share_the_site(stress_project: SitePro
     rng = random.Random(int(os.environ.get("CI_STRESS_SEED", "0")) or None)
     tally = Tally()
     ssh = {"host": loopback_ssh.host, "port": loopback_ssh.port, "user": loopback_ssh.user,
-           "key_filename": loopback_ssh.key_filename}
+           "key_filename": loopback_ssh.key_filename, "known_hosts": loopback_ssh.known_hosts}
     section = stress_project.config(scheduler="slurm", poll_interval=0.3, registry={"address": REGISTRY,
                                                                                     "insecure": True})
     # invoke cannot merge a mapping over invoke.yaml's `ssh: null`; a profile's keys go through our own merge
