@@ -56,7 +56,7 @@ class DockerKind:
         return entry.is_dir() and (os.path.lexists(entry / DOCKERFILE) or os.path.lexists(entry / CONTAINER_YAML))
 
     def load(self, entry: Path, arch: str, context: LoadContext) -> list[ImageSpec]:
-        return _Loader(entry, arch, context).load()
+        return FolderLoader(entry, arch, context).load()
 
     def recipe(self, spec: ImageSpec) -> str:
         """The composed Dockerfile, read again from the files (for specs made without a loaded recipe)."""
@@ -106,8 +106,12 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-class _Loader:
-    """One Docker definition folder into image specs; every problem goes to the context."""
+class FolderLoader:
+    """One Docker definition folder into image specs; every problem goes to the context.
+
+    The Spack and Singularity kinds reuse its reading of `container.yaml` and `tests/`
+    (`metadata`, `tests_folder`, `default_tests`, `test_specs`), so every kind checks them alike.
+    """
 
     def __init__(self, folder: Path, arch: str, context: LoadContext):
         self.folder = folder
@@ -127,8 +131,8 @@ class _Loader:
     def load(self) -> list[ImageSpec]:
         if not is_image_name(self.name):
             self.problem("", f"{shown(self.name)} is not a valid image name", f"rename the folder: {NAME_FIX}")
-        meta = self._metadata()
-        tests_found = self._tests_folder()
+        meta = self.metadata()
+        tests_found = self.tests_folder()
         if meta is None or not self.ok:
             return []
         for problem in cross_problems(meta, self.metadata_path):
@@ -138,7 +142,7 @@ class _Loader:
                               f"build argument {name} looks like a secret; build arguments are kept in the "
                               "image's history", f"list it under secrets: and read it with "
                               f"RUN --mount=type=secret,id={name}")
-        default_tests = self._default_tests(tests_found) if meta.tests is None and "tests" not in \
+        default_tests = self.default_tests(tests_found) if meta.tests is None and "tests" not in \
             meta.model_fields_set else ()
         if not self.ok:
             return []
@@ -150,7 +154,7 @@ class _Loader:
                 specs.append(spec)
         return specs if self.ok else []
 
-    def _metadata(self) -> ContainerYaml | None:
+    def metadata(self) -> ContainerYaml | None:
         if not self.has_metadata:
             return ContainerYaml()
         try:
@@ -166,7 +170,7 @@ class _Loader:
             self.problem(problem.field, problem.message, problem.fix)
         return meta
 
-    def _tests_folder(self) -> list[str]:
+    def tests_folder(self) -> list[str]:
         """The test folder's files (relative names); links leaving the folder and special files are problems."""
         tests = self.folder / TESTS_FOLDER
         if not os.path.lexists(tests):
@@ -180,7 +184,7 @@ class _Loader:
             self.problem(TESTS_FOLDER, refusal.message, refusal.fix)
         return [entry.relative for entry in found]
 
-    def _default_tests(self, files: list[str]) -> tuple[TestSpec, ...]:
+    def default_tests(self, files: list[str]) -> tuple[TestSpec, ...]:
         out = []
         for relative in files:
             if "/" in relative or not relative.endswith(".sh"):
@@ -193,7 +197,7 @@ class _Loader:
             out.append(TestSpec(name=name, script=self.folder / TESTS_FOLDER / relative))
         return tuple(out)
 
-    def _test_specs(self, tests: list[Test]) -> tuple[TestSpec, ...]:
+    def test_specs(self, tests: list[Test]) -> tuple[TestSpec, ...]:
         return tuple(
             TestSpec(name=name_of(test), script=self.folder / test.script, slurm=test.slurm, run=test.run,
                      expect=Expectation(
@@ -226,9 +230,9 @@ class _Loader:
         else:
             fragments = tuple(self.context.root / entry for entry in meta.fragments)
         if variant is not None and "tests" in variant.model_fields_set:
-            tests = self._test_specs(variant.tests or [])
+            tests = self.test_specs(variant.tests or [])
         elif "tests" in meta.model_fields_set:
-            tests = self._test_specs(meta.tests or [])
+            tests = self.test_specs(meta.tests or [])
         else:
             tests = default_tests
         build_args = dict(meta.build_args)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ci.definitions.files import FileRefused, checked, read_bytes, read_text
 from ci.definitions.kinds.base import LoadContext
-from ci.definitions.kinds.docker import _Loader
+from ci.definitions.kinds.docker import FolderLoader
 from ci.definitions.model import NAME_FIX, ImageSpec, TestSpec, is_image_name
 from ci.dockerfile import parse_from_references
 from ci.errors import DefinitionError, Problem
@@ -73,8 +73,8 @@ class SingularityKind:
             return []
         definition, def_problems = parse_definition(source, folder, text)
         problems += def_problems
-        meta_loader = None if single else _Loader(entry, arch, context)
-        meta = meta_loader._metadata() if meta_loader is not None else None
+        meta_loader = None if single else FolderLoader(entry, arch, context)
+        meta = meta_loader.metadata() if meta_loader is not None else None
         for problem in problems:
             context.add(key, problem)
         if definition is None or problems or (meta_loader is not None and not meta_loader.ok):
@@ -91,8 +91,8 @@ class SingularityKind:
         if single and definition.sections.get("test", "").strip():
             tests = (TestSpec(name="apptainer-test", script=TEST_SCRIPT),)
         elif meta_loader is not None and meta is not None:  # a folder: its tests/ and container.yaml, as Docker's
-            tests = meta_loader._test_specs(meta.tests or []) if "tests" in meta.model_fields_set else \
-                meta_loader._default_tests(meta_loader._tests_folder())
+            tests = meta_loader.test_specs(meta.tests or []) if "tests" in meta.model_fields_set else \
+                meta_loader.default_tests(meta_loader.tests_folder())
         spec = ImageSpec(
             name=name, definition=name, arch=arch, root=APPTAINER_CONTEXT if single else entry, source=source,
             dockerfile=source, fragments=(), version=definition.version(fallback),

@@ -16,7 +16,7 @@ from typing import Any
 
 from ci.definitions.files import FileRefused, read_text, read_yaml
 from ci.definitions.kinds.base import LoadContext
-from ci.definitions.kinds.docker import _Loader
+from ci.definitions.kinds.docker import FolderLoader
 from ci.definitions.model import NAME_FIX, FileCopy, ImageSpec, is_image_name
 from ci.dockerfile import parse_from_references
 from ci.errors import ConfigError, DefinitionError, Problem
@@ -92,9 +92,9 @@ class SpackKind:
             return []
         env, env_problems = parse_environment_data(data, source, folder)
         problems += env_problems
-        meta_loader = None if single else _Loader(entry, arch, context)
-        meta = meta_loader._metadata() if meta_loader is not None else None
-        tests_found = meta_loader._tests_folder() if meta_loader is not None else []
+        meta_loader = None if single else FolderLoader(entry, arch, context)
+        meta = meta_loader.metadata() if meta_loader is not None else None
+        tests_found = meta_loader.tests_folder() if meta_loader is not None else []
         epilogue = ""
         if not single and os.path.lexists(entry / EPILOGUE):
             try:
@@ -120,8 +120,8 @@ class SpackKind:
         root = (folder if files else EMPTY_CONTEXT) if single else entry
         tests: tuple[Any, ...] = ()
         if meta_loader is not None and meta is not None:
-            tests = meta_loader._test_specs(meta.tests or []) if "tests" in meta.model_fields_set else \
-                meta_loader._default_tests(tests_found)
+            tests = meta_loader.test_specs(meta.tests or []) if "tests" in meta.model_fields_set else \
+                meta_loader.default_tests(tests_found)
         relative = source.relative_to(context.root).as_posix() if source.is_relative_to(context.root) else str(source)
         recipe = render_dockerfile(merged, settings, name=name, arch=arch, source=relative,
                                    files=files, epilogue=epilogue,
