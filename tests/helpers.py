@@ -43,7 +43,11 @@ def definition(
 
 def missing(service: str, how: str) -> None:
     """A service a test needs is absent: skip locally, fail under CI_REQUIRE_SERVICES=1 (CI starts every service)."""
-    message = f"{service} is not running here ({how}); `inv local.up` starts it"
+    unmet(f"{service} is not running here ({how}); `inv local.up` starts it")
+
+
+def unmet(message: str) -> None:
+    """Something a test needs is missing: skip locally with `message`, fail under CI_REQUIRE_SERVICES=1."""
     if os.environ.get("CI_REQUIRE_SERVICES") == "1":
         pytest.fail(message)
     pytest.skip(message)
