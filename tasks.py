@@ -17,23 +17,28 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from ci import api, build_failures, local, site_address, site_env
-from ci import retest as retest_module
-from ci.cli import PROJECT_DIR, emit_json, explained, names, run_control, say, settings_from, stderr, stdout
+from ci import api
+from ci.api import retest as retest_module
+from ci.buildcache import caches as spack_buildcache
+from ci.buildcache import janitor as spack_janitor_module
+from ci.cli.common import PROJECT_DIR, emit_json, explained, names, run_control, say, settings_from, stderr, stdout
+from ci.config.spack import spack_settings
 from ci.definitions import render as render_recipe
 from ci.errors import CIError
 from ci.github import changes, matrix, outputs
-from ci.github import jobs as gh_jobs
 from ci.github import rest as gh_rest
 from ci.github import summary as gh_summary_module
 from ci.github import workflow as gh_workflow
-from ci.local_images import foreign_base, spack_builder
+from ci.github import workflow_calls as gh_jobs
+from ci.github.outputs import publish_step_summary
+from ci.local import foreign_base, spack_builder
+from ci.local import services as local
 from ci.openstack import helper_image, vm
-from ci.report import publish_step_summary, render_plan, render_table, to_json
-from ci.service import cli as service_cli
-from ci.spack import buildcache as spack_buildcache
-from ci.spack import janitor as spack_janitor_module
-from ci.spack.settings import spack_settings
+from ci.pipeline import failures as build_failures
+from ci.pipeline.report import render_plan, render_table, to_json
+from ci.service import control as service_cli
+from ci.site import address as site_address
+from ci.site import environment as site_env
 
 COMMON_HELP = {
     "definitions": "Folder of container definitions (default: ci.definitions, i.e. container_definitions/).",
@@ -718,7 +723,7 @@ def spack_janitor(c, profile=None, definitions=None, cache=None, max_age=30, loc
     url = cache or spack.buildcache
     if not url:
         raise Exit("no build cache: set ci.spack.buildcache or pass --cache", code=2)
-    locks, warnings = spack_janitor_module.current_locks(settings, [Path(p) for p in names(lock)])
+    locks, warnings = api.spack_cache_locks(settings, [Path(p) for p in names(lock)])
     keep, problems = spack_janitor_module.referenced_hashes(locks)
     store = spack_buildcache.open_store(url)
     result = spack_janitor_module.plan(store, keep_hashes=keep, max_age_days=float(max_age), now=spack_buildcache.now(),
@@ -737,7 +742,7 @@ def spack_builder_task(c, force=False, profile=None):  # type: ignore[no-untyped
     """Create the STAND-IN Spack builder image (ci.spack.builder_image) FROM the local base image.
 
     Spack cannot be installed here, so local runs and tests build Spack definitions with a small
-    program (ci/spack/standin/spack_standin.py) that implements only the spack subcommands of the
+    program (ci/local/spack_standin/spack_standin.py) that implements only the spack subcommands of the
     generated Dockerfile, in Spack's file formats. Production uses a real Spack image. A no-op when
     the image exists with the same inputs.
     """

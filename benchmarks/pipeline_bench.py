@@ -21,8 +21,9 @@ import yaml
 
 from benchmarks.harness import Measurement
 from benchmarks.schedule import critical_path, lower_bound, resource_bound, stage_synchronous
-from ci import api, local
-from ci.config import deep_merge, load_settings
+from ci import api
+from ci.config.settings import deep_merge, load_settings
+from ci.local import services as local
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Measurement
-from ci import local
+from ci.local import services as local
 from ci.resources import Resources
 from ci.runners import control
 from ci.runners.state import State

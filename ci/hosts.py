@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ci.config import SSHSettings
+from ci.config.settings import SSHSettings
 from ci.errors import SiteError
 
 

@@ -17,8 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from ci.context import ContextError, context_digest
 from ci.definitions import Catalog, ImageSpec, UnsupportedDefinition, ancestors, definition_key
+from ci.definitions.context import ContextError, context_digest
 from ci.definitions.files import FileRefused, read_bytes, scan_tree
 from ci.errors import DefinitionError, Problem
 

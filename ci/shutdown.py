@@ -77,6 +77,12 @@ def on_signals(handler: Handler) -> Iterator[None]:
             signal.signal(number, old)
 
 
+def set_handlers(handlers: dict[int, Handler]) -> None:
+    """Install handlers for the rest of the process (a worker process that is its own front end)."""
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+
+
 def raise_on_signal(number: int, frame: FrameType | None) -> None:
     """The handler for code that must unwind at once (SIGTERM -> Terminated, SIGINT -> KeyboardInterrupt)."""
     if number == signal.SIGTERM:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from helpers import missing as _missing
 
-from ci import local
-from ci.config import SSHSettings
+from ci.config.settings import SSHSettings
 from ci.hosts import LocalHost, SSHHost
+from ci.local import services as local
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EXAMPLES = PROJECT_DIR / "container_definitions"

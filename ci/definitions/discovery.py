@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def load_catalog(root: Path, arches: Sequence[str] | None = None, options: Mappi
             continue
         if wanted is not None and name not in wanted:
             continue
-        context = LoadContext(root=root, arch=name, catalog=catalog, options=dict(options or {}))
+        context = LoadContext(root=root, arch=name, catalog=catalog, options=dict(options or {}),
+                              looked_for=looked_for())
         for entry in _listing(catalog, arch_dir, name):
             if not entry.name.startswith("."):
                 _load_entry(context, entry)
@@ -114,7 +116,9 @@ def _load_entry(context: LoadContext, entry: Path) -> None:
         catalog.add_problem(key, Problem(entry, "", f"cannot be read ({exc.strerror})",
                                          "make it readable for the CI's user, or remove it"))
         return
-    for spec in specs:
+    for loaded in specs:
+        spec = replace(loaded, builder=loaded.builder or kind.builder,
+                       recipe_text=loaded.recipe_text or kind.recipe(loaded))
         other = catalog.images.get(spec.key)
         if other is not None:
             catalog.add_problem(definition_key(spec), Problem(

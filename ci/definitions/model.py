@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ci.dockerfile import FromReference
+from ci.definitions.dockerfile import FromReference
 from ci.errors import DefinitionError, Problem
 from ci.resources import Resources
 
@@ -113,6 +113,7 @@ class ImageSpec:
     compose: tuple[Path, ...] = ()
     secrets: tuple[str, ...] = ()
     recipe_text: str = field(default="", compare=False, repr=False)
+    builder: str = field(default="", compare=False)  # the kind's builder, set when the catalog is loaded
 
     @property
     def key(self) -> str:
@@ -124,18 +125,10 @@ class ImageSpec:
 
     @property
     def recipe(self) -> str:
-        """The exact text the builder gets; what the digest hashes and `inv render` writes."""
-        if self.recipe_text:
-            return self.recipe_text
-        from ci.definitions.kinds import KINDS  # the kinds import this module
+        """The exact text the builder gets; what the digest hashes and `inv render` writes.
 
-        return KINDS[self.kind].recipe(self)
-
-    @property
-    def builder(self) -> str:
-        from ci.definitions.kinds import KINDS
-
-        return KINDS[self.kind].builder
+        Discovery fills it from the kind when the catalog is loaded (the model knows no kinds)."""
+        return self.recipe_text
 
     def composed_dockerfile(self) -> str:
         """The Dockerfile as built (the recipe of a Docker definition)."""

@@ -12,9 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ci.github.outputs import write_outputs
+from ci.github.outputs import publish_step_summary, write_outputs
 from ci.plan import Plan, PlannedImage
-from ci.report import publish_step_summary
 
 
 def entry(image: PlannedImage) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""Step outputs: `name=value` lines appended to `$GITHUB_OUTPUT`, as the runner reads them."""
+"""What a step hands to GitHub Actions: `name=value` outputs in `$GITHUB_OUTPUT`, and the step summary.
+
+The core never writes either: a run's listeners receive a `Note` carrying the summary's Markdown
+(`SUMMARY_KEY` in its data) when the reports are written, and `step_summary_listener` (attached by the
+front ends when `$GITHUB_STEP_SUMMARY` is set) appends it for GitHub.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ci.errors import CIError
+from ci.pipeline.executor import Event, Listener, Note
+from ci.pipeline.report import SUMMARY_KEY
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 
@@ -34,3 +41,25 @@ def write_outputs(outputs: Mapping[str, str], path: str | os.PathLike[str] | Non
     with open(target, "a", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     return Path(target)
+
+
+def publish_step_summary(markdown: str) -> Path | None:
+    """Append to GitHub's step summary when running in Actions; None elsewhere."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.write(markdown + "\n")
+    return Path(target)
+
+
+def step_summary_listener() -> Listener | None:
+    """A listener that appends each run summary it is told of to the step summary; None outside Actions."""
+    if not os.environ.get("GITHUB_STEP_SUMMARY"):
+        return None
+
+    def listen(item: Event | Note) -> None:
+        if isinstance(item, Note) and isinstance(markdown := item.data.get(SUMMARY_KEY), str):
+            publish_step_summary(markdown)
+
+    return listen

@@ -3,7 +3,7 @@
 Each job of the generated workflow uploads its run folder (`events.jsonl`, logs, reports) as an
 artifact; the summary job downloads this attempt's artifacts into one folder, one sub-folder per
 job, and this module merges their events: a table of every image's steps and the run's timeline
-(ci.timeline), appended to the step summary.
+(ci.pipeline.timeline), appended to the step summary.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ci import timeline
 from ci.errors import CIError
+from ci.pipeline import timeline
 
 ICONS = {"done": "✅", "failed": "❌", "skipped": "⏭️", "running": "⏳"}
 

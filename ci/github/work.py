@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ci.build_failures import BuildFailure, blocked_by
 from ci.github.workflow import ImageJobs
+from ci.pipeline.failures import BuildFailure, blocked_by
 from ci.plan import Action, Plan
 
 

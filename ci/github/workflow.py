@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from ci.config import MAX_WORKFLOW_JOBS as MAX_JOBS
-from ci.config import WorkflowSettings
+from ci.config.settings import MAX_WORKFLOW_JOBS as MAX_JOBS
+from ci.config.settings import WorkflowSettings
 from ci.definitions import Catalog
 from ci.errors import CIError, ConfigError
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ci.config import MANAGED_BY, VMConfig
+from ci.config.settings import MANAGED_BY, VMConfig
 from ci.errors import CloudError, ConfigError
 
 Say = Callable[[str], None]

@@ -20,9 +20,9 @@ from pathlib import Path
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import stream_stdout_and_stderr
 
-from ci.config import HelperImageSettings, Settings
-from ci.context import context_digest
-from ci.docker import DockerEngine
+from ci.config.settings import HelperImageSettings, Settings
+from ci.definitions.context import context_digest
+from ci.docker.engine import DockerEngine
 from ci.errors import BuildError, ConfigError
 
 DOCKERFILE = Path(__file__).resolve().parent / "Dockerfile"
@@ -99,7 +99,7 @@ def ensure_helper_image(engine: DockerEngine, settings: Settings, *, force: bool
                 if config.base_image != settings.base_image.tag:
                     raise ConfigError(f"base image {config.base_image} (ci.openstack_image.base_image) is "
                                       "not present and no registry can be assumed; pull or build it first")
-                from ci.base_image import ensure_base_image
+                from ci.local.base_image import ensure_base_image
 
                 say(ensure_base_image(engine, settings.base_image))
             result.log = log_dir / "build.log"

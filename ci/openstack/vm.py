@@ -28,21 +28,20 @@ import atexit
 import contextlib
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ci.config import PASSPHRASE_ENV, Settings, SSHSettings, VMConfig, vm_config
+from ci.config.settings import PASSPHRASE_ENV, Settings, SSHSettings, VMConfig, vm_config
 from ci.errors import CIError, CloudError
 from ci.hosts import SSHHost
 from ci.openstack.cloud import BuildVMCloud, Say, VMInfo, open_cloud, wait_until
+from ci.shutdown import Terminated, on_signals, raise_on_signal
 
 PREPARE_SCRIPT = Path(__file__).resolve().parent / "prepare-vm"
 REMOTE_SCRIPT = ".containers-ci/prepare-vm"  # relative to the SSH user's home on the VM
@@ -135,7 +134,7 @@ class RemoteDocker:
 
     def __init__(self, settings: Settings, config: VMConfig, address: str,
                  env: Mapping[str, str] | None = None):
-        from ci.docker import find_docker_client
+        from ci.docker.engine import find_docker_client
 
         self.config = config
         self._settings = settings
@@ -440,30 +439,7 @@ _REMOTES: dict[str, RemoteDocker] = {}
 # the whole lifecycle around a build, with teardown on every way out
 # --------------------------------------------------------------------------------------------
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a cancelled CI job) arrives as this, so every `finally` runs as for Ctrl-C."""
-
-
-@contextlib.contextmanager
-def _signals(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
-    """Install `handler` for SIGINT/SIGTERM while inside; a no-op outside the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for number in previous:
-            signal.signal(number, handler)
-        yield
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
-
-
-def _raise_on_term(number: int, frame: FrameType | None) -> None:
-    if number == signal.SIGTERM:
-        raise Terminated("terminated (SIGTERM)")
-    raise KeyboardInterrupt
+__all__ = ["Terminated"]  # SIGTERM arrives as ci.shutdown.Terminated, so every `finally` runs as for Ctrl-C
 
 
 @contextlib.contextmanager
@@ -479,7 +455,7 @@ def build_vm(settings: Settings, say: Say = _quiet, **overrides: Any) -> Iterato
     cloud: BuildVMCloud | None = None
     remote: RemoteDocker | None = None
     failed = False
-    with _signals(_raise_on_term):
+    with on_signals(raise_on_signal):
         try:
             cloud = open_cloud(config, say)
             info = VMInfo(name=config.name)
@@ -502,7 +478,7 @@ def _guarded_teardown(settings: Settings, config: VMConfig, cloud: BuildVMCloud 
     def note(number: int, frame: FrameType | None) -> None:
         say("tearing the build VM down first; it takes a moment (the server must not be left running)")
 
-    with _signals(note):
+    with on_signals(note):
         if remote is not None:
             with contextlib.suppress(Exception):
                 remote.close()

@@ -27,13 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ci.config.runners import RunnersSettings, Target
 from ci.errors import CIError, SchedulerError
 from ci.hosts import Host
-from ci.runners import jobs as runner_jobs
+from ci.runners import batch as runner_jobs
 from ci.runners.github import GitHubActions, GitHubError, RateLimited, Stopping
 from ci.runners.logic import Backoff, Demand, Phase, Plan, QueuedJob, count_demand, decide, label_set
 from ci.runners.metrics import Metrics
-from ci.runners.settings import RunnersSettings, Target
 from ci.runners.state import Runner, State
 from ci.schedulers import JobState, JobStatus, Scheduler
 from ci.schedulers.base import never_starts

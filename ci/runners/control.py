@@ -17,20 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from ci.api import site_host
-from ci.config import Settings
+from ci.config.runners import WEBHOOK_SECRET_ENV, RunnersSettings, parse_runners, resolve_dirs, token_from_environment
+from ci.config.settings import Settings
 from ci.errors import ConfigError
 from ci.runners.allocator import Allocator, observe
 from ci.runners.endpoints import Endpoints, metrics_route, webhook_route
 from ci.runners.github import GitHubActions, GitHubApp, GitHubClient, Scope, Stopping
 from ci.runners.logic import Phase, count_demand
 from ci.runners.metrics import Metrics
-from ci.runners.settings import (
-    WEBHOOK_SECRET_ENV,
-    RunnersSettings,
-    parse_runners,
-    resolve_dirs,
-    token_from_environment,
-)
 from ci.runners.state import State, lock_holder, single_instance
 from ci.schedulers import select_scheduler
 from ci.shutdown import on_signals

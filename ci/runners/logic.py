@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ci.runners.settings import Target
+from ci.config.runners import Target
 
 
 class Phase(StrEnum):

@@ -6,7 +6,7 @@ Slurm's vocabulary because that is what people read in a report. Each backend re
 job-script header (`directives`: Slurm's `#SBATCH` lines, none for direct) and its own task
 launcher (`task_launch`: `srun -N.. -n..` for Slurm), so job scripts never assume Slurm.
 
-`poll` takes many ids and asks the scheduler once, so one watcher thread (ci.jobwatch) can serve
+`poll` takes many ids and asks the scheduler once, so one watcher thread (ci.schedulers.watch) can serve
 every test step of a run, as ReFrame does, instead of N threads each asking Slurm about one job.
 """
 

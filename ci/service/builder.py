@@ -32,15 +32,15 @@ from typing import Any
 from rich.console import Console
 
 from ci import api
-from ci.config import Settings, load_settings
+from ci.config.settings import Settings, load_settings
 from ci.engines import select_engine
 from ci.errors import CIError, DefinitionError, Problem
+from ci.pipeline.progress import ProgressPrinter
 from ci.plan import PlannedImage, make_plan
-from ci.progress import ProgressPrinter
 from ci.service.core.security import Redactor
 from ci.service.models import Status
-from ci.shutdown import CancelToken
-from ci.site import FAILED, TESTED, image_stem
+from ci.shutdown import CancelToken, set_handlers
+from ci.site.layout import FAILED, TESTED, image_stem
 
 SUFFIX = {"apptainer": "sif", "singularity": "sif", "charliecloud": "sqfs", "docker": "tar"}
 # Which site engines make a file the requested engine runs (Apptainer/SingularityCE run SquashFS images too).
@@ -289,8 +289,7 @@ def _signals(token: CancelToken) -> None:
         timer.daemon = True
         timer.start()
 
-    signal.signal(signal.SIGINT, cancel)
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: os.killpg(0, signal.SIGKILL))
+    set_handlers({signal.SIGINT: cancel, signal.SIGTERM: lambda _signum, _frame: os.killpg(0, signal.SIGKILL)})
 
 
 def child_main(order_file: str) -> int:

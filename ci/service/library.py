@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ci.config.service import ServiceSettings
 from ci.errors import CIError, DefinitionError
 from ci.service import crud
-from ci.service.core.config import ServiceSettings
 from ci.service.models import TERMINAL, DefinitionRequest, Status, WorkflowRequest
 from ci.service.service import Service
 from ci.service.worker import Pool

@@ -14,10 +14,10 @@ import threading
 import time
 from pathlib import Path
 
+from ci.config.service import ServiceSettings
 from ci.errors import DefinitionError, Problem
 from ci.service import builder, crud, workflows
 from ci.service.core import security
-from ci.service.core.config import ServiceSettings
 from ci.service.crud import Resolved
 from ci.service.db import Database
 from ci.service.models import ARCH_OF_PLATFORM, BuildBody, DefinitionRequest, WorkflowRequest

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from ci.config.spack import SpackSettings
 from ci.errors import Problem
 from ci.spack.merge import MergeConflict, merge
-from ci.spack.settings import SpackSettings
 from ci.validation import has_control, invalid, problems_from, shown
 
 _SPEC_NAME = re.compile(r"^\s*([A-Za-z0-9_][A-Za-z0-9_.-]*)")

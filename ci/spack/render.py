@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import jinja2
 import yaml
 
-from ci.spack.settings import SpackSettings
+from ci.config.spack import SpackSettings
 
 ENV_DIR = "/opt/spack-environment"
 MIRROR_NAME = "ci-buildcache"

@@ -47,7 +47,7 @@ def release_loopback(folder: Path, device: str) -> None:
 
 
 def invoke_config(emulator: Emulator, folder: Path, device: str | None) -> dict[str, object]:
-    from ci import local
+    from ci.local import services as local
 
     vm: dict[str, object] = {
         "cloud": "emulated", "clouds_file": str(folder / "clouds.yaml"), "image": "Ubuntu-22.04",

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ci.config import Settings, deep_merge, load_settings
+from ci.config.settings import Settings, deep_merge, load_settings
 
 from .emulator import Emulator
 

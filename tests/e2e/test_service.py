@@ -30,7 +30,7 @@ from integration.service_helpers import (
 )
 from integration.site_helpers import EXAMPLES_DIR, slurm_jobs
 
-from ci import local
+from ci.local import services as local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.service]
 SHARED: dict[str, Any] = {}

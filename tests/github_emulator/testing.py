@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ci.config import Settings, deep_merge, load_settings
+from ci.config.settings import Settings, deep_merge, load_settings
 from ci.runners import control
 from ci.runners.allocator import Allocator
 

@@ -21,10 +21,10 @@ import httpx
 from helpers import missing as _missing
 from integration.site_helpers import SiteProject, require_site_services
 
-from ci import local
-from ci.config import load_settings
+from ci.config.service import ServiceSettings, service_settings
+from ci.config.settings import load_settings
+from ci.local import services as local
 from ci.service import crud
-from ci.service.core.config import ServiceSettings, service_settings
 from ci.service.db import Database
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]

@@ -31,10 +31,11 @@ import pytest
 import yaml
 from rich.console import Console
 
-from ci import api, local
-from ci.config import Settings, deep_merge, load_settings
-from ci.progress import ProgressPrinter
-from ci.report import RunReport
+from ci import api
+from ci.config.settings import Settings, deep_merge, load_settings
+from ci.local import services as local
+from ci.pipeline.progress import ProgressPrinter
+from ci.pipeline.report import RunReport
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = PROJECT_DIR / "container_definitions"

@@ -19,8 +19,8 @@ import pytest
 from site_helpers import PROJECT_DIR, SiteProject, isolated_project, passing, sleeping, wait_for
 
 from ci import api
-from ci.executor import Event, Note
-from ci.report import RunReport
+from ci.pipeline.executor import Event, Note
+from ci.pipeline.report import RunReport
 from ci.shutdown import CancelToken
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]

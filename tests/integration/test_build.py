@@ -19,11 +19,11 @@ from python_on_whales import DockerClient
 from rich.console import Console
 
 from ci import api
-from ci.config import Settings, load_settings
-from ci.docker import DockerEngine
+from ci.config.settings import Settings, load_settings
+from ci.docker.engine import DockerEngine
+from ci.pipeline.progress import ProgressPrinter
+from ci.pipeline.report import RunReport
 from ci.plan import DIGEST_LABEL, NAME_LABEL, TEST_DIGEST_LABEL
-from ci.progress import ProgressPrinter
-from ci.report import RunReport
 
 pytestmark = pytest.mark.docker
 

@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 from site_helpers import require
 
-from ci import definitions, local
+from ci import definitions
 from ci.definitions import Expectation, MetricCheck, SlurmResources
 from ci.engines import Bind, CharliecloudEngine, DockerSiteEngine, EngineSettings, ImageSource, make_engine
 from ci.hosts import LocalHost
-from ci.jobs import judge, render_job_script
+from ci.local import services as local
+from ci.pipeline.testjobs import judge, render_job_script
 from ci.schedulers import JobSpec, JobState, SlurmScheduler
 
 DOCKER = "/usr/bin/docker"

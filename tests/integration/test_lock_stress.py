@@ -40,7 +40,7 @@ import yaml
 from site_helpers import BASE_IMAGE, PROJECT_DIR, REGISTRY, SiteProject, isolated_project
 
 from ci.hosts import LocalHost, SSHSettings
-from ci.site import Site
+from ci.site.layout import Site
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.slurm, pytest.mark.stress]
 

@@ -15,11 +15,12 @@ from helpers import write_tree
 from rich.console import Console
 from site_helpers import require
 
-from ci import api, local
-from ci.config import load_settings
-from ci.docker import DockerEngine
-from ci.local_images.foreign_base import ARM64_BASE, ensure_foreign_base
-from ci.progress import ProgressPrinter
+from ci import api
+from ci.config.settings import load_settings
+from ci.docker.engine import DockerEngine
+from ci.local import services as local
+from ci.local.foreign_base import ARM64_BASE, ensure_foreign_base
+from ci.pipeline.progress import ProgressPrinter
 
 pytestmark = pytest.mark.docker
 DOCKER = "/usr/bin/docker"

@@ -18,8 +18,8 @@ from helpers import BASE_IMAGE, definition
 from site_helpers import require
 
 from ci import api
-from ci.config import Settings, SSHSettings, deep_merge, load_settings
-from ci.docker import DockerEngine
+from ci.config.settings import Settings, SSHSettings, deep_merge, load_settings
+from ci.docker.engine import DockerEngine
 from ci.openstack import vm
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]

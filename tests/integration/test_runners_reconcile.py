@@ -15,8 +15,8 @@ from github_emulator import TOKEN, Emulator
 from github_emulator.testing import PROJECT_DIR, cancel_all, our_jobs, settings_for, target, unique_prefix
 from helpers import missing as _missing
 
-from ci import local
 from ci.hosts import without_secrets
+from ci.local import services as local
 from ci.runners import control
 from ci.runners.logic import Phase
 

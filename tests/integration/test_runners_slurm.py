@@ -36,8 +36,8 @@ from github_emulator.testing import (
 )
 from helpers import missing as _missing
 
-from ci import local
 from ci.hosts import without_secrets
+from ci.local import services as local
 from ci.runners.state import State
 
 pytestmark = pytest.mark.slurm

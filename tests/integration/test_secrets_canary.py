@@ -43,10 +43,10 @@ from site_helpers import (
     wait_for,
 )
 
-from ci import local
-from ci.config import SSHSettings
+from ci.config.settings import SSHSettings
 from ci.errors import SiteError
 from ci.hosts import SSHHost
+from ci.local import services as local
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

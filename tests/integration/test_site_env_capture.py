@@ -14,10 +14,10 @@ import pytest
 import yaml
 from integration.site_helpers import DOCKER, Check, SiteProject, isolated_project, passing, promoted
 
-from ci.docker import DockerEngine
+from ci.docker.engine import DockerEngine
 from ci.errors import SiteError
 from ci.hosts import SSHHost
-from ci.site_env import capture, current_digest, site_env_settings
+from ci.site.environment import capture, current_digest, site_env_settings
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

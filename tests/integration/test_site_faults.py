@@ -36,7 +36,7 @@ from site_helpers import (
 )
 
 from ci import api
-from ci.report import RunReport
+from ci.pipeline.report import RunReport
 from ci.schedulers import job_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from site_helpers import require
 
-from ci import local
 from ci.definitions import SlurmResources
 from ci.hosts import CommandResult, LocalHost
+from ci.local import services as local
 from ci.schedulers import DirectScheduler, JobSpec, JobState, JobStatus, SlurmScheduler
 
 RUN = uuid.uuid4().hex[:8]

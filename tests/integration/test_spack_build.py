@@ -1,7 +1,7 @@
 """Spack and .def definitions built for real with the stand-in builder: the build cache, the signing-key
 canary, a Dockerfile definition on a Spack parent, and the janitor on the cache these builds filled.
 
-The stand-in (ci/spack/standin/spack_standin.py) plays Spack at its command line; everything around
+The stand-in (ci/local/spack_standin/spack_standin.py) plays Spack at its command line; everything around
 it (BuildKit, the secret mount, the OCI cache in the local registry, Docker's layers) is real.
 """
 
@@ -20,11 +20,13 @@ from helpers import BASE_IMAGE, write_tree
 from rich.console import Console
 from site_helpers import require
 
-from ci import api, local
-from ci.config import Settings, load_settings
-from ci.local_images.spack_builder import STANDIN_TAG, ensure_standin_builder
-from ci.progress import ProgressPrinter
-from ci.spack import buildcache, janitor
+from ci import api
+from ci.buildcache import caches as buildcache
+from ci.buildcache import janitor
+from ci.config.settings import Settings, load_settings
+from ci.local import services as local
+from ci.local.spack_builder import STANDIN_TAG, ensure_standin_builder
+from ci.pipeline.progress import ProgressPrinter
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 DOCKER = "/usr/bin/docker"
@@ -94,7 +96,7 @@ def summaries(logs: dict[str, str]) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, docker_available: None) -> Iterator[SpackProject]:
     require(local.registry_ready(), f"the registry on {local.REGISTRY_ADDRESS}")
-    from ci.docker import DockerEngine
+    from ci.docker.engine import DockerEngine
 
     engine = DockerEngine([DOCKER], network="host")
     require(engine.image_exists(BASE_IMAGE), f"the base image {BASE_IMAGE}")
@@ -150,13 +152,13 @@ def test_a_dockerfile_definition_builds_on_a_spack_parent(project: SpackProject)
 def test_the_janitor_on_the_cache_these_builds_filled(project: SpackProject) -> None:
     settings = project.settings()
     store = buildcache.open_store(project.cache)
-    locks, warnings = janitor.current_locks(settings)
+    locks, warnings = api.spack_cache_locks(settings)
     assert len(locks) == 2 and warnings == []  # read from the built images, then recorded
     keep, _ = janitor.referenced_hashes(locks)
     assert janitor.plan(store, keep_hashes=keep, max_age_days=0, now=buildcache.now()).remove == []
     project.write(version="1.0.2")  # the single-file environment changes: its old root is no longer used
     assert project.build(only=["single"]).ok  # type: ignore[attr-defined]
-    locks, _ = janitor.current_locks(settings)
+    locks, _ = api.spack_cache_locks(settings)
     keep, _ = janitor.referenced_hashes(locks)
     dry = janitor.plan(store, keep_hashes=keep, max_age_days=0, now=buildcache.now())
     assert [(r.entry.name, r.entry.version) for r in dry.remove] == [(f"tool{project.token}", "1.0.1")]

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from site_helpers import require
 
-from ci import local
-from ci.spack.buildcache import INDEX_TAG, OciRegistry
-from ci.spack.janitor import DAY, plan, run
-from ci.spack.standin import spack_standin
+from ci.buildcache.caches import INDEX_TAG, OciRegistry
+from ci.buildcache.janitor import DAY, plan, run
+from ci.local import services as local
+from ci.local.spack_standin import spack_standin
 
 pytestmark = pytest.mark.registry
 ARCH = {"platform": "linux", "platform_os": "debian12", "target": "x86_64_v3"}

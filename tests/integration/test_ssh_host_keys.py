@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ci import local
-from ci.config import SSHSettings, load_settings
+from ci.config.settings import SSHSettings, load_settings
 from ci.hosts import HostKeyError, SSHHost
+from ci.local import services as local
 
 pytestmark = pytest.mark.ssh
 

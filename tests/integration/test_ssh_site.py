@@ -29,9 +29,9 @@ from site_helpers import (
     step_data,
 )
 
-from ci.config import Settings, SSHSettings
+from ci.config.settings import Settings, SSHSettings
 from ci.hosts import SSHHost
-from ci.report import RunReport
+from ci.pipeline.report import RunReport
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry, pytest.mark.ssh]
 

@@ -11,8 +11,8 @@ from cloud_emulator.testing import PROJECT_DIR, project_config
 from helpers import BASE_IMAGE
 from site_helpers import require
 
-from ci.config import deep_merge, load_settings
-from ci.docker import DockerEngine
+from ci.config.settings import deep_merge, load_settings
+from ci.docker.engine import DockerEngine
 from ci.errors import BuildError
 from ci.openstack import helper_image as openstack_image
 

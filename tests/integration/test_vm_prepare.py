@@ -19,7 +19,7 @@ import pytest
 from cloud_emulator.testing import loop_device
 from site_helpers import require
 
-from ci.config import SSHSettings, vm_config
+from ci.config.settings import SSHSettings, vm_config
 from ci.errors import CloudError
 from ci.hosts import SSHHost
 from ci.openstack import vm
@@ -173,7 +173,7 @@ def test_inv_vm_prepare_runs_the_same_over_the_task_path(bed: Bed, loopback_ssh:
     """vm.prepare with --address: copies the script, runs it, then checks Docker over SSH from here."""
     from cloud_emulator.testing import project_config
 
-    from ci.config import deep_merge, load_settings
+    from ci.config.settings import deep_merge, load_settings
 
     raw = deep_merge(project_config(), {"state_dir": str(tmp_path / "state"), "vm": {
         "ssh_user": "root", "ssh_port": loopback_ssh.port, "ssh_key": loopback_ssh.key_filename,

@@ -160,7 +160,7 @@ def test_a_cancelled_test_job_releases_the_site_and_the_next_run_proceeds(projec
 def lock_held(project: SiteProject) -> bool:
     """Whether any live member holds the site lock (the lock folder may stay as a record)."""
     from ci.hosts import LocalHost
-    from ci.site import Site
+    from ci.site.layout import Site
 
     site = Site(LocalHost(), project.site_root)
     state = site.read_state() if hasattr(site, "read_state") else None

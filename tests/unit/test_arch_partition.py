@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ci.config import load_settings
-from ci.steps.chain import SiteServices
+from ci.config.settings import load_settings
+from ci.pipeline.steps.chain import SiteServices
 
 
 def test_an_architecture_partition_wins_over_the_site_partition(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ci.hosts import LocalHost
-from ci.site import Site
+from ci.site.layout import Site
 
 
 def test_a_run_id_with_a_space_is_removed_whole_and_nothing_beside_it(tmp_path: Path,

@@ -13,7 +13,7 @@ import pytest
 from cloud_emulator import Cloud, Emulator
 from cloud_emulator.testing import PROJECT_DIR, vm_settings
 
-from ci.config import vm_config
+from ci.config.settings import vm_config
 from ci.errors import CloudError, ConfigError
 from ci.openstack import vm
 from ci.openstack.cloud import BuildVMCloud, VMInfo, connect, open_cloud
@@ -82,7 +82,7 @@ def test_bad_configuration_is_one_sentence_naming_the_key(tmp_path: Path, sectio
 def test_invoke_yaml_defaults_are_valid_and_cpouta_enables_the_vm() -> None:
     from cloud_emulator.testing import project_config
 
-    from ci.config import load_settings
+    from ci.config.settings import load_settings
 
     raw = project_config()
     local = vm.config_from(load_settings(raw, PROJECT_DIR, profile="local"))

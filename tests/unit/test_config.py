@@ -13,7 +13,7 @@ import pytest
 import yaml
 from helpers import PROJECT_DIR
 
-from ci.config import RegistrySettings, load_settings
+from ci.config.settings import RegistrySettings, load_settings
 from ci.errors import ConfigError
 from ci.resources import Resources
 
@@ -32,10 +32,10 @@ class Blocker:
         return None
 
 sys.meta_path.insert(0, Blocker())
-import ci.config
+import ci.config.settings
 from pathlib import Path
 raw = json.loads(sys.argv[1])
-profiles = {name: ci.config.load_settings(raw, Path(sys.argv[2]), profile=name).site.root
+profiles = {name: ci.config.settings.load_settings(raw, Path(sys.argv[2]), profile=name).site.root
             for name in ("local", "lumi", "cpouta")}
 loaded = sorted(name for name in sys.modules if name.split(".")[0] in BLOCKED)
 print(json.dumps({"profiles": profiles, "loaded": loaded}))
@@ -53,7 +53,7 @@ def test_import_ci_config_works_without_docker_fabric_and_openstack_libraries() 
 
 def test_the_blocker_really_blocks() -> None:
     """The import test above cannot pass by accident: the same blocker stops a backend module."""
-    script = BLOCKED_IMPORT.split("import ci.config")[0] + "import ci.hosts\nimport ci.docker\n"
+    script = BLOCKED_IMPORT.split("import ci.config")[0] + "import ci.hosts\nimport ci.docker.engine\n"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                             check=False, cwd=PROJECT_DIR)
     assert result.returncode != 0 and "python_on_whales is blocked" in result.stderr

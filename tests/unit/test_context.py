@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import write_tree
 
-from ci.context import context_digest, context_files, is_ignored, parse_dockerignore, stage_context
+from ci.definitions.context import context_digest, context_files, is_ignored, parse_dockerignore, stage_context
 
 TREE = {
     "Dockerfile": "FROM base\n",

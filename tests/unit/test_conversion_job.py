@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from ci.config import load_settings
+from ci.config.settings import load_settings
 from ci.definitions import SlurmResources
 from ci.engines import make_engine
 from ci.engines.base import ImageSource
 from ci.errors import ConfigError
+from ci.pipeline.steps.convert import render_conversion_script
 from ci.schedulers import JobSpec
 from ci.schedulers.slurm import sbatch_directives
-from ci.steps.convert import render_conversion_script
 
 PROJECT = Path(__file__).resolve().parents[2]
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from ci.config import RegistrySettings
+from ci.config.settings import RegistrySettings
 from ci.definitions import load_catalog
+from ci.docker.registry import Registry
 from ci.engines import make_engine
 from ci.hosts import CommandResult, LocalHost
+from ci.pipeline.runs import RunFolder
+from ci.pipeline.steps import Chain, ConvertStep, SiteServices
 from ci.plan import make_plan
-from ci.runs import RunFolder
-from ci.site import Site
-from ci.steps import Chain, ConvertStep, SiteServices
-from ci.transfer import Registry
+from ci.site.layout import Site
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "container_definitions"
 CANARY = "canary-token-5f1d"

@@ -8,9 +8,9 @@ import pytest
 from helpers import BASE_IMAGE, definition, write_tree
 
 from ci.definitions import load_catalog
-from ci.dockerfile import FromReference, expand, parse_from_references, rewrite_from
+from ci.definitions.dockerfile import FromReference, expand, parse_from_references, rewrite_from
+from ci.pipeline.steps.build import pinned_dockerfile
 from ci.plan import make_plan
-from ci.steps.build import pinned_dockerfile
 
 
 def images(text: str, build_args: dict[str, str] | None = None) -> list[tuple[str, bool]]:

@@ -13,7 +13,7 @@ import yaml
 from helpers import PROJECT_DIR, definition
 from workflow_model import Scenario, ancestors_of, jobs_of, load_workflow, needs_of, shell_commands, simulate
 
-from ci.config import WorkflowSettings, load_settings, workflow_settings
+from ci.config.settings import WorkflowSettings, load_settings, workflow_settings
 from ci.definitions import load_catalog
 from ci.errors import CIError, ConfigError
 from ci.github.workflow import (

@@ -26,7 +26,7 @@ import pytest
 from helpers import PROJECT_DIR
 
 from ci import api
-from ci.config import load_settings
+from ci.config.settings import load_settings
 from ci.definitions import load_catalog
 from ci.errors import DefinitionError, Problem
 

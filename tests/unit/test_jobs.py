@@ -10,12 +10,13 @@ from typing import ClassVar
 
 import pytest
 
-from ci import definitions, jobs
+from ci import definitions
 from ci.definitions import Expectation, MetricCheck, SlurmResources
 from ci.engines import ApptainerEngine, CharliecloudEngine
 from ci.engines.base import BaseEngine, Bind, EngineSettings, RegistryCredentials
 from ci.hosts import LocalHost
-from ci.jobs import (
+from ci.pipeline import testjobs as jobs
+from ci.pipeline.testjobs import (
     MARKER,
     JobScriptError,
     exit_status_from_log,

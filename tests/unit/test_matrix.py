@@ -15,7 +15,7 @@ from ci.definitions import load_catalog
 from ci.github.matrix import github_matrix, matrix_for, plan_markdown, publish
 from ci.github.outputs import write_outputs
 from ci.plan import Plan, make_plan
-from ci.site import FAILED, TESTED, SiteListing, image_stem
+from ci.site.layout import FAILED, TESTED, SiteListing, image_stem
 
 ALL = ["base", "hello-apptainer", "hello-spack", "mpi", "python", "spack-tools", "tools-debug", "tools-minimal"]
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from ci.errors import CIError, SiteError
-from ci.executor import Event, Executor, State, Step, StepResult, Work
+from ci.pipeline.executor import Event, Executor, State, Step, StepResult, Work
 from ci.shutdown import CancelToken
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ci.config.runners import Target
 from ci.runners.logic import (
     Backoff,
     Phase,
@@ -14,7 +15,6 @@ from ci.runners.logic import (
     label_set,
     match_target,
 )
-from ci.runners.settings import Target
 
 
 def target(name: str, *labels: str, max: int = 10, idle_timeout: float = 60) -> Target:

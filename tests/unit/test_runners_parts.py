@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from ci.config.runners import RunnersConfigError, parse_runners
 from ci.hosts import LocalHost
-from ci.runners import jobs
+from ci.runners import batch as jobs
 from ci.runners.endpoints import Endpoints, metrics_route, verify, webhook_route
 from ci.runners.metrics import Metrics
-from ci.runners.settings import RunnersConfigError, parse_runners
 from ci.schedulers import SlurmScheduler
 
 GOOD: dict[str, Any] = {"github": {"repository": "octo-org/hpc-app"},

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ci.config import load_settings
+from ci.config.service import service_settings
+from ci.config.settings import load_settings
 from ci.errors import ConfigError, DefinitionError
 from ci.service.core import security
-from ci.service.core.config import service_settings
 from ci.service.models import DefinitionRequest, Machine, WorkflowRequest
 from ci.service.store import ImageStore
 from ci.service.workflows import constrained, image_name, resolve

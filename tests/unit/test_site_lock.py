@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ci.hosts import LocalHost
-from ci.site import LOCK, Site, SiteLocked, this_process
+from ci.site.layout import LOCK, Site, SiteLocked, this_process
 
 
 def _site(root: Path) -> Site:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from ci.spack.buildcache import DirectoryV2, DirectoryV3, open_store
-from ci.spack.janitor import DAY, plan, referenced_hashes, run
-from ci.spack.standin import spack_standin
+from ci.buildcache.caches import DirectoryV2, DirectoryV3, open_store
+from ci.buildcache.janitor import DAY, plan, referenced_hashes, run
+from ci.local.spack_standin import spack_standin
 
 NOW = time.time()
 ARCH = {"platform": "linux", "platform_os": "debian12", "target": "x86_64_v3"}

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from ci import timeline
 from ci.errors import CIError
 from ci.github.summary import events_under, markdown
+from ci.pipeline import timeline
 
 
 def event(image: str, step: str, state: str, time: float, duration: float = 0.0, detail: str = "") -> dict[str, Any]:

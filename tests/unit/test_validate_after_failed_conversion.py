@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from ci.config import RegistrySettings
+from ci.config.settings import RegistrySettings
 from ci.definitions import load_catalog
+from ci.docker.registry import Registry
 from ci.engines import make_engine
-from ci.executor import Executor, Work
 from ci.hosts import LocalHost
-from ci.jobwatch import JobWatcher
+from ci.pipeline.executor import Executor, Work
+from ci.pipeline.runs import RunFolder
+from ci.pipeline.steps import Chain, PromoteStep, SiteServices, TestStep
 from ci.plan import make_plan
-from ci.runs import RunFolder
 from ci.schedulers.base import settled
 from ci.schedulers.direct import DirectScheduler
-from ci.site import Site
-from ci.steps import Chain, PromoteStep, SiteServices, TestStep
-from ci.transfer import Registry
+from ci.schedulers.watch import JobWatcher
+from ci.site.layout import Site
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "container_definitions"
 

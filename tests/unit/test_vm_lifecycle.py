@@ -20,7 +20,7 @@ from cloud_emulator import Cloud, Emulator
 from cloud_emulator.testing import vm_settings
 
 from ci import api
-from ci.config import Settings
+from ci.config.settings import Settings
 from ci.errors import BuildError, CIError, CloudError
 from ci.openstack import vm
 

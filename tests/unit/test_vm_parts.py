@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cloud_emulator.testing import PROJECT_DIR, project_config
 
-from ci.config import Settings, deep_merge, load_settings, vm_config
+from ci.config.settings import Settings, deep_merge, load_settings, vm_config
 from ci.errors import CloudError
 from ci.openstack import helper_image as openstack_image
 from ci.openstack import vm

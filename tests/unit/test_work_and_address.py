@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from helpers import definition
 
-from ci.build_failures import BuildFailure, blocked_by
 from ci.definitions import load_catalog
 from ci.errors import SiteError
 from ci.github.work import work_for
 from ci.hosts import SSHSettings
+from ci.pipeline.failures import BuildFailure, blocked_by
 from ci.plan import make_plan
-from ci.site import SiteListing
-from ci.site_address import pinned, resolve
+from ci.site.address import pinned, resolve
+from ci.site.layout import SiteListing
 
 
 def test_images_built_on_a_failed_build_are_blocked_not_built(tmp_path: Path) -> None:

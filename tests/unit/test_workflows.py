@@ -34,7 +34,7 @@ from workflow_model import (
 from ci.errors import CIError
 from ci.github.changes import changed_paths
 from ci.hosts import LocalHost
-from ci.site import Site, SiteLocked, this_process
+from ci.site.layout import Site, SiteLocked, this_process
 
 WORKFLOWS = PROJECT_DIR / ".github" / "workflows"
 PIPELINE = WORKFLOWS / "containers-build.yml"

@@ -27,6 +27,7 @@ class LoadContext:
     catalog: Catalog
     texts: dict[Path, str] = field(default_factory=dict)  # fragments read once per load, shared by definitions
     options: Mapping[str, Any] = field(default_factory=dict)  # configuration sections kinds read (ci.spack)
+    looked_for: str = "Dockerfile"  # what a definition folder may hold, from the registry of kinds
 
     def problem(self, key: str, path: Path, field_name: str, message: str, fix: str) -> None:
         self.catalog.add_problem(key, Problem(path, field_name, message, fix))

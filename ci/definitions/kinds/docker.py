@@ -12,6 +12,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from ci.definitions.dockerfile import parse_from_references
 from ci.definitions.files import FileRefused, read_text, read_yaml, scan_tree
 from ci.definitions.kinds.base import LoadContext
 from ci.definitions.model import (
@@ -37,7 +38,6 @@ from ci.definitions.schema import (
     name_of,
     secret_looking_args,
 )
-from ci.dockerfile import parse_from_references
 from ci.errors import DefinitionError, Problem
 from ci.validation import shown, validate
 
@@ -215,9 +215,8 @@ class FolderLoader:
             ("dockerfile" if meta.dockerfile else DOCKERFILE)
         body = self.folder / (body_name or DOCKERFILE)
         if body_name is None and not os.path.lexists(body):
-            from ci.definitions.kinds import looked_for  # the registry imports this module
-
-            self.problem(DOCKERFILE, f"no {looked_for()} found", "add a Dockerfile to the folder, or remove the folder")
+            self.problem(DOCKERFILE, f"no {self.context.looked_for} found",
+                         "add a Dockerfile to the folder, or remove the folder")
             return None
         own_compose = variant is not None and variant.compose is not None
         compose_entries = variant.compose if variant is not None and variant.compose is not None else meta.compose

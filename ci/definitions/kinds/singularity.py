@@ -12,11 +12,11 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from ci.definitions.dockerfile import parse_from_references
 from ci.definitions.files import FileRefused, checked, read_bytes, read_text
 from ci.definitions.kinds.base import LoadContext
 from ci.definitions.kinds.docker import FolderLoader
 from ci.definitions.model import NAME_FIX, ImageSpec, TestSpec, is_image_name
-from ci.dockerfile import parse_from_references
 from ci.errors import DefinitionError, Problem
 from ci.spack.singularity import FileCopy, parse_definition, translate
 from ci.validation import shown

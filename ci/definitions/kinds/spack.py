@@ -14,16 +14,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ci.config.spack import SpackSettings, spack_settings
+from ci.definitions.dockerfile import parse_from_references
 from ci.definitions.files import FileRefused, read_text, read_yaml
 from ci.definitions.kinds.base import LoadContext
 from ci.definitions.kinds.docker import FolderLoader
 from ci.definitions.model import NAME_FIX, FileCopy, ImageSpec, is_image_name
-from ci.dockerfile import parse_from_references
 from ci.errors import ConfigError, DefinitionError, Problem
+from ci.local.spack_standin import standin_digest
 from ci.spack.environment import merged_environment, parse_environment_data, spack_version
 from ci.spack.render import Pair, render_dockerfile
-from ci.spack.settings import SpackSettings, spack_settings
-from ci.spack.standin import standin_digest
 from ci.validation import shown
 
 SPACK_YAML = "spack.yaml"

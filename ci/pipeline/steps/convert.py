@@ -1,0 +1,112 @@
+"""The convert step: the site's engine makes the HPC image file (`.sif`, `.sqfs`) from the registry.
+
+On the site host by default; with `ci.site.convert_on: compute` as a batch job on a compute node
+(login nodes limit memory and CPU time), whose script this module renders. Either way the file
+appears complete or not at all: the conversion writes `<file>.part` and renames it at the end.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ci.engines.base import Engine, ImageSource, with_env
+from ci.errors import SiteError
+from ci.pipeline.executor import StepResult
+from ci.pipeline.steps.chain import ChainStep, wait_for_job
+from ci.pipeline.testjobs import MARKER, one_line
+from ci.resources import Resources
+from ci.schedulers.base import JobSpec, job_name, never_starts
+
+
+def render_conversion_script(*, engine: Engine, source: ImageSource, output: str, header: Sequence[str]) -> str:
+    """A batch script converting one image on a compute node (large images, busy login nodes).
+
+    `header` is the scheduler's directives for the job (`Scheduler.directives`). Like
+    `Engine.convert`, it writes `<output>.part` and renames it only on success, so a killed job
+    never leaves a half-written image file. Registry credentials are not available in a job
+    script: use it with a registry the compute nodes reach without them, or a docker archive.
+    """
+    part = f"{output}.part"
+    command = with_env(engine.conversion_command(source, part), engine.conversion_env(source))
+    lines = ["#!/bin/sh", *(one_line(line, "the job directive") for line in header),
+             "# " + one_line(f"containers-ci conversion job (generated): {source.describe()} with {engine.name}",
+                             "the job description"),
+             "set -u",
+             f"rm -rf {shlex.quote(part)}",
+             f'echo "{MARKER} converting on $(uname -n) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"',
+             shlex.join(command),
+             "status=$?",
+             f'if [ "$status" -eq 0 ]; then mv -f {shlex.quote(part)} {shlex.quote(output)} || status=$?; '
+             f"else rm -rf {shlex.quote(part)}; fi",
+             f'echo "{MARKER} exit status $status"',
+             'exit "$status"']
+    return "\n".join(lines) + "\n"
+
+
+class ConvertStep(ChainStep):
+    name = "convert"
+    resource = "convert"
+
+    def run(self) -> StepResult:
+        chain = self.chain
+        services = chain.site_services
+        if chain.reference is None:
+            raise SiteError("nothing to convert: the transfer step left no registry reference")
+        assert chain.image_file is not None
+        output = chain.image_file
+        if services.site.host.exists(output):
+            return StepResult(f"{posixpath.basename(output)} (already converted)", {"image_file": output})
+        source = ImageSource.registry(chain.reference, insecure=services.registry.settings.insecure)
+        if services.convert_job is not None:
+            return self._as_job(source, output, services.convert_job)
+        host = services.site.host
+        # Each attempt converts in a folder of its own beside the staged one (which is what gets promoted):
+        # a conversion orphaned by a killed run (its ch-convert or mksquashfs lives on) keeps writing there
+        # and never meets this attempt's scratch files; the finished file is renamed into place.
+        attempt = posixpath.join(posixpath.dirname(chain.staging), f".convert-{uuid.uuid4().hex[:12]}")
+        partial = posixpath.join(attempt, posixpath.basename(output))
+        try:
+            services.engine.convert(host, source, partial, credentials=services.registry.credentials())
+            host.run(["mkdir", "-p", chain.staging])
+            host.run(["mv", "-f", partial, output])
+        finally:
+            host.run(["rm", "-rf", attempt], check=False)
+        return StepResult(posixpath.basename(output), {"image_file": output})
+
+    def _as_job(self, source: ImageSource, output: str, resources: Resources) -> StepResult:
+        """Convert on a compute node: submit (or adopt) the conversion job, wait, check the file."""
+        chain = self.chain
+        services = chain.site_services
+        host = services.site.host
+        name = job_name(services.job_prefix, chain.run.run_id, chain.image.name, "convert", arch=chain.image.spec.arch)
+        log = posixpath.join(chain.staging, "logs", "convert.out")
+        existing = [status for status in services.scheduler.find(name) if status.name == name]
+        if existing:
+            job_id = existing[0].job_id
+        else:
+            host.run(["mkdir", "-p", posixpath.join(chain.staging, "logs")])
+            services.engine.prepare(host, source, f"{output}.part")
+            script_path = posixpath.join(chain.staging, "convert.job.sh")
+            job = JobSpec(name=name, workdir=chain.staging, output=log, script_path=script_path, resources=resources,
+                          account=services.account, partition=services.partition_for(chain.image.spec.arch))
+            host.write_text(script_path, render_conversion_script(
+                engine=services.engine, source=source, output=output, header=services.scheduler.directives(job)),
+                mode=0o755)
+            job_id = services.scheduler.submit(job)
+        status = wait_for_job(services, job_id, chain.cancel)
+        services.engine.cleanup(host, f"{output}.part")  # helpers staged by prepare(), a part left by a kill
+        if never_starts(status):
+            raise SiteError(f"conversion job {job_id} can never start as submitted ({status.reason}); "
+                            "ask for less in ci.site.convert_job or choose another partition")
+        if not host.exists(output):
+            tail = " / ".join(host.read_text(log).splitlines()[-3:]) if host.exists(log) else ""
+            raise SiteError(f"conversion job {status.describe()} left no {posixpath.basename(output)}; "
+                            f"see {log} on {host.name}" + (f": {tail}" if tail else ""))
+        return StepResult(f"{posixpath.basename(output)} (job {job_id})", {"image_file": output, "job_id": job_id})
+
+    def absorb(self, data: Mapping[str, Any]) -> None:
+        self.chain.image_file = data.get("image_file")
