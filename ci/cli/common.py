@@ -1,7 +1,8 @@
 """Helpers for the Invoke edge: settings from a task's context and flags, errors as sentences.
 
-Kept out of tasks.py so that the task file stays a list of entry points, and so that the same
-behaviour is shared by every task.
+Shared by every collection of `ci/cli/`. Loading it must stay cheap (it is imported while
+`inv --list` builds the namespace): the consoles are made on first use and the library is
+imported inside the functions.
 """
 
 from __future__ import annotations
@@ -13,31 +14,49 @@ import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from invoke.exceptions import Exit
-from rich.console import Console
-from rich.markup import escape
 
-from ci.config.settings import Settings, load_settings
 from ci.errors import CIError, DefinitionError, Problem, printable
-from ci.github.outputs import step_summary_listener
-from ci.pipeline.executor import Listener
-from ci.pipeline.progress import ProgressPrinter
-from ci.shutdown import CancelToken, signals_cancel
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ci.config.settings import Settings
+    from ci.pipeline.executor import Listener
+    from ci.shutdown import CancelToken
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
-# Outside a terminal (CI logs, pipes) rich would assume 80 columns and fold every table cell.
-_WIDTH = None if sys.stdout.isatty() else shutil.get_terminal_size((150, 40)).columns
-stdout = Console(soft_wrap=True, width=_WIDTH)
-stderr = Console(stderr=True, soft_wrap=True, width=_WIDTH)
+
+class _LazyConsole:
+    """A rich Console made on first use (rich costs a tenth of a second to import)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            # Outside a terminal (CI logs, pipes) rich would assume 80 columns and fold every table cell.
+            width = None if sys.stdout.isatty() else shutil.get_terminal_size((150, 40)).columns
+            self._console = Console(soft_wrap=True, width=width, **self._options)
+        return getattr(self._console, name)
+
+
+stdout = cast("Console", _LazyConsole())
+stderr = cast("Console", _LazyConsole(stderr=True))
 
 
 def settings_from(context: Any, *, profile: str | None = None, **overrides: Any) -> Settings:
     """Resolve settings from Invoke's merged config (`ci` section), a profile, and flag values."""
+    from ci.config.settings import load_settings
+
     raw = context.config.get("ci", {}) if hasattr(context, "config") else {}
     return load_settings(raw, PROJECT_DIR, profile=profile, overrides=overrides)
 
@@ -56,6 +75,8 @@ def explained(function: F) -> F:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from rich.markup import escape
+
         try:
             return function(*args, **kwargs)
         except DefinitionError as exc:
@@ -95,6 +116,10 @@ def run_control() -> Iterator[tuple[list[Listener], CancelToken]]:
     """What a task hands a run: a progress printer on stderr (and, in GitHub Actions, the step summary),
     and a cancel token that SIGINT and SIGTERM set (the run then cancels its jobs, releases the site
     lock and reports; a second signal stops at once)."""
+    from ci.github.outputs import step_summary_listener
+    from ci.pipeline.progress import ProgressPrinter
+    from ci.shutdown import CancelToken, signals_cancel
+
     token = CancelToken()
     listeners: list[Listener] = [ProgressPrinter(stderr)]
     if (summary := step_summary_listener()) is not None:

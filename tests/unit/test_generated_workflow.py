@@ -3,7 +3,6 @@ that stop everything but the teardown, re-runs that never meet an old artifact, 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from typing import Any
@@ -55,16 +54,14 @@ def outputs(build: bool = True, test: bool = True, **only: tuple[bool, bool]) ->
 
 def test_the_committed_workflow_is_current() -> None:
     """`inv gh.workflow --check` in code: the file is what the generator makes of the definitions."""
-    spec = importlib.util.spec_from_file_location("tasks_for_workflow", PROJECT_DIR / "tasks.py")
-    assert spec is not None and spec.loader is not None
-    tasks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tasks)
     from invoke.config import Config
     from invoke.context import Context
 
     config = Config(project_location=str(PROJECT_DIR))
     config.load_project()
-    text, _ = tasks._workflow_text(Context(config=config))
+    from ci.cli.shared import workflow_text
+
+    text, _ = workflow_text(Context(config=config))
     assert PIPELINE.read_text(encoding="utf-8") == text, "run `inv gh.workflow` and commit the file"
 
 

@@ -1,0 +1,59 @@
+"""`inv spack.*`: the Spack binary build cache janitor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke.collection import Collection
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from ci.cli.common import emit_json, explained, names, settings_from, stdout
+from ci.cli.help import COMMON_HELP
+
+
+@task(iterable=["lock"], help={
+    "profile": COMMON_HELP["profile"],
+    "definitions": COMMON_HELP["definitions"],
+    "cache": "The build cache: a directory (v2 or v3 layout) or oci://host/name, oci+http://host/name "
+             "(default: ci.spack.buildcache).",
+    "max_age": "Keep unreferenced entries younger than this many days (default: 30).",
+    "lock": "Another spack.lock whose hashes are kept; repeat for more (the current definitions' recorded "
+            "locks are always kept).",
+    "yes": "Really delete (default: a dry run that lists the entries and bytes that would go).",
+    "json": COMMON_HELP["json"],
+})
+@explained
+def spack_janitor(c, profile=None, definitions=None, cache=None, max_age=30, lock=None, yes=False, json=False):  # type: ignore[no-untyped-def]
+    """Prune the Spack binary build cache: keep what current environments use and what is young.
+
+    An entry stays when a current definition's recorded spack.lock references it or when it is
+    younger than --max-age days; every other entry goes, with every entry that depends on one that
+    goes (the cascade ends on any input, cycles included). Without --yes nothing is deleted: the
+    listing shows what would go and how many bytes. After deleting, the cache index is rewritten.
+    """
+    from ci import api
+    from ci.buildcache import caches as spack_buildcache
+    from ci.buildcache import janitor as spack_janitor_module
+    from ci.config.spack import spack_settings
+    settings = settings_from(c, profile=profile, definitions=definitions)
+    spack = spack_settings(settings.section("spack"))
+    url = cache or spack.buildcache
+    if not url:
+        raise Exit("no build cache: set ci.spack.buildcache or pass --cache", code=2)
+    locks, warnings = api.spack_cache_locks(settings, [Path(p) for p in names(lock)])
+    keep, problems = spack_janitor_module.referenced_hashes(locks)
+    store = spack_buildcache.open_store(url)
+    result = spack_janitor_module.plan(store, keep_hashes=keep, max_age_days=float(max_age), now=spack_buildcache.now(),
+                          warnings=[*warnings, *problems])
+    spack_janitor_module.run(store, result, yes=yes)
+    if json:
+        emit_json(result.as_dict())
+        return
+    for line in spack_janitor_module.describe(result):
+        stdout.print(line, highlight=False, markup=False)
+
+
+ns = Collection("spack")
+ns.add_task(spack_janitor, name="janitor")
