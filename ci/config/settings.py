@@ -187,7 +187,7 @@ class ArchSettings(_Model):
 
 
 class SiteSettings(_Model):
-    """Where the HPC site is and how to use it (README: "Runs, the site, and what a run leaves behind")."""
+    """Where the HPC site is and how to use it (docs/site.md; every key in docs/configuration.md)."""
 
     root: Text
     ssh: SSHSettings | None = None

@@ -30,7 +30,7 @@ DEFAULT_TEMPLATE: dict[str, Any] = {
 
 
 class SpackSettings(BaseModel):
-    """`ci.spack` in invoke.yaml (documented there and in the README's Spack section)."""
+    """`ci.spack` in invoke.yaml (documented there, in docs/kinds/spack.md and docs/configuration.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

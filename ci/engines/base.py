@@ -100,7 +100,7 @@ class Compression:
 
     Conversion dominates a run and Apptainer's and Charliecloud's default, gzip, is the slowest
     choice: on our machine zstd level 3 packs a 367 MB root file system 17x faster than gzip for
-    3 % more bytes (README: "What a run does"). Mounting zstd needs squashfuse or a kernel built with
+    3 % more bytes (docs/site.md, "Engines"). Mounting zstd needs squashfuse or a kernel built with
     SquashFS zstd support (Linux 4.14+, RHEL 8+, SLES 15+).
     """
 

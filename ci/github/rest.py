@@ -120,6 +120,6 @@ def wait_for_runners(github: GitHub, labels: Sequence[str], *, timeout: float, i
             seen = ", ".join(f"{r.name} ({'online' if r.online else 'offline'})" for r in found) or "none"
             raise CIError(f"no online runner with the label(s) {', '.join(missing)} after {timeout:.0f}s "
                           f"(runners: {seen}); the VM's runner services did not connect: check the snapshot "
-                          "(OS_MY_IMAGE) and register the runners again (README, Runners)")
+                          "(OS_MY_IMAGE) and register the runners again (docs/frontends/github-workflow.md, Runners)")
         say(f"waiting for runners with {', '.join(missing)} ({max(0.0, deadline - clock()):.0f}s left)")
         sleep(min(interval, max(0.0, deadline - clock())))

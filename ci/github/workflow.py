@@ -426,7 +426,7 @@ HEADER = """\
 # and a unit test check that this file is current (`inv gh.workflow --check`).
 #
 # The pipeline in production: helper image -> start VM -> prepare -> per image: build -> transfer ->
-# test (convert, test, promote) -> summary; teardown always. See the README, section "GitHub Actions".
+# test (convert, test, promote) -> summary; teardown always. See docs/frontends/github-workflow.md.
 """
 
 

@@ -1241,7 +1241,7 @@ class _Dumper(yaml.SafeDumper):
 def _yaml_text(comment: str, data: dict[str, Any]) -> bytes:
     body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
                      width=10_000)
-    header = f"# {comment}.\n# Written by `inv migrate.lumi`; see README, \"Coming from the LUMI containers CI\".\n"
+    header = f"# {comment}.\n# Written by `inv migrate.lumi`; see docs/frontends/migrate-lumi.md.\n"
     return (header + body).encode("utf-8")
 
 

@@ -176,7 +176,7 @@ def _refuse_cross_site(scope: Scope) -> Response | None:
 
 
 def serve(service: Service, *, host: str, port: int, workers: bool = True) -> None:
-    """Run one replica with uvicorn (behind a reverse proxy in production; see the README)."""
+    """Run one replica with uvicorn (behind a reverse proxy in production; see docs/deploying.md)."""
     import uvicorn
 
     uvicorn.run(create_app(service, workers=workers), host=host, port=port, proxy_headers=True,

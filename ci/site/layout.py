@@ -1,4 +1,4 @@
-"""The HPC site's folders (README: "Runs, the site, and what a run leaves behind"), its lock, and atomic promotion.
+"""The HPC site's folders (docs/site.md, "Layout"), its lock, and atomic promotion.
 
 ```
 <root>/staging/<run-id>/<image>/   per-run work

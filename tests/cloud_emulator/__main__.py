@@ -1,4 +1,4 @@
-"""Serve the emulated cloud, to try `inv vm.*` by hand (see the README's "Build VM" section).
+"""Serve the emulated cloud, to try `inv vm.*` by hand (see docs/standins.md, "The OpenStack emulator").
 
     python -m tests.cloud_emulator --write /tmp/cloud [--loopback] [--port 8780]
 

@@ -1,5 +1,5 @@
 """The GitHub workflows hold to their contract: `inv` calls only, known tasks and flags, labels that
-match the README, a teardown that runs whatever happens, and actionlint has nothing to say."""
+match the documentation, a teardown that runs whatever happens, and actionlint has nothing to say."""
 
 from __future__ import annotations
 
@@ -223,13 +223,15 @@ def test_a_dead_holder_of_the_same_run_is_not_joined_but_resumed(tmp_path: Path)
     assert site.read_lock() is None
 
 
-# -- runner labels: README, actionlint.yaml and the workflows agree ---------------------------------
+# -- runner labels: the docs, actionlint.yaml and the workflows agree --------------------------------
+
+WORKFLOW_PAGE = PROJECT_DIR / "docs" / "frontends" / "github-workflow.md"
 
 
-def readme_runner_labels() -> list[list[str]]:
-    """The `labels` column of the runners table in the README's GitHub Actions section."""
-    text = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## GitHub Actions\n", 1)[1].split("\n## ", 1)[0]
+def documented_runner_labels() -> list[list[str]]:
+    """The `labels` column of the runners table in the GitHub workflow page's Runners section."""
+    text = WORKFLOW_PAGE.read_text(encoding="utf-8")
+    section = text.split("\n## Runners\n", 1)[1].split("\n## ", 1)[0]
     lines = section.splitlines()
     start = next(index for index, line in enumerate(lines) if line.startswith("|") and "labels" in line)
     column = [cell.strip() for cell in lines[start].strip("|").split("|")].index("labels")
@@ -242,10 +244,10 @@ def readme_runner_labels() -> list[list[str]]:
     return table
 
 
-def test_runner_labels_match_between_readme_actionlint_and_workflows(workflows: dict[str, dict[str, Any]]) -> None:
-    readme = readme_runner_labels()
-    assert readme and all(labels[0] == "self-hosted" and len(labels) == 2 for labels in readme)
-    documented = {labels[1] for labels in readme}
+def test_runner_labels_match_between_docs_actionlint_and_workflows(workflows: dict[str, dict[str, Any]]) -> None:
+    table = documented_runner_labels()
+    assert table and all(labels[0] == "self-hosted" and len(labels) == 2 for labels in table)
+    documented = {labels[1] for labels in table}
     declared = set(yaml.safe_load((PROJECT_DIR / ".github" / "actionlint.yaml").read_text())["self-hosted-runner"]
                    ["labels"])
     used = self_hosted_labels(workflows.values())
