@@ -57,7 +57,7 @@ Environment = Callable[[Settings], AbstractContextManager[Settings]]
 
 
 def catalog(settings: Settings) -> Catalog:
-    options = {"spack": settings.section("spack"), "base_image": {"tag": settings.base_image.tag}}
+    options = {"spack": settings.spack, "base_image": {"tag": settings.base_image.tag}}
     return load_catalog(settings.definitions, settings.arches, options)
 
 
@@ -100,7 +100,7 @@ def plan(settings: Settings, *, only: Sequence[str] = (), force: bool = False,
     return PlanResult(make_plan(found, only=only, inventory=inventory, force=force,
                                 registry_prefix=settings.registry_prefix,
                                 site=site_listing(settings) if site else None, retry_failed=retry_failed,
-                                extra_parents=site_env.extra_parents(settings.section("site_env"), inventory)), note)
+                                extra_parents=site_env.extra_parents(settings.site_env, inventory)), note)
 
 
 class _Notes:
@@ -271,7 +271,7 @@ def run_pipeline(settings: Settings, *, only: Sequence[str] = (), steps: Sequenc
             the_plan = make_plan(catalog(settings), only=only, inventory=engine, force=force,
                                  registry_prefix=settings.registry_prefix, site=site.listing(),
                                  retry_failed=retry_failed,
-                                 extra_parents=site_env.extra_parents(settings.section("site_env"), engine))
+                                 extra_parents=site_env.extra_parents(settings.site_env, engine))
             previous = _previous_steps(run) if resume or run_id else {}
             return _execute(settings, the_plan, run, site, engine, previous, steps, jobs, no_cache, listeners, cancel)
     finally:

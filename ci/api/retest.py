@@ -129,7 +129,7 @@ def retest(settings: Settings, *, only: Sequence[str] = (), run_id: str | None =
             engine = api.docker_engine(settings)
             full = make_plan(api.catalog(settings), only=only, registry_prefix=settings.registry_prefix,
                              site=site.listing(),
-                             extra_parents=site_env.extra_parents(settings.section("site_env"), engine))
+                             extra_parents=site_env.extra_parents(settings.site_env, engine))
             plan = Plan(root=full.root, images={key: image for key, image in full.images.items()
                                                 if image.selected and image.site_state == TESTED})
             return _run(settings, plan, run, site, engine, listeners, cancel, started)

@@ -80,9 +80,8 @@ def seconds(value: Any, flag: str, default: float) -> float:
 def spack_builder_image(settings: Any, force: bool = False) -> str:
     """The stand-in builder, when ci.spack.builder_image names it (a real Spack image is left alone)."""
     from ci import api
-    from ci.config.spack import spack_settings
     from ci.local import spack_builder
-    spack = spack_settings(settings.section("spack"))
+    spack = settings.spack
     if spack.builder_image != spack_builder.STANDIN_TAG:
         return f"{spack.builder_image} is a real Spack image (the stand-in is not needed)"
     return spack_builder.ensure_standin_builder(api.docker_engine(settings), spack.builder_image,
@@ -92,7 +91,7 @@ def spack_builder_image(settings: Any, force: bool = False) -> str:
 def capture_site_env(settings: Any, quiet_when_off: bool = False) -> None:
     from ci import api
     from ci.site import environment as site_env
-    options = site_env.site_env_settings(settings.section("site_env"))
+    options = settings.site_env
     if not options.enabled:
         if not quiet_when_off:
             stdout.print("ci.site_env.paths is empty: no site environment to capture", highlight=False)

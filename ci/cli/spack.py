@@ -36,9 +36,8 @@ def spack_janitor(c, profile=None, definitions=None, cache=None, max_age=30, loc
     from ci import api
     from ci.buildcache import caches as spack_buildcache
     from ci.buildcache import janitor as spack_janitor_module
-    from ci.config.spack import spack_settings
     settings = settings_from(c, profile=profile, definitions=definitions)
-    spack = spack_settings(settings.section("spack"))
+    spack = settings.spack
     url = cache or spack.buildcache
     if not url:
         raise Exit("no build cache: set ci.spack.buildcache or pass --cache", code=2)

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ci.config.base import ConfigModel
 from ci.errors import ConfigError, Problem
 from ci.resources import Resources, SbatchOption
 from ci.validation import has_control, invalid, problems_from, shown
@@ -38,11 +39,7 @@ def _full(pattern: str, value: str, what: str, example: str) -> str:
     return value
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GitHubApp(_Model):
+class GitHubApp(ConfigModel):
     """Authenticate as a GitHub App installation instead of with a token (key read from a file)."""
 
     app_id: Annotated[int, Field(ge=1)]
@@ -55,7 +52,7 @@ class GitHubApp(_Model):
         return os.path.expanduser(value)
 
 
-class GitHubSettings(_Model):
+class GitHubSettings(ConfigModel):
     api_url: str = "https://api.github.com"
     repository: str
     organisation: str | None = None  # register the runners at this organisation's level instead
@@ -80,7 +77,7 @@ class GitHubSettings(_Model):
         return None if value is None else _full(_ORGANISATION, value, "an organisation name", "my-org")
 
 
-class SlurmTarget(_Model):
+class SlurmTarget(ConfigModel):
     """What one runner of a target asks of Slurm; checked by the scheduler layer's `Resources` grammar
     (one task with `cpus` cores, `extra` from its sbatch allow-list)."""
 
@@ -101,7 +98,7 @@ class SlurmTarget(_Model):
                          partition=self.partition, gpus=self.gpus, extra=self.extra)
 
 
-class Target(_Model):
+class Target(ConfigModel):
     """A kind of runner: its labels, its Slurm resources, how many at once, how long idle."""
 
     name: str
@@ -133,7 +130,7 @@ class Target(_Model):
         return frozenset(label.lower() for label in self.labels)
 
 
-class Container(_Model):
+class Container(ConfigModel):
     """Run the runner command inside an image on the site (an image file the engine can run)."""
 
     image: str
@@ -141,7 +138,7 @@ class Container(_Model):
     binds: tuple[str, ...] = ()
 
 
-class Endpoint(_Model):
+class Endpoint(ConfigModel):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 0
     path: str = "/"
@@ -152,7 +149,7 @@ class Endpoint(_Model):
         return _full(r"/[A-Za-z0-9._~/-]*", value, "a URL path", "/webhook")
 
 
-class RunnersSettings(_Model):
+class RunnersSettings(ConfigModel):
     github: GitHubSettings
     targets: tuple[Target, ...]
     poll_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
@@ -231,14 +228,23 @@ class RunnersConfigError(ConfigError):
         super().__init__("ci.runners is not usable:\n" + "\n".join(f"  {problem}" for problem in problems), problems)
 
 
+def runners_configured(raw: Any) -> bool:
+    """Does `ci.runners` name a repository and targets? Before that, the allocator is simply not set up."""
+    github = raw.get("github") if isinstance(raw, Mapping) else None
+    return bool(raw) and isinstance(github, Mapping) and bool(github.get("repository")) and bool(raw.get("targets"))
+
+
+def not_configured(source: str = "invoke.yaml") -> RunnersConfigError:
+    return RunnersConfigError([Problem(Path(source), "ci.runners", "the runner allocator is not configured "
+                                       "(github.repository and targets are needed)",
+                                       "set ci.runners.github.repository and ci.runners.targets (see "
+                                       "docs/frontends/runners.md and docs/configuration.md)")])
+
+
 def parse_runners(raw: Mapping[str, Any], *, source: str = "invoke.yaml") -> RunnersSettings:
     """The `ci.runners` mapping as a model, or a RunnersConfigError with one Problem per bad field."""
-    github = raw.get("github") if isinstance(raw, Mapping) else None
-    if not raw or not isinstance(github, Mapping) or not github.get("repository") or not raw.get("targets"):
-        raise RunnersConfigError([Problem(Path(source), "ci.runners", "the runner allocator is not configured "
-                                          "(github.repository and targets are needed)",
-                                          "set ci.runners.github.repository and ci.runners.targets (see "
-                                          "docs/frontends/runners.md and docs/configuration.md)")])
+    if not runners_configured(raw):
+        raise not_configured(source)
     try:
         return RunnersSettings.model_validate(dict(raw))
     except ValidationError as error:

@@ -1,22 +1,17 @@
-"""The service's settings: invoke.yaml's `ci.service` section, checked by one pydantic model.
+"""The service's settings: invoke.yaml's `ci.service` section.
 
 Everything else (definitions, the site, the registry, limits) is the pipeline's own `Settings`;
 the service only adds where its database, image store and slot sites live, and how many builds
-run at once across all replicas.
+run at once across all replicas. `ci.service.settings` resolves them against the pipeline's.
 """
 
 from __future__ import annotations
 
-import os
-import posixpath
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from ci.config.settings import Settings
-from ci.errors import ConfigError
-from ci.validation import problems_from
+from ci.config.base import ConfigModel
 
 DATABASE_VARIABLE = "CI_SERVICE_DATABASE_URL"  # a URL with a password belongs in the environment, not in a file
 
@@ -24,8 +19,8 @@ _HOST = r"^[A-Za-z0-9.:\[\]-]{1,255}\Z"
 _URL = r"^https?://[A-Za-z0-9.:\[\]_-]{1,255}(/[A-Za-z0-9._~/-]*)?\Z"
 
 
-class ServiceConfig(BaseModel):
-    """`ci.service` in invoke.yaml (every key optional)."""
+class ServiceConfig(ConfigModel):
+    """`ci.service` in invoke.yaml (every key optional); strict: a port is a number, not text."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, regex_engine="python-re")
 
@@ -49,62 +44,3 @@ class ServiceConfig(BaseModel):
         if value is not None and (not value or any(ord(ch) < 32 for ch in value)):
             raise ValueError("must be a non-empty path without control characters")
         return value
-
-
-class ServiceSettings(BaseModel):
-    """The resolved settings: absolute paths, the database URL, and the pipeline's settings."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    pipeline: Settings
-    database_url: str
-    host: str
-    port: int
-    url: str
-    pool: int
-    lease_seconds: float
-    max_attempts: int
-    poll_interval: float
-    state_dir: Path
-    store: Path
-    site_root: str
-    workflow_registry: Path | None
-    max_body_bytes: int
-    log_tail_bytes: int
-
-    @property
-    def builds_dir(self) -> Path:
-        """Per-build work folders (the redacted log, the child's private files)."""
-        return self.state_dir / "builds"
-
-    def slot_root(self, slot: int) -> str:
-        """Each pool slot is a site of its own, so builds in different slots never meet on one site lock."""
-        return posixpath.join(self.site_root, f"slot-{slot}")
-
-
-def service_settings(settings: Settings, overrides: dict[str, Any] | None = None) -> ServiceSettings:
-    """Check `ci.service` (plus flag overrides) and resolve its defaults against the pipeline's settings."""
-    raw = {**dict(settings.section("service")), **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    try:
-        config = ServiceConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = problems_from(exc, file="invoke.yaml", prefix="ci.service.")
-        raise ConfigError("; ".join(str(problem) for problem in problems)) from None
-    state = settings.state_dir / "service"
-    database = os.environ.get(DATABASE_VARIABLE) or config.database or f"sqlite:///{state / 'service.db'}"
-
-    def local_path(value: str | None, default: Path) -> Path:
-        if value is None:
-            return default
-        path = Path(os.path.expanduser(value))
-        return path if path.is_absolute() else settings.project_dir / path
-
-    site_root = config.site_root or posixpath.join(settings.site.root, "service")
-    return ServiceSettings(
-        pipeline=settings, database_url=database, host=config.host, port=config.port,
-        url=(config.url or f"http://{config.host}:{config.port}").rstrip("/"), pool=config.pool,
-        lease_seconds=config.lease_seconds, max_attempts=config.max_attempts, poll_interval=config.poll_interval,
-        state_dir=state, store=local_path(config.store, state / "images"), site_root=site_root,
-        workflow_registry=local_path(config.workflow_registry, Path()) if config.workflow_registry else None,
-        max_body_bytes=config.max_body_bytes, log_tail_bytes=config.log_tail_bytes,
-    )

@@ -16,22 +16,24 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from ci.config.base import WHERE, ConfigModel, validated
+from ci.config.runners import RunnersSettings, runners_configured
+from ci.config.service import ServiceConfig
+from ci.config.site_env import SiteEnvSettings
+from ci.config.spack import SpackSettings
 from ci.errors import ConfigError, Problem
 from ci.resources import Resources
-from ci.validation import check_text, invalid, problems_from, shown
+from ci.validation import check_text, invalid, shown
 
 DEFAULT_LIMITS = {"build": 2, "transfer": 1, "convert": 4, "test": 8, "promote": 2}
 PASSPHRASE_ENV = "CI_SSH_KEY_PASSPHRASE"
@@ -39,7 +41,6 @@ MANAGED_BY = "containers-ci"  # the mark on what we create in a cloud, and the O
 DEFAULT_FLAVOR = "hpc.5.64core"
 SECRETS_DIR = "secrets"
 LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")
-WHERE = "invoke.yaml, a -f file or an INVOKE_CI_* variable"  # where settings are written
 
 
 def _xdg(variable: str, fallback: str) -> Path:
@@ -105,24 +106,6 @@ def _bind(value: str) -> str:
 Bind = Annotated[str, AfterValidator(_bind)]
 
 
-class _Model(BaseModel):
-    """Frozen, unknown keys refused, numbers accepted where text is expected (`port: 22` as text).
-
-    An empty string for an optional key means unset, as `null` does: an `INVOKE_CI_*` variable
-    can only say "" where invoke.yaml says null.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
-        if value == "" and info.field_name is not None \
-                and type(None) in get_args(cls.model_fields[info.field_name].annotation):
-            return None
-        return value
-
-
 def _expand(value: str | None) -> str | None:
     return os.path.expanduser(value) if value else value
 
@@ -131,7 +114,7 @@ def _expand(value: str | None) -> str | None:
 # the site: where it is, how to reach it, how to use it
 # --------------------------------------------------------------------------------------------
 
-class SSHSettings(_Model):
+class SSHSettings(ConfigModel):
     """How to reach a remote host; the key's passphrase comes from the environment, never a flag.
 
     `known_hosts` is the file the host's key is checked against (strict: an unknown or changed
@@ -164,7 +147,7 @@ class SSHSettings(_Model):
         return Path(os.path.expanduser(self.known_hosts or "~/.ssh/known_hosts"))
 
 
-class RegistrySettings(_Model):
+class RegistrySettings(ConfigModel):
     """The site's registry: where the site's engine pulls from, and how the build side reaches it."""
 
     address: Address = "127.0.0.1:5000"  # as the site's engine sees it
@@ -180,13 +163,13 @@ class RegistrySettings(_Model):
         return int(tail.rsplit(":", 1)[1]) if ":" in tail else 443
 
 
-class ArchSettings(_Model):
+class ArchSettings(ConfigModel):
     """Per-architecture site choices (`ci.site.arch.<arch>`): e.g. the partition with such nodes."""
 
     partition: SlurmName | None = None
 
 
-class SiteSettings(_Model):
+class SiteSettings(ConfigModel):
     """Where the HPC site is and how to use it (docs/site.md; every key in docs/configuration.md)."""
 
     root: Text
@@ -228,7 +211,7 @@ class SiteSettings(_Model):
         return chosen.partition if chosen is not None and chosen.partition else self.partition
 
 
-class BaseImageSettings(_Model):
+class BaseImageSettings(ConfigModel):
     """The local Debian base image (debootstrap + docker import), so no registry is needed."""
 
     tag: ImageRef = "containers-ci/debian:bookworm"
@@ -241,7 +224,7 @@ class BaseImageSettings(_Model):
                                            "write package names such as python3")], ...] = ()
 
 
-class DockerSettings(_Model):
+class DockerSettings(ConfigModel):
     """The Docker engine builds run on (`ci.docker`)."""
 
     client: Text = "auto"  # a path pins the client; auto: /usr/bin/docker, else the one on PATH
@@ -253,7 +236,7 @@ class DockerSettings(_Model):
 _Limit = Annotated[int, Field(strict=True, ge=1, le=10_000)]
 
 
-class Limits(_Model):
+class Limits(ConfigModel):
     """How many steps of each kind run at once (`ci.limits`)."""
 
     build: _Limit = DEFAULT_LIMITS["build"]
@@ -267,7 +250,7 @@ class Limits(_Model):
 # the OpenStack build VM and its helper image
 # --------------------------------------------------------------------------------------------
 
-class VMTimeouts(_Model):
+class VMTimeouts(ConfigModel):
     """Seconds to wait for each state; every wait is a poll with a deadline, never a fixed sleep."""
 
     active: Seconds = 900.0   # server BUILD -> ACTIVE
@@ -289,7 +272,7 @@ def _project_path(value: Any, project_dir: Path) -> Any:
     return result if result.is_absolute() else project_dir / result
 
 
-class VMConfig(_Model):
+class VMConfig(ConfigModel):
     """The build VM (`ci.vm`, profile and flags applied), with the defaults the environment gives.
 
     Validated with a context (`project_dir`, `env`): relative paths are the project's, and
@@ -361,10 +344,10 @@ def vm_config(section: Mapping[str, Any], project_dir: Path, *, env: Mapping[str
         raise ConfigError(f"ci.vm: expected a mapping of settings, got {type(section).__name__}; see invoke.yaml")
     data = {**section, **{k: v for k, v in overrides.items() if v is not None}}
     context = {"project_dir": project_dir, "env": os.environ if env is None else env}
-    return _validated(VMConfig, data, "ci.vm", context)
+    return validated(VMConfig, data, "ci.vm", context)
 
 
-class HelperImageSettings(_Model):
+class HelperImageSettings(ConfigModel):
     """`ci.openstack_image`: the OpenStack helper container (`inv openstack.image`).
 
     Validated with a context (`project_dir`, `registry_prefix`, `base_image`): a repository that
@@ -417,7 +400,7 @@ MAX_WORKFLOW_JOBS = 256
 _Minutes = Annotated[int, Field(strict=True, ge=1, le=4320)]  # GitHub's job limit on self-hosted runners: 3 days
 
 
-class ImageTimeouts(_Model):
+class ImageTimeouts(ConfigModel):
     """Per-image overrides of the job timeouts, in minutes (`ci.workflow.images.<name>`)."""
 
     build: _Minutes | None = None
@@ -425,7 +408,7 @@ class ImageTimeouts(_Model):
     test: _Minutes | None = None
 
 
-class WorkflowSettings(_Model):
+class WorkflowSettings(ConfigModel):
     """`ci.workflow`: what the generated workflow's jobs may take (`inv gh.workflow`)."""
 
     build_timeout: _Minutes = 360
@@ -442,14 +425,14 @@ class WorkflowSettings(_Model):
 
 def workflow_settings(raw: Mapping[str, Any]) -> WorkflowSettings:
     """Read `ci.workflow`; each wrong value is one line naming the key and what it accepts."""
-    return _validated(WorkflowSettings, raw, "ci.workflow")
+    return validated(WorkflowSettings, raw, "ci.workflow")
 
 
 # --------------------------------------------------------------------------------------------
 # everything together
 # --------------------------------------------------------------------------------------------
 
-class CISection(_Model):
+class CISection(ConfigModel):
     """The `ci` section as written (profile merged, flags applied), before paths are resolved."""
 
     profile: Word = "local"
@@ -467,10 +450,10 @@ class CISection(_Model):
     vm: dict[str, Any] = Field(default_factory=dict)
     openstack_image: dict[str, Any] = Field(default_factory=dict)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
-    spack: dict[str, Any] = Field(default_factory=dict)  # checked by ci.config.spack when Spack is used
-    runners: dict[str, Any] = Field(default_factory=dict)  # checked by ci.config.runners for inv runners.*
-    service: dict[str, Any] = Field(default_factory=dict)  # checked by ci.config.service for inv service.*
-    site_env: dict[str, Any] = Field(default_factory=dict)  # checked by ci.site_env
+    spack: SpackSettings = Field(default_factory=SpackSettings)
+    runners: RunnersSettings | None = None  # None until github.repository and targets are set
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    site_env: SiteEnvSettings = Field(default_factory=SiteEnvSettings)
 
     @field_validator("arch", mode="before")
     @classmethod
@@ -480,14 +463,20 @@ class CISection(_Model):
             return [part for part in value.replace(",", " ").split() if part]
         return value
 
+    @field_validator("runners", mode="before")
+    @classmethod
+    def _runners_when_configured(cls, value: Any) -> Any:
+        """The allocator's section counts once it names a repository and targets (invoke.yaml ships it empty)."""
+        return value if runners_configured(value) else None
+
     @field_validator("site", "vm", "openstack_image", "docker", "limits", "base_image", "workflow", "spack",
-                     "runners", "service", "site_env", mode="before")
+                     "service", "site_env", mode="before")
     @classmethod
     def _empty_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
 
 
-class Settings(_Model):
+class Settings(ConfigModel):
     """Everything a run needs to know, resolved and checked."""
 
     profile: str
@@ -505,10 +494,14 @@ class Settings(_Model):
     vm: VMConfig
     helper_image: HelperImageSettings
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    spack: SpackSettings = Field(default_factory=SpackSettings)
+    runners: RunnersSettings | None = None  # the allocator is configured (inv runners.* refuses to start if not)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    site_env: SiteEnvSettings = Field(default_factory=SiteEnvSettings)
     raw: Mapping[str, Any] = Field(default_factory=dict)
 
     def section(self, name: str) -> Mapping[str, Any]:
-        """A section as written (profile applied), for the packages that check their own (spack, runners)."""
+        """A section as written (profile applied); the typed fields above are what packages read."""
         value = self.raw.get(name) or {}
         if not isinstance(value, Mapping):
             raise ConfigError(f"ci.{name}: expected a mapping of settings, got {type(value).__name__}; see invoke.yaml")
@@ -543,17 +536,6 @@ def settings_problem(field: str, message: str, fix: str) -> Problem:
     return Problem(Path(WHERE), field, message, fix)
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def _validated(model: type[M], data: Any, prefix: str, context: Mapping[str, Any] | None = None) -> M:
-    """`model` from `data`, or one ConfigError with one line per problem (key, what, fix)."""
-    try:
-        return model.model_validate(data, context=dict(context or {}))
-    except ValidationError as error:
-        raise ConfigError.from_problems(problems_from(error, file=WHERE, prefix=prefix, model=model)) from None
-
-
 def _site_settings(raw: Mapping[str, Any], site_root: str | None) -> SiteSettings:
     values = dict(raw)
     ssh = values.get("ssh")
@@ -578,7 +560,7 @@ def _site_settings(raw: Mapping[str, Any], site_root: str | None) -> SiteSetting
         root = str(default_site_root())
     values["root"] = os.path.expanduser(str(root)) if not values.get("ssh") else str(root)
     values = {key: value for key, value in values.items() if value is not None or key == "ssh"}
-    return _validated(SiteSettings, values, "ci.site")
+    return validated(SiteSettings, values, "ci.site")
 
 
 def load_settings(
@@ -614,7 +596,7 @@ def load_settings(
         if value is not None:
             data[key] = value
     data["profile"] = chosen
-    section: CISection = _validated(CISection, data, "ci")
+    section: CISection = validated(CISection, data, "ci")
 
     def path(value: str | None, default: Path) -> Path:
         if not value:
@@ -628,7 +610,7 @@ def load_settings(
     state_dir = path(section.state_dir, default_state_dir())
     site = _site_settings(section.site, site_root)
     vm = vm_config(section.vm, project_dir)
-    helper_image = _validated(HelperImageSettings, section.openstack_image, "ci.openstack_image",
+    helper_image = validated(HelperImageSettings, section.openstack_image, "ci.openstack_image",
                               {"project_dir": project_dir, "registry_prefix": registry_prefix,
                                "base_image": section.base_image.tag})
     return Settings(
@@ -647,5 +629,9 @@ def load_settings(
         vm=vm,
         helper_image=helper_image,
         workflow=section.workflow,
+        spack=section.spack,
+        runners=section.runners,
+        service=section.service,
+        site_env=section.site_env,
         raw=data,
     )

@@ -9,8 +9,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from ci.config.base import ConfigModel
 from ci.errors import ConfigError
 from ci.validation import check_text, invalid, problems_from
 
@@ -29,7 +30,7 @@ DEFAULT_TEMPLATE: dict[str, Any] = {
 }
 
 
-class SpackSettings(BaseModel):
+class SpackSettings(ConfigModel):
     """`ci.spack` in invoke.yaml (documented there, in docs/kinds/spack.md and docs/configuration.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

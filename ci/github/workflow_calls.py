@@ -28,7 +28,7 @@ def plan_work(settings: Settings, *, only: Sequence[str] = (), force: bool = Fal
         site = api.open_site(settings, host)
         plan = make_plan(api.catalog(settings), only=only, inventory=engine, force=force,
                          registry_prefix=settings.registry_prefix, site=site.listing(), retry_failed=retry_failed,
-                         extra_parents=site_env.extra_parents(settings.section("site_env"), engine))
+                         extra_parents=site_env.extra_parents(settings.site_env, engine))
         return work_for(plan, build_failures.failures_in(site, plan))
     finally:
         host.close()

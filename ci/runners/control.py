@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ci.api import site_host
-from ci.config.runners import WEBHOOK_SECRET_ENV, RunnersSettings, parse_runners, resolve_dirs, token_from_environment
+from ci.config.runners import WEBHOOK_SECRET_ENV, RunnersSettings, not_configured, resolve_dirs, token_from_environment
 from ci.config.settings import Settings
 from ci.errors import ConfigError
 from ci.runners.allocator import Allocator, observe
@@ -33,7 +33,9 @@ log = logging.getLogger("ci.runners")
 
 
 def runners_settings(settings: Settings) -> RunnersSettings:
-    return parse_runners(settings.section("runners"))
+    if settings.runners is None:
+        raise not_configured()
+    return settings.runners
 
 
 def github_actions(runners: RunnersSettings, **client_options: Any) -> GitHubActions:

@@ -20,18 +20,18 @@ USER_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
 
 
 def serve(settings: Settings, *, host: str | None, port: int | None, workers: bool) -> None:
-    from ci.config.service import service_settings
     from ci.service.main import serve as run
     from ci.service.service import Service
+    from ci.service.settings import service_settings
 
     resolved = service_settings(settings, {"host": host, "port": port})
     run(Service(resolved), host=resolved.host, port=resolved.port, workers=workers)
 
 
 def token(settings: Settings, user: str, *, admin: bool) -> str:
-    from ci.config.service import service_settings
     from ci.service import crud
     from ci.service.db import Database
+    from ci.service.settings import service_settings
 
     if not USER_NAME.match(user):
         raise CIError(f"--user {user!r} is not a user name; use [a-z][a-z0-9_.-]* (at most 64 characters)")
@@ -44,16 +44,16 @@ def token(settings: Settings, user: str, *, admin: bool) -> str:
 
 
 def request(settings: Settings, path: str, say: Callable[[str], None]) -> dict[str, Any]:
-    from ci.config.service import service_settings
     from ci.service.library import run_request
+    from ci.service.settings import service_settings
 
     return run_request(service_settings(settings), Path(path), say)
 
 
 def client(settings: Settings, action: str, *, build_id: str | None, request: str | None, definition: str | None,
            arch: str | None, force: bool, follow: bool, out: str, url: str | None) -> None:
-    from ci.config.service import service_settings
     from ci.service.client import Client
+    from ci.service.settings import service_settings
 
     if action not in ("build", "status", "logs", "cancel", "download"):
         raise CIError(f"unknown action {action!r}; use build, status, logs, cancel or download "

@@ -14,11 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ci.config.service import ServiceSettings
 from ci.errors import CIError, DefinitionError
 from ci.service import crud
 from ci.service.models import TERMINAL, DefinitionRequest, Status, WorkflowRequest
 from ci.service.service import Service
+from ci.service.settings import ServiceSettings
 from ci.service.worker import Pool
 from ci.validation import problems_from
 

@@ -14,13 +14,13 @@ import threading
 import time
 from pathlib import Path
 
-from ci.config.service import ServiceSettings
 from ci.errors import DefinitionError, Problem
 from ci.service import builder, crud, workflows
 from ci.service.core import security
 from ci.service.crud import Resolved
 from ci.service.db import Database
 from ci.service.models import ARCH_OF_PLATFORM, BuildBody, DefinitionRequest, WorkflowRequest
+from ci.service.settings import ServiceSettings
 from ci.service.store import ImageStore
 
 BODY = Path("request body")

@@ -27,67 +27,19 @@ import re
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from python_on_whales.exceptions import DockerException
 
+from ci.config.site_env import SiteEnvSettings
 from ci.definitions import ImageSpec
 from ci.docker.engine import DockerEngine
 from ci.errors import ConfigError, SiteError
 from ci.hosts import Host
-from ci.validation import has_control, problems_from
 
 DIGEST_LABEL = "io.containers-ci.site-env-digest"
-_IMAGE = re.compile(r"[a-z0-9][a-z0-9._/-]{0,127}\Z")
-
-
-class SiteEnvSettings(BaseModel):
-    """`ci.site_env`: which site paths make the site-env image, and its name."""
-
-    model_config = ConfigDict(extra="forbid")
-    paths: list[str] = Field(default_factory=list)
-    image: str = "site-env"
-    root: str = "/"
-
-    @field_validator("paths")
-    @classmethod
-    def _absolute_paths(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            if not path.startswith("/") or has_control(path) or ".." in path.split("/") or path.rstrip("/") == "":
-                raise ValueError(f"{path!r} must be an absolute path without '..' (e.g. /opt/cray/libfabric)")
-        return [path.rstrip("/") for path in paths]
-
-    @field_validator("root")
-    @classmethod
-    def _absolute_root(cls, root: str) -> str:
-        if not root.startswith("/") or has_control(root) or ".." in root.split("/"):
-            raise ValueError(f"{root!r} must be an absolute path without '..'")
-        return root
-
-    @field_validator("image")
-    @classmethod
-    def _image_name(cls, image: str) -> str:
-        if not _IMAGE.match(image):
-            raise ValueError(f"{image!r} is not an image name (lower case letters, digits, . _ - /)")
-        return image
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.paths)
-
-
-def site_env_settings(raw: Mapping[str, Any]) -> SiteEnvSettings:
-    try:
-        return SiteEnvSettings.model_validate(dict(raw))
-    except ValidationError as exc:
-        problems = problems_from(exc, file="invoke.yaml", prefix="ci.site_env", model=SiteEnvSettings)
-        raise ConfigError("; ".join(str(problem) for problem in problems)) from None
-
-
 def content_digest(tarball: Path) -> str:
     """SHA-256 over what the tar holds (sorted members: name, type, mode, link, bytes), not when or whose."""
     digest = hashlib.sha256(b"containers-ci site-env v1\n")
@@ -175,9 +127,8 @@ def parent_digests(options: SiteEnvSettings, engine: DockerEngine | None) -> Cal
     return extra
 
 
-def extra_parents(raw: Mapping[str, Any], engine: DockerEngine | None) -> Callable[[ImageSpec], list[str]]:
+def extra_parents(options: SiteEnvSettings, engine: DockerEngine | None) -> Callable[[ImageSpec], list[str]]:
     """`parent_digests` for the `ci.site_env` section of the settings (what ci.api hands the plan)."""
-    options = site_env_settings(raw)
     try:
         return parent_digests(options, engine)
     except DockerException:  # an engine that does not answer: the plan goes on without it, as for images

@@ -21,11 +21,11 @@ import httpx
 from helpers import missing as _missing
 from integration.site_helpers import SiteProject, require_site_services
 
-from ci.config.service import ServiceSettings, service_settings
 from ci.config.settings import load_settings
 from ci.local import services as local
 from ci.service import crud
 from ci.service.db import Database
+from ci.service.settings import ServiceSettings, service_settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 TERMINAL = ("FINISHED", "FAILED", "CANCELLED")

@@ -14,10 +14,11 @@ import pytest
 import yaml
 from integration.site_helpers import DOCKER, Check, SiteProject, isolated_project, passing, promoted
 
+from ci.config.site_env import site_env_settings
 from ci.docker.engine import DockerEngine
 from ci.errors import SiteError
 from ci.hosts import SSHHost
-from ci.site.environment import capture, current_digest, site_env_settings
+from ci.site.environment import capture, current_digest
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

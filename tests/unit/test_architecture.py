@@ -64,6 +64,8 @@ def import_graph() -> dict[str, Module]:
 
         def visit(node: ast.AST, top: bool, module: Module = module, package: str = package) -> None:
             for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.If) and isinstance(child.test, ast.Name) and child.test.id == "TYPE_CHECKING":
+                    continue  # imports for the type checker only: never run, so neither a layer nor a cycle
                 at_top = top and not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
                 targets: list[str] = []
                 if isinstance(child, ast.Import):

@@ -26,9 +26,9 @@ from pydantic import BaseModel
 from ci.config.runners import RunnersSettings
 from ci.config.service import ServiceConfig
 from ci.config.settings import CISection, HelperImageSettings, SiteSettings, VMConfig
+from ci.config.site_env import SiteEnvSettings
 from ci.config.spack import SpackSettings
 from ci.resources import Resources
-from ci.site.environment import SiteEnvSettings
 from tests.helpers import PROJECT_DIR, unmet
 
 DOCS = PROJECT_DIR / "docs"

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ci.config.service import service_settings
 from ci.config.settings import load_settings
 from ci.errors import ConfigError, DefinitionError
 from ci.service.core import security
 from ci.service.models import DefinitionRequest, Machine, WorkflowRequest
+from ci.service.settings import service_settings
 from ci.service.store import ImageStore
 from ci.service.workflows import constrained, image_name, resolve
 

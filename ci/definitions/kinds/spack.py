@@ -34,7 +34,8 @@ EMPTY_CONTEXT = Path(__file__).resolve().parents[2] / "spack" / "empty-context"
 def settings_of(context: LoadContext, key: str) -> SpackSettings | None:
     """`ci.spack` as the catalog was loaded with (the defaults without one); a bad section is a problem."""
     try:
-        return spack_settings(context.options.get("spack"))
+        given = context.options.get("spack")
+        return given if isinstance(given, SpackSettings) else spack_settings(given)
     except ConfigError as exc:
         context.problem(key, Path("invoke.yaml"), "ci.spack", str(exc), "fix the ci.spack section")
         return None
