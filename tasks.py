@@ -22,9 +22,9 @@ from ci import retest as retest_module
 from ci.cli import PROJECT_DIR, emit_json, explained, names, run_control, say, settings_from, stderr, stdout
 from ci.definitions import render as render_recipe
 from ci.errors import CIError
-from ci.github import changes, matrix, outputs
+from ci.github import actions as gh_actions
+from ci.github import changes, outputs
 from ci.github import jobs as gh_jobs
-from ci.github import rest as gh_rest
 from ci.github import summary as gh_summary_module
 from ci.github import workflow as gh_workflow
 from ci.local_images import foreign_base, spack_builder
@@ -403,39 +403,8 @@ ns.add_collection(openstack_tasks)
 
 
 # --- GitHub Actions glue ---
-# `inv gh.matrix` and `inv gh.changed` are what .github/workflows/containers-build.yml asks the
-# package, so that the workflow itself decides nothing (see the README, "GitHub Actions").
-
-
-
-@task(iterable=["only"], help={
-    **{k: v for k, v in SITE_HELP.items() if k != "run"},
-    "json": "Print the matrix as JSON ({\"include\": [...]}) instead of one line per image.",
-})
-@explained
-def gh_matrix(c, definitions=None, profile=None, only=None, arch=None, site_root=None, force=False,  # type: ignore[no-untyped-def]
-              retry_failed=False, json=False):
-    """The per-image job matrix of the workflow: the images that need the site steps.
-
-    Plans as build-all does (digests, the Docker engine, the site's tested/ and failed/). In GitHub
-    Actions, writes the step outputs matrix ({"include": [...]}, empty when nothing is to do),
-    has_work (true/false), images (comma separated, for --only) and count to $GITHUB_OUTPUT, and
-    the plan to the step summary.
-    """
-    settings = _site_settings(c, definitions, profile, arch, site_root)
-    result = api.plan(settings, only=names(only), force=force, site=True, retry_failed=retry_failed)
-    if result.engine_note:
-        stderr.print(f"[yellow]note:[/] {result.engine_note}", highlight=False)
-    found = matrix.matrix_for(result.plan)
-    for line in matrix.publish(result.plan, found):
-        stderr.print(line, highlight=False, markup=False)
-    if json:
-        emit_json(found.as_github())
-        return
-    for item in found.entries:
-        stdout.print(f"{item['image']}: {item['reason']} (build: {item['build']})", highlight=False, markup=False)
-    if not found.has_work:
-        stdout.print("nothing to do: every selected image is settled at the site", highlight=False)
+# `inv gh.changed` is what .github/workflows/containers-build.yml asks the package, so that the
+# workflow itself decides nothing (see the README, "GitHub Actions").
 
 
 @task(iterable=["path"], help={
@@ -457,7 +426,6 @@ def gh_changed(c, path=None, since=None, output="changed"):  # type: ignore[no-u
 
 
 gh_tasks = Collection("gh")
-gh_tasks.add_task(gh_matrix, name="matrix")
 gh_tasks.add_task(gh_changed, name="changed")
 ns.add_collection(gh_tasks)
 
@@ -642,8 +610,13 @@ def gh_last_success(c, workflow=None, branch=None, output="since"):  # type: ign
     name = workflow or (os.environ.get("GITHUB_WORKFLOW_REF", "").split("@", 1)[0].rsplit("/", 1)[-1]
                         or gh_workflow.WORKFLOW_FILE.name)
     ref = branch or os.environ.get("GITHUB_REF_NAME") or "main"
+    gh_actions.check_workflow(name)  # a bad --workflow is the caller's mistake: exit 2, not "changed"
     try:
-        sha = gh_rest.last_successful_commit(gh_rest.GitHub.from_environment(), name, ref)
+        github = gh_actions.from_environment()
+        try:
+            sha = github.last_successful_commit(name, ref)
+        finally:
+            github.close()
         reason = f"last successful run of {name} on {ref}" if sha else f"no successful run of {name} on {ref} yet"
     except CIError as exc:
         sha, reason = None, f"cannot ask GitHub ({exc}); counting everything as changed"
@@ -663,15 +636,18 @@ def gh_runners(c, label=None, wait=False, timeout=None, interval=None):  # type:
 
     Needs $GITHUB_TOKEN with "Administration: read" (the workflow's RUNNERS_TOKEN secret).
     """
-    github = gh_rest.GitHub.from_environment()
-    if wait:
-        found = gh_rest.wait_for_runners(github, names(label), timeout=_seconds(timeout, "--timeout", 900),
-                                         interval=_seconds(interval, "--interval", 10), say=_say)
-    else:
-        found = gh_rest.runners(github)
+    github = gh_actions.from_environment()
+    try:
+        if wait:
+            found = gh_actions.wait_for_runners(github, names(label), timeout=_seconds(timeout, "--timeout", 900),
+                                                interval=_seconds(interval, "--interval", 10), say=_say)
+        else:
+            found = github.runners()
+    finally:
+        github.close()
     for runner in found:
-        stdout.print(f"{runner.name}: {'online' if runner.online else 'offline'} ({', '.join(sorted(runner.labels))})",
-                     highlight=False, markup=False)
+        stdout.print(f"{runner.name}: {'online' if runner.online else 'offline'} "
+                     f"({', '.join(sorted(runner.label_names))})", highlight=False, markup=False)
 
 
 def _seconds(value: Any, flag: str, default: float) -> float:
