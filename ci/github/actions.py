@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ci.errors import ConfigError, printable
 from ci.github.client import GitHubClient, GitHubError, RateLimit, TokenAuth, check_api_url
-from ci.github.models import Job, JitConfig, JobsPage, Runner, RunnersPage, RunsPage, WorkflowRun
+from ci.github.models import JitConfig, Job, JobsPage, Runner, RunnersPage, RunsPage, WorkflowRun
 
 REPOSITORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}\Z")
 ORGANISATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}\Z")

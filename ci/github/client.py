@@ -429,7 +429,7 @@ class GitHubClient:
                 self._count("errors")
                 attempt += 1
                 if attempt > self.retries:
-                    raise GitHubError(f"GitHub answered {what} with HTTP {status} {attempt} times; see "
+                    raise GitHubError(f"GitHub kept failing {what}: HTTP {status} after {attempt} attempts; see "
                                       "https://www.githubstatus.com", status)
                 self._wait(delay)
                 delay = min(delay * 2, 60.0)

@@ -86,7 +86,8 @@ def runner(name: str, label: str, status: str = "online") -> dict[str, Any]:
 
 
 def github_at(url: str, token: str = TOKEN, timeout: float = 20.0) -> Actions:
-    return Actions(GitHubClient(url, TokenAuth(token, "GITHUB_TOKEN"), timeout=timeout, backoff=0.01), Scope("org/repo"))
+    client = GitHubClient(url, TokenAuth(token, "GITHUB_TOKEN"), timeout=timeout, backoff=0.01)
+    return Actions(client, Scope("org/repo"))
 
 
 def inv(url: str, tmp_path: Path, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
