@@ -16,38 +16,6 @@ from ci.cli.shared import finish, seconds, site_settings_for, workflow_text
 from ci.errors import CIError
 
 
-@task(iterable=["only"], help={
-    **{k: v for k, v in SITE_HELP.items() if k != "run"},
-    "json": "Print the matrix as JSON ({\"include\": [...]}) instead of one line per image.",
-})
-@explained
-def gh_matrix(c, definitions=None, profile=None, only=None, arch=None, site_root=None, force=False,  # type: ignore[no-untyped-def]
-              retry_failed=False, json=False):
-    """The per-image job matrix of the workflow: the images that need the site steps.
-
-    Plans as build-all does (digests, the Docker engine, the site's tested/ and failed/). In GitHub
-    Actions, writes the step outputs matrix ({"include": [...]}, empty when nothing is to do),
-    has_work (true/false), images (comma separated, for --only) and count to $GITHUB_OUTPUT, and
-    the plan to the step summary.
-    """
-    from ci import api
-    from ci.github import matrix
-    settings = site_settings_for(c, definitions, profile, arch, site_root)
-    result = api.plan(settings, only=names(only), force=force, site=True, retry_failed=retry_failed)
-    if result.engine_note:
-        stderr.print(f"[yellow]note:[/] {result.engine_note}", highlight=False)
-    found = matrix.matrix_for(result.plan)
-    for line in matrix.publish(result.plan, found):
-        stderr.print(line, highlight=False, markup=False)
-    if json:
-        emit_json(found.as_github())
-        return
-    for item in found.entries:
-        stdout.print(f"{item['image']}: {item['reason']} (build: {item['build']})", highlight=False, markup=False)
-    if not found.has_work:
-        stdout.print("nothing to do: every selected image is settled at the site", highlight=False)
-
-
 @task(iterable=["path"], help={
     "path": "A file or folder to watch, relative to the repository; repeat for more.",
     "since": "The commit to compare HEAD with (in a push: github.event.before); empty: a manual run, unchanged.",
@@ -169,15 +137,20 @@ def gh_last_success(c, workflow=None, branch=None, output="since"):  # type: ign
     """
     import os
 
+    from ci.github import actions as gh_actions
     from ci.github import changes, outputs
-    from ci.github import rest as gh_rest
     from ci.github import workflow as gh_workflow
 
     name = workflow or (os.environ.get("GITHUB_WORKFLOW_REF", "").split("@", 1)[0].rsplit("/", 1)[-1]
                         or gh_workflow.WORKFLOW_FILE.name)
     ref = branch or os.environ.get("GITHUB_REF_NAME") or "main"
+    gh_actions.check_workflow(name)  # a bad --workflow is the caller's mistake: exit 2, not "changed"
     try:
-        sha = gh_rest.last_successful_commit(gh_rest.GitHub.from_environment(), name, ref)
+        github = gh_actions.from_environment()
+        try:
+            sha = github.last_successful_commit(name, ref)
+        finally:
+            github.close()
         reason = f"last successful run of {name} on {ref}" if sha else f"no successful run of {name} on {ref} yet"
     except CIError as exc:
         sha, reason = None, f"cannot ask GitHub ({exc}); counting everything as changed"
@@ -197,20 +170,22 @@ def gh_runners(c, label=None, wait=False, timeout=None, interval=None):  # type:
 
     Needs $GITHUB_TOKEN with "Administration: read" (the workflow's RUNNERS_TOKEN secret).
     """
-    from ci.github import rest as gh_rest
-    github = gh_rest.GitHub.from_environment()
-    if wait:
-        found = gh_rest.wait_for_runners(github, names(label), timeout=seconds(timeout, "--timeout", 900),
-                                         interval=seconds(interval, "--interval", 10), say=say)
-    else:
-        found = gh_rest.runners(github)
+    from ci.github import actions as gh_actions
+    github = gh_actions.from_environment()
+    try:
+        if wait:
+            found = gh_actions.wait_for_runners(github, names(label), timeout=seconds(timeout, "--timeout", 900),
+                                                interval=seconds(interval, "--interval", 10), say=say)
+        else:
+            found = github.runners()
+    finally:
+        github.close()
     for runner in found:
-        stdout.print(f"{runner.name}: {'online' if runner.online else 'offline'} ({', '.join(sorted(runner.labels))})",
-                     highlight=False, markup=False)
+        state = "online" if runner.online else "offline"
+        stdout.print(f"{runner.name}: {state} ({', '.join(sorted(runner.label_names))})", highlight=False, markup=False)
 
 
 ns = Collection("gh")
-ns.add_task(gh_matrix, name="matrix")
 ns.add_task(gh_changed, name="changed")
 ns.add_task(gh_workflow_task, name="workflow")
 ns.add_task(gh_plan, name="plan")

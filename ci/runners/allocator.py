@@ -17,7 +17,6 @@ Nothing binds a runner to a job, so a restart only has to count again.
 
 from __future__ import annotations
 
-import datetime
 import fnmatch
 import logging
 import threading
@@ -29,9 +28,11 @@ from typing import Any
 
 from ci.config.runners import RunnersSettings, Target
 from ci.errors import CIError, SchedulerError
+from ci.github.actions import Actions
+from ci.github.client import GitHubError, RateLimited, Stopping
+from ci.github.models import Job, WorkflowRun
 from ci.hosts import Host
 from ci.runners import batch as runner_jobs
-from ci.runners.github import GitHubActions, GitHubError, RateLimited, Stopping
 from ci.runners.logic import Backoff, Demand, Phase, Plan, QueuedJob, count_demand, decide, label_set
 from ci.runners.metrics import Metrics
 from ci.runners.state import Runner, State
@@ -42,15 +43,6 @@ log = logging.getLogger("ci.runners")
 
 WEBHOOK_MIN_GAP = 0.5  # seconds between webhook-triggered polls (a burst of deliveries is one poll)
 LISTING_WORKERS = 8  # job listings fetched at once during a poll
-
-
-def _epoch(text: Any) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -74,17 +66,18 @@ class StartResult:
     github_deleted: bool = False
 
 
-def observe(github: GitHubActions, runner_prefix: str, hosted: Sequence[str] = ()) -> Observed:
+def observe(github: Actions, runner_prefix: str, hosted: Sequence[str] = ()) -> Observed:
     """Queued jobs of every queued or in-progress run, and which of our runners took a job.
 
     Jobs for GitHub-hosted runners (a label matching one of the `hosted` patterns) are not demand.
     """
     observed = Observed()
-    runs: dict[int, dict[str, Any]] = {}
+    runs: dict[int, WorkflowRun] = {}
     for status in ("queued", "in_progress"):
         for run in github.runs(status):
-            runs.setdefault(int(run["id"]), run)
+            runs.setdefault(run.id, run)
     observed.runs = len(runs)
+    listings: dict[int, list[Job]]
     if len(runs) > 1:  # one conditional GET per run: ask for several at once (httpx's pool is shared)
         with ThreadPoolExecutor(max_workers=min(LISTING_WORKERS, len(runs)),
                                 thread_name_prefix="runners-jobs") as pool:
@@ -93,20 +86,18 @@ def observe(github: GitHubActions, runner_prefix: str, hosted: Sequence[str] = (
         listings = {run_id: github.jobs(run_id) for run_id in runs}
     for run_id, jobs in listings.items():
         for job in jobs:
-            runner = str(job.get("runner_name") or "")
-            status = str(job.get("status") or "")
-            if runner.startswith(runner_prefix) and status in ("in_progress", "completed"):
-                observed.used[runner] = status
-            labels = label_set(job.get("labels") or ())
-            if status == "queued" and not any(fnmatch.fnmatchcase(label, pattern) for label in labels
-                                              for pattern in hosted):
-                observed.queued.append(QueuedJob(int(job["id"]), run_id, labels, str(job.get("name") or ""),
-                                                 _epoch(job.get("created_at"))))
+            runner = job.runner_name or ""
+            if runner.startswith(runner_prefix) and job.status in ("in_progress", "completed"):
+                observed.used[runner] = job.status
+            labels = label_set(job.labels)
+            if job.status == "queued" and not any(fnmatch.fnmatchcase(label, pattern) for label in labels
+                                                  for pattern in hosted):
+                observed.queued.append(QueuedJob(job.id, run_id, labels, job.name, job.created))
     return observed
 
 
 class Allocator:
-    def __init__(self, settings: RunnersSettings, *, state: State, github: GitHubActions, scheduler: Scheduler,
+    def __init__(self, settings: RunnersSettings, *, state: State, github: Actions, scheduler: Scheduler,
                  host: Host, job_dir: str, account: str | None = None, partition: str | None = None,
                  clock: Callable[[], float] = time.time, metrics: Metrics | None = None):
         self.settings = settings
@@ -406,8 +397,7 @@ class Allocator:
             parsed = runner_jobs.parse_job_name(prefix, status.name)
             if parsed is not None and not status.terminal:
                 in_slurm[parsed[1]] = (parsed[0], status)
-        registered = {str(r.get("name")): r for r in self.github.runners()
-                      if str(r.get("name", "")).startswith(self.runner_prefix)}
+        registered = {r.name: r for r in self.github.runners() if r.name.startswith(self.runner_prefix)}
         rows = {row.name: row for row in self.state.live()}
         orphans: list[Runner] = []
 
@@ -420,10 +410,10 @@ class Allocator:
             if name in rows:
                 continue
             github = registered.get(name)
-            busy = bool(github and github.get("busy"))
+            busy = bool(github and github.busy)
             self.state.adopt(name, target_name, status.job_id, phase_of(status, busy), now,
                              "adopted from squeue")
-            self.state.update(name, github_id=int(github["id"]) if github else None, used=int(busy),
+            self.state.update(name, github_id=github.id if github else None, used=int(busy),
                               idle_since=now if status.state is JobState.RUNNING else None)
             self.state.commit()
             row = self.state.get(name)
@@ -434,19 +424,19 @@ class Allocator:
                 actions.append(f"adopted Slurm job {status.job_id} of runner {name} ({target_name})")
         for name, row in rows.items():
             github = registered.get(name)
-            github_id = int(github["id"]) if github else row.github_id
-            if github and github.get("busy") and not row.used:
+            github_id = github.id if github else row.github_id
+            if github and github.busy and not row.used:
                 self.state.update(name, used=1)
             if row.phase is Phase.CREATING:
                 if name in in_slurm:
                     status = in_slurm[name][1]
                     self.state.update(name, job_id=status.job_id, github_id=github_id, submitted=now,
-                                      phase=phase_of(status, bool(github and github.get("busy"))),
+                                      phase=phase_of(status, bool(github and github.busy)),
                                       note="adopted after an interrupted start")
                     actions.append(f"adopted Slurm job {status.job_id} of interrupted start {name}")
                 else:
                     if github is not None:
-                        self._unregister(int(github["id"]), name)
+                        self._unregister(github.id, name)
                     self.state.update(name, phase=Phase.FAILED, ended=now, github_id=github_id, github_gone=1,
                                       note="start interrupted before sbatch; registration removed")
                     self._remove_jit([name])
@@ -464,10 +454,10 @@ class Allocator:
         for name, github in registered.items():
             if name in live:
                 continue
-            if github.get("busy"):
+            if github.busy:
                 actions.append(f"left busy GitHub runner {name} alone (no live job of ours backs it)")
                 continue
-            if self._unregister(int(github["id"]), name) != "busy":
+            if self._unregister(github.id, name) != "busy":
                 actions.append(f"deleted GitHub runner {name}: no live Slurm job backs it")
                 self.state.update(name, github_gone=1)
         for row in self.state.ended_needing_cleanup():

@@ -17,12 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from ci.api import site_host
-from ci.config.runners import WEBHOOK_SECRET_ENV, RunnersSettings, not_configured, resolve_dirs, token_from_environment
+from ci.config.runners import (
+    TOKEN_ENV,
+    WEBHOOK_SECRET_ENV,
+    RunnersSettings,
+    not_configured,
+    resolve_dirs,
+    token_from_environment,
+)
 from ci.config.settings import Settings
 from ci.errors import ConfigError
+from ci.github.actions import Actions, Scope
+from ci.github.client import AppAuth, Auth, GitHubClient, Stopping, TokenAuth
 from ci.runners.allocator import Allocator, observe
 from ci.runners.endpoints import Endpoints, metrics_route, webhook_route
-from ci.runners.github import GitHubActions, GitHubApp, GitHubClient, Scope, Stopping
 from ci.runners.logic import Phase, count_demand
 from ci.runners.metrics import Metrics
 from ci.runners.state import State, lock_holder, single_instance
@@ -38,15 +46,17 @@ def runners_settings(settings: Settings) -> RunnersSettings:
     return settings.runners
 
 
-def github_actions(runners: RunnersSettings, **client_options: Any) -> GitHubActions:
+def github_actions(runners: RunnersSettings, **client_options: Any) -> Actions:
+    """The one GitHub client (ci.github.client), authenticated as the App or with $CI_GITHUB_TOKEN."""
     github = runners.github
+    auth: Auth
     if github.app is not None:
-        app = GitHubApp(github.app.app_id, github.app.installation_id, github.app.private_key_file)
-        client = GitHubClient(github.api_url, app=app, timeout=github.timeout, **client_options)
+        auth = AppAuth(github.app.app_id, github.app.installation_id, github.app.private_key_file)
     else:
-        client = GitHubClient(github.api_url, token=token_from_environment(), timeout=github.timeout,
-                              **client_options)
-    return GitHubActions(client, Scope(github.repository, github.organisation))
+        auth = TokenAuth(token_from_environment(), source=TOKEN_ENV)
+    client = GitHubClient(github.api_url, auth, timeout=github.timeout, user_agent="containers-ci-runners",
+                          **client_options)
+    return Actions(client, Scope(github.repository, github.organisation))
 
 
 @contextmanager

@@ -13,7 +13,9 @@ Every page carries `Link` (rel="next"/"last"), an `ETag`, and `X-RateLimit-*`; a
 `If-None-Match` gets `304 Not Modified` and costs no rate limit. Faults, set on `faults` or with
 POST /_emulator/faults: `server_error: N` (the next N API calls answer 502), `rate_limit:
 {status: 403|429, retry_after: S, count: N}` (secondary limit), `remaining: N` (the primary limit's
-budget; at 0 calls answer 403 until the reset).
+budget; at 0 calls answer 403 until the reset), `answers: [{method, path, status, headers, body, count}]`
+(the next `count` calls of that exact path get these raw bytes instead of the API's answer: HTML,
+broken JSON, a wrong shape; for the client's hostile-answer tests; set on `faults` directly).
 
 Runners: generate-jitconfig registers an offline runner and returns `encoded_jit_config`
 (base64 JSON with this emulator's URL and a per-runner secret). The stand-in runner program
@@ -273,6 +275,22 @@ class Emulator:
         threading.Thread(target=send, daemon=True).start()
 
     # ---- the API -------------------------------------------------------------------------------
+    def hostile(self, method: str, target: str) -> tuple[int, dict[str, str], bytes] | None:
+        """The raw answer `faults["answers"]` holds for this call, if any (used up by `count`)."""
+        path = urlsplit(target).path
+        with self.lock:
+            queue = self.github.faults.get("answers") or []
+            for index, spec in enumerate(queue):
+                if spec["path"] == path and spec.get("method", "GET") == method:
+                    spec["count"] = spec.get("count", 1) - 1
+                    if spec["count"] <= 0:
+                        del queue[index]
+                    self.counts[f"{method} {_shape(path)}"] += 1
+                    body = spec.get("body", b"")
+                    return (int(spec.get("status", 200)), dict(spec.get("headers", {})),
+                            body.encode() if isinstance(body, str) else bytes(body))
+        return None
+
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
         parts = urlsplit(target)
         path = parts.path.rstrip("/") or "/"
@@ -494,6 +512,16 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {key.lower(): value for key, value in self.headers.items()}
+        raw = emulator.hostile(self.command, self.path)
+        if raw is not None:
+            status, extra, payload = raw
+            emulator.requests.append((self.command, self.path, status))
+            self.send_response(status)
+            for key, value in {**extra, "Content-Length": str(len(payload))}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+            return
         try:
             status, data, extra = emulator.handle(self.command, self.path, headers, body)
         except HttpError as error:

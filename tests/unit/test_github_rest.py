@@ -1,4 +1,5 @@
-"""`inv gh.last-success` and `inv gh.runners --wait` against an emulated GitHub REST API on loopback."""
+"""`inv gh.last-success` and `inv gh.runners --wait` (ci.github.actions on the one client) against an emulated
+GitHub REST API on loopback."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,7 +19,8 @@ import pytest
 from helpers import PROJECT_DIR
 
 from ci.errors import CIError
-from ci.github.rest import GitHub, last_successful_commit, runners, wait_for_runners
+from ci.github.actions import Actions, Scope, from_environment, wait_for_runners
+from ci.github.client import GitHubClient, TokenAuth
 
 TOKEN = "ghs_canary_token_0123456789"
 
@@ -78,8 +81,13 @@ def fake() -> Iterator[tuple[FakeGitHub, str]]:
 
 
 def runner(name: str, label: str, status: str = "online") -> dict[str, Any]:
-    return {"id": hash(name) % 1000, "name": name, "os": "linux", "status": status, "busy": False,
+    return {"id": zlib.crc32(name.encode()) % 1000 + 1, "name": name, "os": "linux", "status": status, "busy": False,
             "labels": [{"name": "self-hosted"}, {"name": label}]}
+
+
+def github_at(url: str, token: str = TOKEN, timeout: float = 20.0) -> Actions:
+    client = GitHubClient(url, TokenAuth(token, "GITHUB_TOKEN"), timeout=timeout, backoff=0.01)
+    return Actions(client, Scope("org/repo"))
 
 
 def inv(url: str, tmp_path: Path, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
@@ -93,10 +101,11 @@ def inv(url: str, tmp_path: Path, *args: str, token: str = TOKEN) -> subprocess.
 
 def test_the_last_successful_runs_commit_not_the_pushs_before(fake: tuple[FakeGitHub, str], tmp_path: Path) -> None:
     state, url = fake
-    state.runs = [{"status": "success", "head_branch": "main", "head_sha": "a" * 40},
-                  {"status": "success", "head_branch": "other", "head_sha": "b" * 40}]
+    state.runs = [{"id": 11, "status": "success", "head_branch": "main", "head_sha": "a" * 40},
+                  {"id": 12, "status": "success", "head_branch": "other", "head_sha": "b" * 40}]
     process = inv(url, tmp_path, "gh.last-success", "--output", "since")
     assert process.returncode == 0, process.stderr
+    assert "last successful run of containers-build.yml on main" in process.stdout
     assert (tmp_path / "github_output").read_text() == f"since={'a' * 40}\n"
     path, query, _ = state.requests[-1]
     assert path.endswith("/workflows/containers-build.yml/runs") and query["status"] == ["success"]
@@ -119,7 +128,7 @@ def test_waiting_for_runners_until_every_label_is_online(fake: tuple[FakeGitHub,
     state.runners = [runner("main", "cpouta", "offline")]
     state.after_requests = {2: [runner("main", "cpouta"), runner("transfer", "cpouta-transfer", "offline")],
                             3: [runner("main", "cpouta"), runner("transfer", "cpouta-transfer")]}
-    github = GitHub(url, "org/repo", TOKEN)
+    github = github_at(url)
     found = wait_for_runners(github, ["cpouta", "cpouta-transfer"], timeout=60, interval=0.01)
     assert {r.name for r in found} == {"main", "transfer"}
     assert sum(1 for path, _, _ in state.requests if path.endswith("/runners")) == 3
@@ -138,8 +147,8 @@ def test_runners_that_never_come_online_fail_the_job(fake: tuple[FakeGitHub, str
 def test_the_api_errors_are_sentences(fake: tuple[FakeGitHub, str]) -> None:
     _, url = fake
     with pytest.raises(CIError, match=r"refused .*401"):
-        runners(GitHub(url, "org/repo", "nope"))
+        github_at(url, "nope").runners()
     with pytest.raises(CIError, match="did not answer"):
-        last_successful_commit(GitHub("http://127.0.0.1:9", "org/repo", TOKEN, timeout=2), "x.yml", "main")
+        github_at("http://127.0.0.1:9", timeout=2).last_successful_commit("x.yml", "main")
     with pytest.raises(CIError, match="GITHUB_TOKEN"):
-        GitHub.from_environment({"GITHUB_REPOSITORY": "org/repo"})
+        from_environment({"GITHUB_REPOSITORY": "org/repo"})

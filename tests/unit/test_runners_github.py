@@ -1,4 +1,5 @@
-"""The GitHub client against the emulated API: ETags/304, pagination, rate limits, retries, JIT, App auth."""
+"""The one GitHub client (ci.github) against the emulated API: ETags/304, pagination, rate limits, retries,
+JIT, App auth, as the runner allocator uses it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 from github_emulator import REPOSITORY, TOKEN, Emulator, GitHub
 
-from ci.runners.github import GitHubActions, GitHubApp, GitHubClient, GitHubError, RateLimited, Scope
+from ci.github.actions import Actions, Scope
+from ci.github.client import AppAuth, GitHubClient, GitHubError, RateLimited, TokenAuth
 
 
 @pytest.fixture
@@ -18,9 +20,9 @@ def emulator() -> Iterator[Emulator]:
         yield running
 
 
-def actions(emulator: Emulator, **options: float) -> GitHubActions:
-    client = GitHubClient(emulator.url, token=TOKEN, backoff=0.01, **options)  # type: ignore[arg-type]
-    return GitHubActions(client, Scope(REPOSITORY, emulator.github.organisation))
+def actions(emulator: Emulator, **options: float) -> Actions:
+    client = GitHubClient(emulator.url, TokenAuth(TOKEN), backoff=0.01, **options)  # type: ignore[arg-type]
+    return Actions(client, Scope(REPOSITORY, emulator.github.organisation))
 
 
 def test_an_idle_poll_is_two_conditional_requests_answered_304(emulator: Emulator) -> None:
@@ -51,7 +53,7 @@ def test_every_page_is_read_and_a_change_is_seen_through_the_etag(emulator: Emul
 def test_jobs_of_a_run_and_their_labels(emulator: Emulator) -> None:
     run = emulator.add_run([{"labels": ["self-hosted", "slurm"], "name": "build"}])
     (job,) = actions(emulator).jobs(run.id)
-    assert job["status"] == "queued" and job["labels"] == ["self-hosted", "slurm"] and job["name"] == "build"
+    assert job.status == "queued" and job.labels == ["self-hosted", "slurm"] and job.name == "build"
 
 
 def test_server_errors_are_retried_with_backoff(emulator: Emulator) -> None:
@@ -95,9 +97,9 @@ def test_the_primary_limit_blocks_until_its_reset(emulator: Emulator) -> None:
 
 
 def test_bad_token_is_one_clear_error(emulator: Emulator) -> None:
-    client = GitHubClient(emulator.url, token="wrong", backoff=0.01)
+    client = GitHubClient(emulator.url, TokenAuth("wrong", "CI_GITHUB_TOKEN"), backoff=0.01)
     with pytest.raises(GitHubError, match=r"401.*renew CI_GITHUB_TOKEN"):
-        GitHubActions(client, Scope(REPOSITORY)).runs("queued")
+        Actions(client, Scope(REPOSITORY)).runs("queued")
 
 
 def test_jit_config_list_and_delete_runners_in_an_organisation() -> None:
@@ -106,7 +108,7 @@ def test_jit_config_list_and_delete_runners_in_an_organisation() -> None:
         assert github.scope.runners_path == "/orgs/octo-org/actions/runners"
         runner_id, config = github.generate_jitconfig("ghr-cpu-00000001", ["self-hosted", "slurm"], 1, "_work")
         assert config in emulator.github.jit_configs
-        assert [r["name"] for r in github.runners()] == ["ghr-cpu-00000001"]
+        assert [r.name for r in github.runners()] == ["ghr-cpu-00000001"]
         with pytest.raises(GitHubError, match="409"):
             github.generate_jitconfig("ghr-cpu-00000001", ["self-hosted"], 1, "_work")
         assert github.delete_runner(runner_id) is True
@@ -123,12 +125,12 @@ def test_github_app_installation_token(tmp_path: Path) -> None:
     pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
     with Emulator(GitHub(app=(42, 7, key.public_key()))) as emulator:
-        client = GitHubClient(emulator.url, app=GitHubApp(42, 7, str(pem)), backoff=0.01)
-        assert GitHubActions(client, Scope(REPOSITORY)).runs("queued") == []
+        client = GitHubClient(emulator.url, AppAuth(42, 7, str(pem)), backoff=0.01)
+        assert Actions(client, Scope(REPOSITORY)).runs("queued") == []
         assert len(emulator.github.app_tokens) == 1
-        wrong = GitHubClient(emulator.url, app=GitHubApp(43, 7, str(pem)), backoff=0.01)
+        wrong = GitHubClient(emulator.url, AppAuth(43, 7, str(pem)), backoff=0.01)
         with pytest.raises(GitHubError, match="installation token for App 43"):
-            GitHubActions(wrong, Scope(REPOSITORY)).runs("queued")
+            Actions(wrong, Scope(REPOSITORY)).runs("queued")
 
 
 def test_the_cache_forgets_pages_no_longer_asked_for(emulator: Emulator) -> None:

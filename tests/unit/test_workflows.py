@@ -73,12 +73,12 @@ def pipeline() -> dict[str, Any]:
 def test_shell_commands_follow_continuations_chains_and_expressions() -> None:
     script = ("python3 -m venv v && v/bin/pip install -e . # a comment\n"
               "inv push --run \"$RUN_ID\" \\\n  --only 'a,b' ${{ inputs.force && '--force' || '' }}\n"
-              "X=1 inv gh.matrix --json; echo done | tee log\n"
+              "X=1 inv gh.plan --json; echo done | tee log\n"
               "if true; then inv cleanup; fi\n")
     assert shell_commands(script) == [
         ["python3", "-m", "venv", "v"], ["v/bin/pip", "install", "-e", "."],
         ["inv", "push", "--run", "$RUN_ID", "--only", "a,b", "--force"],
-        ["inv", "gh.matrix", "--json"], ["echo", "done"], ["tee", "log"],
+        ["inv", "gh.plan", "--json"], ["echo", "done"], ["tee", "log"],
         ["true"], ["inv", "cleanup"], ["fi"],
     ]
     assert shell_commands("inv build --only ${{ matrix.image }}") == [["inv", "build", "--only", "EXPR"]]
