@@ -16,6 +16,7 @@ from ci.api.pipeline import (
     cleanup,
     docker_engine,
     ensure_base_image,
+    ensure_local_images,
     hold_site,
     lock_lease,
     open_site,
@@ -28,6 +29,7 @@ from ci.api.pipeline import (
 
 __all__ = [
     "SITE_STEPS", "PlanResult", "build", "build_environment", "cancel_run_jobs", "catalog", "cleanup",
-    "docker_engine", "ensure_base_image", "hold_site", "lock_lease", "open_site", "plan", "run_pipeline",
+    "docker_engine", "ensure_base_image", "ensure_local_images", "hold_site", "lock_lease", "open_site", "plan",
+    "run_pipeline",
     "site_host", "site_listing", "spack_cache_locks", "write_reports",
 ]

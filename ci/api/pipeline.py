@@ -36,7 +36,7 @@ from ci.docker.registry import Registry
 from ci.engines import select_engine
 from ci.errors import CIError
 from ci.hosts import Host, LocalHost, SSHHost
-from ci.local import base_image
+from ci.local import base_image, images
 from ci.openstack import vm
 from ci.pipeline.executor import Executor, Listener, Note, Work
 from ci.pipeline.report import SUMMARY_KEY, RunReport, build_report, to_json, to_junit, to_markdown
@@ -66,6 +66,11 @@ def docker_engine(settings: Settings) -> DockerEngine:
     return DockerEngine(client_call=[settings.docker_client] if settings.docker_client != "auto" else None,
                         host=settings.docker_host, buildkit=settings.buildkit,
                         network=settings.section("docker").get("network") or None)
+
+
+def ensure_local_images(settings: Settings, *, arm64: bool, can_emulate: bool) -> list[str]:
+    """The images the local profile builds FROM, made on this machine when missing (ci.local.images)."""
+    return images.ensure_local_images(settings, docker_engine(settings), arm64=arm64, can_emulate=can_emulate)
 
 
 def ensure_base_image(settings: Settings, *, force: bool = False) -> str:

@@ -5,12 +5,13 @@ Spack builder).
 
 from __future__ import annotations
 
+from typing import Any
+
 from invoke.collection import Collection
 from invoke.tasks import task
 
 from ci.cli.common import explained, settings_from, stderr, stdout
 from ci.cli.help import COMMON_HELP
-from ci.cli.shared import spack_builder_image
 
 
 @task(help={"force": "Recreate the image even if it exists.", "profile": COMMON_HELP["profile"]})
@@ -36,16 +37,12 @@ def up(c):  # type: ignore[no-untyped-def]
     sshd listens on 127.0.0.1:2222 only, with a throw-away key, for the SSH code paths.
     """
     from ci import api
-    from ci.local import foreign_base
     from ci.local import services as local
     for line in local.up(local.ALL_SERVICES, say=lambda text: stderr.print(text)):
         stdout.print(line)
-    settings = settings_from(c)
-    stdout.print("base image: " + api.ensure_base_image(settings))
-    stdout.print("spack builder: " + spack_builder_image(settings))
-    if local.binfmt_ready():
-        made = foreign_base.ensure_foreign_base(api.docker_engine(settings), can_emulate=True)
-        stdout.print("arm64 base image: " + made)
+    emulates = local.binfmt_ready()
+    for line in api.ensure_local_images(settings_from(c), arm64=emulates, can_emulate=emulates):
+        stdout.print(line)
 
 
 @task(help={"force": "Rebuild the image even when its inputs did not change.", "profile": COMMON_HELP["profile"]})
@@ -79,6 +76,18 @@ def arm64_base_task(c, force=False, profile=None):  # type: ignore[no-untyped-de
     settings = settings_from(c, profile=profile)
     stdout.print(foreign_base.ensure_foreign_base(api.docker_engine(settings), force=force,
                                                    can_emulate=local.binfmt_ready()), highlight=False)
+
+
+
+def spack_builder_image(settings: Any, force: bool = False) -> str:
+    """The stand-in builder, when ci.spack.builder_image names it (a real Spack image is left alone)."""
+    from ci import api
+    from ci.local import spack_builder
+    spack = settings.spack
+    if spack.builder_image != spack_builder.STANDIN_TAG:
+        return f"{spack.builder_image} is a real Spack image (the stand-in is not needed)"
+    return spack_builder.ensure_standin_builder(api.docker_engine(settings), spack.builder_image,
+                                                settings.base_image.tag, force=force)
 
 
 ns = Collection("local")

@@ -22,7 +22,6 @@ from ci.cli.shared import (
     run_steps,
     settings_for,
     site_settings_for,
-    spack_builder_image,
 )
 
 
@@ -91,15 +90,12 @@ def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root
     """
     from ci import api
     from ci.api import retest as retest_module
-    from ci.local import foreign_base
     from ci.local import services as local
     settings = site_settings_for(c, definitions, profile, arch, site_root)
     if settings.profile == "local":  # the local default builds offline: its base image is made here
-        stderr.print(api.ensure_base_image(settings), highlight=False)
-        stderr.print(spack_builder_image(settings), highlight=False)  # and the stand-in Spack builder
-        if "arm64" in settings.arches:  # and the arm64 busybox base, built through QEMU
-            made = foreign_base.ensure_foreign_base(api.docker_engine(settings), can_emulate=local.binfmt_ready())
-            stderr.print(made, highlight=False)
+        arm64 = "arm64" in settings.arches
+        for line in api.ensure_local_images(settings, arm64=arm64, can_emulate=arm64 and local.binfmt_ready()):
+            stderr.print(line, highlight=False, markup=False)
     with run_control() as (listeners, cancel):
         report = api.run_pipeline(settings, only=names(only), jobs=int(jobs) if jobs is not None else None,
                                   force=force, retry_failed=retry_failed, no_cache=no_cache, resume=resume,

@@ -77,17 +77,6 @@ def seconds(value: Any, flag: str, default: float) -> float:
     return seconds
 
 
-def spack_builder_image(settings: Any, force: bool = False) -> str:
-    """The stand-in builder, when ci.spack.builder_image names it (a real Spack image is left alone)."""
-    from ci import api
-    from ci.local import spack_builder
-    spack = settings.spack
-    if spack.builder_image != spack_builder.STANDIN_TAG:
-        return f"{spack.builder_image} is a real Spack image (the stand-in is not needed)"
-    return spack_builder.ensure_standin_builder(api.docker_engine(settings), spack.builder_image,
-                                                settings.base_image.tag, force=force)
-
-
 def capture_site_env(settings: Any, quiet_when_off: bool = False) -> None:
     from ci import api
     from ci.site import environment as site_env
