@@ -147,6 +147,7 @@ def wait_for_runners(actions: Actions, labels: Sequence[str], *, timeout: float,
             seen = ", ".join(f"{r.name} ({'online' if r.online else 'offline'})" for r in found) or "none"
             raise GitHubError(f"no online runner with the label(s) {', '.join(printable(m) for m in missing)} after "
                               f"{timeout:.0f}s (runners: {seen}); the VM's runner services did not connect: check "
-                              "the snapshot (OS_MY_IMAGE) and register the runners again (docs/frontends/github-workflow.md, Runners)")
+                              "the snapshot (OS_MY_IMAGE) and register the runners again "
+                              "(docs/frontends/github-workflow.md, Runners)")
         say(f"waiting for runners with {', '.join(missing)} ({max(0.0, deadline - clock()):.0f}s left)")
         sleep(min(interval, max(0.0, deadline - clock())))
