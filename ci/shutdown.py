@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -106,3 +107,15 @@ def signals_cancel(token: CancelToken, say: Callable[[str], None] | None = None)
 
     with on_signals(handler):
         yield token
+
+
+def wait_until(probe: Callable[[], bool], timeout: float, interval: float) -> bool:
+    """Poll `probe` until it is true or `timeout` passes; True if it became true (waits that give up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if probe():
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(interval, remaining))

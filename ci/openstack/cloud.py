@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -526,15 +525,3 @@ class BuildVMCloud:
 
 def open_cloud(config: VMConfig, say: Say = _quiet) -> BuildVMCloud:
     return BuildVMCloud(config, connect(config), say)
-
-
-def wait_until(probe: Callable[[], bool], timeout: float, interval: float) -> bool:
-    """Poll `probe` until it is true or `timeout` passes; True if it became true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if probe():
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        time.sleep(min(interval, remaining))

@@ -20,6 +20,7 @@ from site_helpers import require
 from ci import api
 from ci.config.settings import Settings, SSHSettings, deep_merge, load_settings
 from ci.docker.engine import DockerEngine
+from ci.docker.remote import RemoteDocker
 from ci.openstack import vm
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]
@@ -55,7 +56,7 @@ def test_the_vm_engine_answers_over_ssh_with_our_key_and_known_hosts(loopback_ss
     raw = deep_merge(project_config(), {"state_dir": str(tmp_path / "state"), "vm": {
         "ssh_user": "root", "ssh_port": loopback_ssh.port, "ssh_key": loopback_ssh.key_filename}})
     settings = load_settings(raw, PROJECT_DIR, profile="local")
-    remote = vm.RemoteDocker(settings, vm.config_from(settings), "127.0.0.1")
+    remote = RemoteDocker(settings, vm.config_from(settings), "127.0.0.1")
     try:
         assert remote.ping(timeout=30)
         assert "[127.0.0.1]:2222" in remote.known_hosts.read_text()  # the ssh client did connect
@@ -69,7 +70,7 @@ def test_a_build_runs_on_the_remote_engine(loopback_ssh: SSHSettings, tmp_path: 
                                         "vm": {"ssh_user": "root", "ssh_port": loopback_ssh.port,
                                                "ssh_key": loopback_ssh.key_filename}})
     settings = load_settings(raw, PROJECT_DIR, profile="local")
-    remote = vm.RemoteDocker(settings, vm.config_from(settings), "127.0.0.1")
+    remote = RemoteDocker(settings, vm.config_from(settings), "127.0.0.1")
     try:
         report = api.build(remote.apply(settings))
         assert report.ok, report
