@@ -25,6 +25,10 @@ from ci.errors import Problem
 ERROR_TYPE = "ci"  # the pydantic error type of every problem our own validators raise
 _SHOWN_LENGTH = 80
 
+# GitHub names, as GitHub allows them: owner (user or organisation) and owner/repository.
+GITHUB_OWNER = r"[A-Za-z0-9][A-Za-z0-9-]{0,38}"
+GITHUB_REPOSITORY = GITHUB_OWNER + r"/[A-Za-z0-9._-]{1,100}"
+
 
 def invalid(message: str, fix: str) -> PydanticCustomError:
     """An error for a validator to raise: our message and fix, kept verbatim by `problems_from`."""

@@ -21,15 +21,15 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from ci.config.base import ConfigModel
 from ci.errors import ConfigError, Problem
 from ci.resources import Resources, SbatchOption
-from ci.validation import has_control, invalid, problems_from, shown
+from ci.validation import GITHUB_OWNER, GITHUB_REPOSITORY, has_control, invalid, problems_from, shown
 
 TOKEN_ENV = "CI_GITHUB_TOKEN"
 WEBHOOK_SECRET_ENV = "CI_GITHUB_WEBHOOK_SECRET"
 
 _TARGET = r"[a-z0-9][a-z0-9_-]{0,31}"
 _LABEL = r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,99}"
-_REPOSITORY = r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}"
-_ORGANISATION = r"[A-Za-z0-9][A-Za-z0-9-]{0,38}"
+_REPOSITORY = GITHUB_REPOSITORY
+_ORGANISATION = GITHUB_OWNER
 _PREFIX = r"[a-z][a-z0-9]{0,11}"
 
 

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from ci.errors import ConfigError, printable
 from ci.github.client import GitHubClient, GitHubError, RateLimit, TokenAuth, check_api_url
 from ci.github.models import JitConfig, Job, JobsPage, Runner, RunnersPage, RunsPage, WorkflowRun
+from ci.validation import GITHUB_OWNER, GITHUB_REPOSITORY
 
-REPOSITORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}\Z")
-ORGANISATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}\Z")
+REPOSITORY = re.compile(GITHUB_REPOSITORY + r"\Z")
+ORGANISATION = re.compile(GITHUB_OWNER + r"\Z")
 WORKFLOW = re.compile(r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,250}\.ya?ml|[0-9]{1,19})\Z")
 
 
