@@ -494,6 +494,7 @@ RUNNER_USER = "ci-runner"  # runner jobs of the tests run as this user (rootless
 ROOTLESS_PACKAGES = ("rootlesskit", "slirp4netns", "uidmap", "busybox-static")
 SUBID_COUNT = 65536
 SUBID_FIRST = 100000
+TUN = Path("/dev/net/tun")
 
 
 def _subid_ranges(path: Path) -> list[tuple[str, int, int]]:
@@ -526,7 +527,8 @@ def rootless_ready() -> bool:
     binaries = ("rootlesskit", "slirp4netns", "newuidmap", "newgidmap", "busybox")
     return (all(shutil.which(binary, path="/usr/bin:/bin:/usr/sbin:/sbin") for binary in binaries)
             and _has_subids(RUNNER_USER)
-            and _quiet(["runuser", "-u", RUNNER_USER, "--", "unshare", "--user", "--map-root-user", "true"]))
+            and _quiet(["runuser", "-u", RUNNER_USER, "--", "unshare", "--user", "--map-root-user", "true"])
+            and _quiet(["runuser", "-u", RUNNER_USER, "--", "test", "-r", str(TUN), "-a", "-w", str(TUN)]))
 
 
 def _add_subids(user: str) -> None:
@@ -554,6 +556,8 @@ def start_rootless() -> None:
     # "*" (no password) instead of useradd's "!" (locked): sshd refuses locked accounts even with a key.
     subprocess.run(["usermod", "-p", "*", RUNNER_USER], capture_output=True, check=True)
     _add_subids(RUNNER_USER)
+    if TUN.exists():  # slirp4netns opens it as the user; udev's rule makes it 0666, a VM without udev may not
+        TUN.chmod(0o666)
 
 
 ROOTLESS = Service("rootless", ROOTLESS_PACKAGES, ("rootlesskit", "slirp4netns", "newuidmap", "busybox"),
