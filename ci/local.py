@@ -527,6 +527,7 @@ def rootless_ready() -> bool:
     binaries = ("rootlesskit", "slirp4netns", "newuidmap", "newgidmap", "busybox")
     return (all(shutil.which(binary, path="/usr/bin:/bin:/usr/sbin:/sbin") for binary in binaries)
             and _has_subids(RUNNER_USER)
+            and (not loopback_key().with_suffix(".pub").exists() or _loopback_key_authorized(RUNNER_USER))
             and _quiet(["runuser", "-u", RUNNER_USER, "--", "unshare", "--user", "--map-root-user", "true"])
             and _quiet(["runuser", "-u", RUNNER_USER, "--", "test", "-r", str(TUN), "-a", "-w", str(TUN)]))
 
@@ -545,6 +546,36 @@ def _add_subids(user: str) -> None:
         path.chmod(0o644)
 
 
+def _authorized_keys(user: str) -> Path:
+    import pwd
+
+    return Path(pwd.getpwnam(user).pw_dir) / ".ssh" / "authorized_keys"
+
+
+def _loopback_key_authorized(user: str) -> bool:
+    """The loopback sshd lets `user` in with the throw-away key (how tests submit jobs as that user)."""
+    public = loopback_key().with_suffix(".pub")
+    try:
+        return public.read_text(encoding="utf-8").strip() in _authorized_keys(user).read_text(encoding="utf-8")
+    except (OSError, KeyError):
+        return False
+
+
+def _authorize_loopback_key(user: str) -> None:
+    """The loopback key in the user's own authorized_keys (sshd reads the shared file as that user,
+    and the shared one is root's 0600)."""
+    public = loopback_key().with_suffix(".pub")
+    if not public.exists() or _loopback_key_authorized(user):
+        return
+    path = _authorized_keys(user)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    path.write_text(existing + public.read_text(encoding="utf-8").strip() + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    for item in (path.parent, path):
+        shutil.chown(item, user, user)
+
+
 def start_rootless() -> None:
     """Install the rootless tools, create the job user (no password, so only root or a key gets in)."""
     if not all(shutil.which(binary) for binary in ("rootlesskit", "slirp4netns", "newuidmap", "busybox")):
@@ -556,6 +587,7 @@ def start_rootless() -> None:
     # "*" (no password) instead of useradd's "!" (locked): sshd refuses locked accounts even with a key.
     subprocess.run(["usermod", "-p", "*", RUNNER_USER], capture_output=True, check=True)
     _add_subids(RUNNER_USER)
+    _authorize_loopback_key(RUNNER_USER)
     if TUN.exists():  # slirp4netns opens it as the user; udev's rule makes it 0666, a VM without udev may not
         TUN.chmod(0o666)
 

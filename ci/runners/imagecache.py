@@ -101,7 +101,9 @@ mkdir -p -m 700 "$ci_cache" && [ -O "$ci_cache" ] && [ ! -L "$ci_cache" ] || {{
     echo "runner image: cannot use the node cache $ci_cache" >&2; exit {SETUP_EXIT}; }}
 ci_image="$ci_cache"/{shlex.quote(entry)}
 exec 8>"$ci_cache/{image.hex}.lock"
-flock -w {FETCH_WAIT} -x 8 || {{ echo "runner image: waited {FETCH_WAIT}s for another job's fetch" >&2; exit {SETUP_EXIT}; }}
+if ! flock -w {FETCH_WAIT} -x 8; then
+    echo "runner image: waited {FETCH_WAIT}s for another job's fetch" >&2; exit {SETUP_EXIT}
+fi
 if [ -s "$ci_image" ]; then
     touch -c -- "$ci_image"
     ci_log "runner image: cache hit, {image.digest} on $ci_node"

@@ -30,23 +30,29 @@ STOP_WAIT = 30  # tenths of a second between SIGTERM and SIGKILL when the job en
 ROOTLESS_SCRIPTS = ("dockerd-rootless.sh", "/usr/share/docker.io/contrib/dockerd-rootless.sh",
                     "/usr/share/docker/contrib/dockerd-rootless.sh", "/usr/bin/dockerd-rootless.sh")
 
-_CHECKS = """ci_docker_missing=""
+_CHECKS = """case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac  # dockerd is in sbin
+ci_docker_missing=""
 ci_need() {{ command -v "$1" >/dev/null 2>&1 || ci_docker_missing="$ci_docker_missing $1"; }}
 for ci_tool in {tools}; do ci_need "$ci_tool"; done
 [ -z "$ci_docker_missing" ] || ci_unservable "missing tools:$ci_docker_missing ({install})"
 ci_has_subids() {{  # $1: subuid or subgid
     if command -v getsubids >/dev/null 2>&1; then
-        if [ "$1" = subgid ]; then getsubids -g "$ci_user" 2>/dev/null | grep -q .; else getsubids "$ci_user" 2>/dev/null | grep -q .; fi
+        if [ "$1" = subgid ]; then getsubids -g "$ci_user" 2>/dev/null | grep -q .
+        else getsubids "$ci_user" 2>/dev/null | grep -q .; fi
     else
         grep -Eq "^($ci_user|$(id -u)):[0-9]+:[0-9]+" "/etc/$1" 2>/dev/null
     fi
 }}
-ci_has_subids subuid || ci_unservable "no subordinate uid range for $ci_user in /etc/subuid (add a line $ci_user:100000:65536; docs/runners-docker.md)"
-ci_has_subids subgid || ci_unservable "no subordinate gid range for $ci_user in /etc/subgid (add a line $ci_user:100000:65536; docs/runners-docker.md)"
-unshare --user --map-root-user true >/dev/null 2>&1 || ci_unservable "unprivileged user namespaces are disabled (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)"
+for ci_ids in subuid subgid; do
+    ci_has_subids "$ci_ids" || ci_unservable "no subordinate ${{ci_ids#sub}} range for $ci_user in /etc/$ci_ids" \
+        "(add a line $ci_user:100000:65536; docs/runners-docker.md)"
+done
+unshare --user --map-root-user true >/dev/null 2>&1 || ci_unservable "unprivileged user namespaces are disabled" \
+    "(sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)"
 """
 
-_TUN = """[ -r /dev/net/tun ] && [ -w /dev/net/tun ] || ci_unservable "/dev/net/tun is not readable and writable by $ci_user (slirp4netns needs it; udev makes it 0666)"
+_TUN = """[ -r /dev/net/tun ] && [ -w /dev/net/tun ] || ci_unservable "/dev/net/tun is not readable and writable by" \\
+    "$ci_user (slirp4netns needs it; udev makes it 0666)"
 """
 
 _WAIT = """    export DOCKER_HOST="unix://$ci_docker_dir/run/docker.sock"
@@ -72,7 +78,9 @@ _STOP = """ci_docker_stop() {{
     [ -n "$ci_daemon_pid" ] || return 0
     kill -TERM "$ci_daemon_pid" 2>/dev/null
     ci_tries=0
-    while kill -0 "$ci_daemon_pid" 2>/dev/null && [ "$ci_tries" -lt {stop} ]; do sleep 0.1; ci_tries=$((ci_tries + 1)); done
+    while kill -0 "$ci_daemon_pid" 2>/dev/null && [ "$ci_tries" -lt {stop} ]; do
+        sleep 0.1; ci_tries=$((ci_tries + 1))
+    done
     kill -KILL "$ci_daemon_pid" 2>/dev/null
     wait "$ci_daemon_pid" 2>/dev/null
     ci_daemon_pid=""
@@ -93,7 +101,8 @@ ci_daemon_pid=""
 for ci_candidate in {scripts}; do
     if command -v "$ci_candidate" >/dev/null 2>&1; then ci_rootless_script=$(command -v "$ci_candidate"); break; fi
 done
-[ -n "$ci_rootless_script" ] || ci_unservable "dockerd-rootless.sh is missing (Debian's docker.io ships it in /usr/share/docker.io/contrib/)"
+[ -n "$ci_rootless_script" ] || ci_unservable "dockerd-rootless.sh is missing" \\
+    "(Debian's docker.io ships it in /usr/share/docker.io/contrib/)"
 {_STOP.format(stop=kill_wait_tenths, extra="")}ci_docker_start() {{
     ci_docker_dir="$CI_RUNNER_JOB_DIR/docker"
     mkdir -p -m 700 "$ci_docker_dir/run" "$ci_docker_dir/data" "$ci_docker_dir/config" || exit {SETUP_EXIT}

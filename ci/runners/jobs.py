@@ -125,7 +125,9 @@ ci_cleanup() {{
     if [ -n "$ci_runner_pid" ] && kill -0 "$ci_runner_pid" 2>/dev/null; then
         kill -TERM "$ci_runner_pid" 2>/dev/null
         ci_tries=0
-        while kill -0 "$ci_runner_pid" 2>/dev/null && [ "$ci_tries" -lt 10 ]; do sleep 0.1; ci_tries=$((ci_tries + 1)); done
+        while kill -0 "$ci_runner_pid" 2>/dev/null && [ "$ci_tries" -lt 10 ]; do
+            sleep 0.1; ci_tries=$((ci_tries + 1))
+        done
     fi
     ci_docker_stop
     ci_cleanup_folder
