@@ -114,7 +114,12 @@ def test_a_job_builds_and_runs_an_image_in_its_own_daemon_and_two_jobs_do_not_se
                      f"docker images --format '{{{{.Repository}}}}' | tee {evidence}/{me}.images",
                      f"! docker image inspect job/{other} >/dev/null 2>&1",
                      "docker info --format '{{.DockerRootDir}} {{.SecurityOptions}}' | tee docker-info"
-                     f" && grep -q \"$CI_RUNNER_JOB_DIR\" docker-info && grep -q rootless docker-info"]
+                     f" && grep -q \"$CI_RUNNER_JOB_DIR\" docker-info && grep -q rootless docker-info",
+                     # canary: no process of the job's daemon holds the runner's JIT config in its environment
+                     'n=0; for p in $(pgrep -u "$(id -u)" -f "$CI_RUNNER_JOB_DIR/docker"); do n=$((n+1));'
+                     ' e=$(tr "\\0" "\\n" < /proc/$p/environ) && echo "$e" | grep -q XDG_RUNTIME_DIR || exit 1;'
+                     ' ! echo "$e" | grep -q ACTIONS_RUNNER_INPUT_JITCONFIG || exit 1;'
+                     ' done; echo "daemon processes checked: $n"; [ $n -ge 3 ]']
     settings = job_user_settings(emulator.url, emulator.github.repository, tmp_path, site,
                                  [docker_target("docker", LABELS)])
     emulator.add_run([{"labels": LABELS, "name": name, "steps": steps[name]} for name in ("one", "two")])
@@ -128,6 +133,8 @@ def test_a_job_builds_and_runs_an_image_in_its_own_daemon_and_two_jobs_do_not_se
     logs = "\n".join(site.logs().values())
     assert conclusions == {"one": "success", "two": "success"}, logs
     assert "rootless Docker daemon ready" in logs and "built-as-0" in logs
+    for secret in [TOKEN, *emulator.github.jit_configs]:
+        assert secret not in logs
     images = {name: (evidence / f"{name}.images").read_text().split() for name in ("one", "two")}
     assert "job/one" in images["one"] and "job/two" not in images["one"], images
     assert "job/two" in images["two"] and "job/one" not in images["two"], images
