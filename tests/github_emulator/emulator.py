@@ -155,6 +155,7 @@ class GitHub:
     registered: list[str] = field(default_factory=list)  # runner names, in order of generate-jitconfig
     served: dict[int, list[str]] = field(default_factory=dict)  # job id -> runners that took it
     completed_jobs: int = 0
+    connected: dict[str, float] = field(default_factory=dict)  # runner name -> when it first connected (epoch)
     app: tuple[int, int, Any] | None = None  # (app id, installation id, RSA public key)
     app_tokens: set[str] = field(default_factory=set)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
@@ -421,6 +422,7 @@ class Emulator:
                 action = path.rsplit("/", 1)[1]
                 if action == "connect":
                     runner.status = "online"
+                    github.connected.setdefault(runner.name, time.time())
                     return 200, {"id": runner.id, "name": runner.name, "labels": runner.labels}, {}
                 if action == "acquire":
                     return self._acquire(runner)

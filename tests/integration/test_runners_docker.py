@@ -114,7 +114,7 @@ def test_a_job_builds_and_runs_an_image_in_its_own_daemon_and_two_jobs_do_not_se
                      f"docker images --format '{{{{.Repository}}}}' | tee {evidence}/{me}.images",
                      f"! docker image inspect job/{other} >/dev/null 2>&1",
                      "docker info --format '{{.DockerRootDir}} {{.SecurityOptions}}' | tee docker-info"
-                     f" && grep -q \"$CI_RUNNER_JOB_DIR\" docker-info && grep -q rootless docker-info",
+                     " && grep -q \"$CI_RUNNER_JOB_DIR\" docker-info && grep -q rootless docker-info",
                      # canary: no process of the job's daemon holds the runner's JIT config in its environment
                      'n=0; for p in $(pgrep -u "$(id -u)" -f "$CI_RUNNER_JOB_DIR/docker"); do n=$((n+1));'
                      ' e=$(tr "\\0" "\\n" < /proc/$p/environ) && echo "$e" | grep -q XDG_RUNTIME_DIR || exit 1;'
