@@ -29,7 +29,7 @@ from github_emulator.jobuser import job_user_settings, job_user_site  # noqa: E4
 from github_emulator.testing import Running, cancel_all, unique_prefix  # noqa: E402
 
 JOBS = 20
-GAP = 3.0  # seconds between arrivals
+GAP = 5.0  # seconds between arrivals
 LABELS = ["self-hosted", "slurm", "bench"]
 
 

@@ -56,27 +56,28 @@ _TUN = """[ -r /dev/net/tun ] && [ -w /dev/net/tun ] || ci_unservable "/dev/net/
 """
 
 _WAIT = """    export DOCKER_HOST="unix://$ci_docker_dir/run/docker.sock"
-    ci_waited=0
+    ci_deadline=$((SECONDS + {wait}))
+    # The socket appears when the daemon is nearly up: wait for it with the shell's own test (a client
+    # started 20 times a second would take CPU from the daemon's start), then ask the daemon itself.
     until [ -S "$ci_docker_dir/run/docker.sock" ] && docker version >/dev/null 2>&1; do
         if ! kill -0 "$ci_daemon_pid" 2>/dev/null; then
             echo "runner $ci_node: the {what} did not start; its log ends with:" >&2
             tail -n 20 "$ci_docker_dir/daemon.log" >&2
             exit {setup_exit}
         fi
-        ci_waited=$((ci_waited + 1))
-        if [ "$ci_waited" -gt {tries} ]; then
+        if [ "$SECONDS" -ge "$ci_deadline" ]; then
             echo "the {what} did not answer on $DOCKER_HOST within {wait}s; its log ends with:" >&2
             tail -n 20 "$ci_docker_dir/daemon.log" >&2
             exit {setup_exit}
         fi
-        sleep 0.1
+        if [ -S "$ci_docker_dir/run/docker.sock" ]; then sleep 0.1; else sleep 0.02; fi
     done
-    ci_log "{what} ready on $DOCKER_HOST after $((ci_waited / 10)).$((ci_waited % 10))s"
+    ci_log "{what} ready on $DOCKER_HOST after $(ci_seconds_since "$ci_daemon_started")s"
 """
 
 _STOP = """ci_docker_stop() {{
     [ -n "$ci_daemon_pid" ] || return 0
-    kill -TERM "$ci_daemon_pid" 2>/dev/null
+{first}    kill -TERM "$ci_daemon_pid" 2>/dev/null
     ci_tries=0
     while kill -0 "$ci_daemon_pid" 2>/dev/null && [ "$ci_tries" -lt {stop} ]; do
         sleep 0.1; ci_tries=$((ci_tries + 1))
@@ -88,13 +89,19 @@ _STOP = """ci_docker_stop() {{
 """
 
 
+# Nothing of a finished job's daemon is worth a graceful shutdown (its data is deleted next): SIGKILL
+# to rootlesskit's child, the first process of the PID namespace, ends the daemon, containerd, the
+# shims and every container at once; rootlesskit and slirp4netns then exit by themselves.
+_KILL_NAMESPACE = """    pkill -KILL -P "$ci_daemon_pid" -f -- '--pidns' 2>/dev/null
+"""
+
+
 def rootless(kill_wait_tenths: int = STOP_WAIT) -> str:
     """Bash: check the node, then start `dockerd-rootless.sh` in the job folder (defines ci_docker_stop)."""
     scripts = " ".join(ROOTLESS_SCRIPTS)
     checks = _CHECKS.format(tools="rootlesskit slirp4netns newuidmap newgidmap dockerd docker unshare",
                             install="Debian: apt install docker.io rootlesskit slirp4netns uidmap")
-    wait = _WAIT.format(what="rootless Docker daemon", setup_exit=SETUP_EXIT, tries=DAEMON_WAIT * 10,
-                        wait=DAEMON_WAIT)
+    wait = _WAIT.format(what="rootless Docker daemon", setup_exit=SETUP_EXIT, wait=DAEMON_WAIT)
     return f"""# ---- private rootless Docker daemon (ci/runners/jobdocker.py) ----
 ci_daemon_pid=""
 {checks}{_TUN}ci_rootless_script=""
@@ -103,9 +110,10 @@ for ci_candidate in {scripts}; do
 done
 [ -n "$ci_rootless_script" ] || ci_unservable "dockerd-rootless.sh is missing" \\
     "(Debian's docker.io ships it in /usr/share/docker.io/contrib/)"
-{_STOP.format(stop=kill_wait_tenths, extra="")}ci_docker_start() {{
+{_STOP.format(stop=kill_wait_tenths, extra="", first=_KILL_NAMESPACE)}ci_docker_start() {{
     ci_docker_dir="$CI_RUNNER_JOB_DIR/docker"
     mkdir -p -m 700 "$ci_docker_dir/run" "$ci_docker_dir/data" "$ci_docker_dir/config" || exit {SETUP_EXIT}
+    ci_daemon_started=$(ci_now)
     (
         unset ACTIONS_RUNNER_INPUT_JITCONFIG
         export XDG_RUNTIME_DIR="$ci_docker_dir/run" XDG_DATA_HOME="$ci_docker_dir/data" \\
@@ -129,8 +137,7 @@ def podman(kill_wait_tenths: int = STOP_WAIT) -> str:
     """
     checks = _CHECKS.format(tools="podman newuidmap newgidmap slirp4netns unshare",
                             install="Debian: apt install podman uidmap slirp4netns")
-    wait = _WAIT.format(what="Podman API service", setup_exit=SETUP_EXIT, tries=DAEMON_WAIT * 10,
-                        wait=DAEMON_WAIT).replace("docker version", "ci_podman_answers")
+    wait = _WAIT.format(what="Podman API service", setup_exit=SETUP_EXIT, wait=DAEMON_WAIT).replace("docker version", "ci_podman_answers")
     storage = ('--root "$ci_docker_dir/data" --runroot "$ci_docker_dir/run/storage" '
                '--tmpdir "$ci_docker_dir/run/tmp"')
     extra = f"""    (
@@ -151,9 +158,10 @@ ci_daemon_pid=""
     command -v curl >/dev/null 2>&1 || {{ [ -S "$ci_docker_dir/run/docker.sock" ]; return; }}
     curl -fsS --unix-socket "$ci_docker_dir/run/docker.sock" http://d/_ping >/dev/null 2>&1
 }}
-{_STOP.format(stop=kill_wait_tenths, extra=extra)}ci_docker_start() {{
+{_STOP.format(stop=kill_wait_tenths, extra=extra, first="")}ci_docker_start() {{
     ci_docker_dir="$CI_RUNNER_JOB_DIR/docker"
     mkdir -p -m 700 "$ci_docker_dir/run/tmp" "$ci_docker_dir/data" "$ci_docker_dir/config" || exit {SETUP_EXIT}
+    ci_daemon_started=$(ci_now)
     (
         unset ACTIONS_RUNNER_INPUT_JITCONFIG
         export XDG_RUNTIME_DIR="$ci_docker_dir/run" XDG_CONFIG_HOME="$ci_docker_dir/config" HOME="$ci_docker_dir"

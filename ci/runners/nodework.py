@@ -52,6 +52,8 @@ export CI_RUNNER_JOB_DIR
 ci_work_link={link}
 ci_work="$CI_RUNNER_JOB_DIR"/{shlex.quote(relative_work)}
 ci_log() {{ echo "runner {runner}: $*"; }}
+ci_now() {{ date +%s.%N; }}
+ci_seconds_since() {{ awk -v a="$1" -v b="$(ci_now)" 'BEGIN {{ printf "%.1f", b - a }}'; }}
 ci_unservable() {{
     echo "{UNSERVABLE_MARK} node $ci_node cannot serve this target for user $ci_user: $*" >&2
     exit {UNSERVABLE_EXIT}
