@@ -491,7 +491,7 @@ QEMU = Service("qemu-user-static", ("qemu-user-static", "binfmt-support"), ("qem
 # --------------------------------------------------------------------------------------------
 
 RUNNER_USER = "ci-runner"  # runner jobs of the tests run as this user (rootless Docker refuses root)
-ROOTLESS_PACKAGES = ("rootlesskit", "slirp4netns", "uidmap", "busybox-static")
+ROOTLESS_PACKAGES = ("rootlesskit", "slirp4netns", "uidmap", "busybox-static", "podman")
 SUBID_COUNT = 65536
 SUBID_FIRST = 100000
 TUN = Path("/dev/net/tun")
@@ -524,7 +524,7 @@ def _has_subids(user: str) -> bool:
 
 def rootless_ready() -> bool:
     """The job user exists with subordinate ids, the tools are installed, and it can make a user namespace."""
-    binaries = ("rootlesskit", "slirp4netns", "newuidmap", "newgidmap", "busybox")
+    binaries = ("rootlesskit", "slirp4netns", "newuidmap", "newgidmap", "busybox", "podman")
     return (all(shutil.which(binary, path="/usr/bin:/bin:/usr/sbin:/sbin") for binary in binaries)
             and _has_subids(RUNNER_USER)
             and (not loopback_key().with_suffix(".pub").exists() or _loopback_key_authorized(RUNNER_USER))
@@ -578,7 +578,7 @@ def _authorize_loopback_key(user: str) -> None:
 
 def start_rootless() -> None:
     """Install the rootless tools, create the job user (no password, so only root or a key gets in)."""
-    if not all(shutil.which(binary) for binary in ("rootlesskit", "slirp4netns", "newuidmap", "busybox")):
+    if not all(shutil.which(binary) for binary in ("rootlesskit", "slirp4netns", "newuidmap", "busybox", "podman")):
         apt_install(ROOTLESS_PACKAGES, lambda _text: None)
     if subprocess.run(["id", "-u", RUNNER_USER], capture_output=True, check=False).returncode != 0:
         # useradd may write subordinate ids itself (login.defs SUB_UID_MIN); _add_subids keeps what it wrote.
@@ -592,7 +592,7 @@ def start_rootless() -> None:
         TUN.chmod(0o666)
 
 
-ROOTLESS = Service("rootless", ROOTLESS_PACKAGES, ("rootlesskit", "slirp4netns", "newuidmap", "busybox"),
+ROOTLESS = Service("rootless", ROOTLESS_PACKAGES, ("rootlesskit", "slirp4netns", "newuidmap", "busybox", "podman"),
                    rootless_ready, start_rootless, timeout=15.0)
 
 # In dependency order: `inv local.up` ensures each in turn.

@@ -145,9 +145,11 @@ def podman(kill_wait_tenths: int = STOP_WAIT) -> str:
         podman {storage} stop --all --time 1 >/dev/null 2>&1
         podman {storage} rm --all --force >/dev/null 2>&1
     )
-    for ci_proc in /proc/[0-9]*; do  # conmon and its children left the tree: end what names our folder
-        [ -O "$ci_proc" ] || continue
-        if tr '\\0' ' ' <"$ci_proc/cmdline" 2>/dev/null | grep -qF -- "$ci_docker_dir"; then
+    # conmon, its containers and Podman's pause process (which holds the user namespace) left the
+    # tree: end every process of ours that names the job's folder in its command line or environment.
+    for ci_proc in /proc/[0-9]*; do
+        [ -O "$ci_proc" ] && [ "${{ci_proc#/proc/}}" != "$$" ] || continue
+        if cat "$ci_proc/cmdline" "$ci_proc/environ" 2>/dev/null | tr '\\0' '\\n' | grep -qF -- "$ci_docker_dir"; then
             kill -KILL "${{ci_proc#/proc/}}" 2>/dev/null
         fi
     done
