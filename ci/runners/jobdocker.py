@@ -137,7 +137,8 @@ def podman(kill_wait_tenths: int = STOP_WAIT) -> str:
     """
     checks = _CHECKS.format(tools="podman newuidmap newgidmap slirp4netns unshare",
                             install="Debian: apt install podman uidmap slirp4netns")
-    wait = _WAIT.format(what="Podman API service", setup_exit=SETUP_EXIT, wait=DAEMON_WAIT).replace("docker version", "ci_podman_answers")
+    wait = _WAIT.format(what="Podman API service", setup_exit=SETUP_EXIT, wait=DAEMON_WAIT)
+    wait = wait.replace("docker version", "ci_podman_answers")
     storage = ('--root "$ci_docker_dir/data" --runroot "$ci_docker_dir/run/storage" '
                '--tmpdir "$ci_docker_dir/run/tmp"')
     extra = f"""    (

@@ -108,7 +108,8 @@ def test_a_job_builds_and_runs_an_image_in_its_own_daemon_and_two_jobs_do_not_se
     evidence = site.root / "evidence"
     steps = {}
     for me, other in (("one", "two"), ("two", "one")):
-        steps[me] = [*base_image_steps(me), f"docker run -d job/{me} /bin/busybox sleep 600",  # still running at the end
+        steps[me] = [*base_image_steps(me),
+                     f"docker run -d job/{me} /bin/busybox sleep 600",  # still running when the job ends
                      # both jobs' images exist at once: each waits for the other's, then looks for it
                      f"touch {evidence}/{me}.built; i=0; while [ ! -e {evidence}/{other}.built ] && [ $i -lt 600 ];"
                      f" do sleep 0.1; i=$((i+1)); done; [ -e {evidence}/{other}.built ]",
