@@ -126,6 +126,16 @@ def test_a_job_builds_and_runs_an_image_in_its_own_daemon_and_two_jobs_do_not_se
                      ' done; echo "daemon processes checked: $n"; [ $n -ge 2 ]']
     settings = job_user_settings(emulator.url, emulator.github.repository, tmp_path, site,
                                  [{**docker_target("docker", LABELS), "docker": daemon}])
+    # What a node that failed mid-job leaves: a folder of a job Slurm no longer knows (the job user's),
+    # and one of another user that a job must not touch.
+    node = os.uname().nodename.split(".")[0]
+    node_tmp = Path(site.node_tmp)
+    node_tmp.mkdir(mode=0o755)
+    (node_tmp / f"runner-{node}-999999" / "docker").mkdir(parents=True)
+    foreign = node_tmp / f"runner-{node}-999998"
+    foreign.mkdir()
+    subprocess.run(["chown", "-R", f"{local.RUNNER_USER}:", str(node_tmp)], check=True)
+    os.chown(foreign, 0, 0)
     emulator.add_run([{"labels": LABELS, "name": name, "steps": steps[name]} for name in ("one", "two")])
     with serving(settings) as running:
         wait_for(lambda: emulator.summary()["completed"] == 2 or bool(running.allocator and
@@ -145,6 +155,9 @@ def test_a_job_builds_and_runs_an_image_in_its_own_daemon_and_two_jobs_do_not_se
     assert "job/two" in images["two"] and "job/one" not in images["two"], images
     folders = set(re.findall(r"works in (\S+) on", logs))
     assert len(folders) == 2 and all(folder.startswith(f"{site.node_tmp}/runner-") for folder in folders)
+    assert f"removed {node_tmp}/runner-{node}-999999, left by job 999999" in logs
+    assert foreign.is_dir()  # not the job user's: left alone
+    foreign.rmdir()
     assert_nothing_left(site)
 
 

@@ -186,3 +186,43 @@ def test_a_work_link_owned_by_someone_else_stops_the_job(node_tmp: Path) -> None
     assert "runner-ran" not in output
     assert planted.is_symlink() and os.readlink(planted) == "/etc"  # left as it was, and not followed
     assert [path.name for path in shared.iterdir()] == [planted.name]  # the job's own folder is removed
+
+
+def run_fetch(node_tmp: Path, source: Path, digest: str | None = None, *, max_age: float = 86400,
+              hold: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The cache fragment of a job script in a real bash (as the job script defines ci_log and ci_node)."""
+    settings = parse_runners({**GOOD, "node_tmp": str(node_tmp),
+                              "container": {"image": str(source), "cache_max_age": max_age}})
+    real = subprocess.run(["sha256sum", str(source)], capture_output=True, text=True, check=True).stdout.split()[0]
+    image = imagecache.ImageDigest(str(source), digest or f"sha256:{real}", source.stat().st_size)
+    script = 'ci_node=n1\nci_log() { echo "log: $*"; }\n' + imagecache.fetch(settings, image) + 'echo "image=$ci_image"\n'
+    command = ["bash", "-c", script]
+    if hold is not None:  # another job is using that entry: it holds the entry's lock shared
+        command = ["flock", "-s", str(hold), *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_the_cache_fetches_once_checks_the_digest_and_prunes_old_unused_entries(tmp_path: Path,
+                                                                                node_tmp: Path) -> None:
+    source = tmp_path / "runner.sif"
+    source.write_bytes(b"image one" * 1000)
+    first = run_fetch(node_tmp, source)
+    assert first.returncode == 0 and "cache miss" in first.stdout, first.stderr
+    cached = Path(first.stdout.split("image=")[1].strip())
+    assert cached.read_bytes() == source.read_bytes() and cached.suffix == ".sif"
+    assert (cached.parent.stat().st_mode & 0o777) == 0o700
+    again = run_fetch(node_tmp, source)
+    assert "cache hit" in again.stdout and cached.stat().st_ino == Path(again.stdout.split("image=")[1].strip()).stat().st_ino
+
+    # A file that changes between the allocator's digest and the job's copy is refused, and nothing is cached.
+    source.write_bytes(b"image two" * 1000)
+    stale = run_fetch(node_tmp, source, digest="sha256:" + "0" * 64)
+    assert stale.returncode == nodework.SETUP_EXIT and "changed while it was copied" in stale.stderr
+    assert not list(cached.parent.glob("0000*.sif")) and not list(cached.parent.glob("*.part.*"))
+
+    # Entries unused for longer than cache_max_age go, unless a job holds them.
+    os.utime(cached, (time.time() - 3 * 86400, time.time() - 3 * 86400))
+    held = run_fetch(node_tmp, source, max_age=86400, hold=cached.with_name(cached.name.split(".")[0] + ".lock"))
+    assert held.returncode == 0 and cached.exists(), held.stdout
+    pruned = run_fetch(node_tmp, source, max_age=86400)
+    assert pruned.returncode == 0 and f"pruned {cached}" in pruned.stdout and not cached.exists()
