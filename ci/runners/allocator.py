@@ -174,7 +174,8 @@ class Allocator:
             text = ""
         for line in text.splitlines():
             if line.startswith(nodework.UNSERVABLE_MARK):  # printable only: it reaches logs and terminals
-                return "".join(c if c.isprintable() else "?" for c in line[len(nodework.UNSERVABLE_MARK):]).strip()[:400]
+                said = line[len(nodework.UNSERVABLE_MARK):]
+                return "".join(c if c.isprintable() else "?" for c in said).strip()[:400]
         return f"runner job {row.job_id} ended with exit {nodework.UNSERVABLE_EXIT} (the node lacks what the " \
                f"target needs); log: {self.job_dir}/logs/{row.name}.out"
 
