@@ -44,7 +44,7 @@ def functions(settings: RunnersSettings, runner: str) -> str:
     link = "''" if absolute else shlex.quote(work_link(settings, runner))
     relative_work = "work" if absolute else settings.work_folder
     return f"""# ---- node-local work folder (ci/runners/nodework.py) ----
-ci_node=$(hostname -s 2>/dev/null || hostname)
+ci_node=${{SLURMD_NODENAME:-$(hostname -s 2>/dev/null || hostname)}}  # Slurm's name of the node
 ci_job=${{SLURM_JOB_ID:-pid$$}}
 ci_user=$(id -un)
 CI_RUNNER_JOB_DIR={node_tmp}/runner-"$ci_node"-"$ci_job"
