@@ -86,16 +86,38 @@ class SlurmTarget(ConfigModel):
     cpus: Annotated[int, Field(strict=True, ge=1, le=4096)] = 1
     mem: str | None = None
     gpus: Annotated[int, Field(strict=True, ge=0, le=64)] = 0
+    tmpdisk: str | None = None  # node-local disk each runner needs (Slurm --tmp), e.g. 20G
     extra: tuple[SbatchOption, ...] = ()
+
+    @field_validator("tmpdisk")
+    @classmethod
+    def _tmpdisk(cls, value: str | None) -> str | None:
+        if value is not None:
+            tmpdisk_mb(value)
+        return value
 
     @model_validator(mode="after")
     def _as_resources(self) -> SlurmTarget:
+        if self.tmpdisk is not None and any(option.split("=", 1)[0] == "--tmp" for option in self.extra):
+            raise invalid("slurm.tmpdisk and --tmp in slurm.extra both ask for node-local disk", "keep tmpdisk only")
         self.resources()  # the same grammar as every job's resources: partition, time, mem, extra
         return self
 
     def resources(self) -> Resources:
+        extra = (*self.extra, f"--tmp={self.tmpdisk}") if self.tmpdisk else self.extra
         return Resources(nodes=1, ntasks=1, cpus_per_task=self.cpus, mem=self.mem, time=self.time,
-                         partition=self.partition, gpus=self.gpus, extra=self.extra)
+                         partition=self.partition, gpus=self.gpus, extra=extra)
+
+
+_SIZE_UNITS = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def tmpdisk_mb(value: str) -> int:
+    """Megabytes of a Slurm size (`20G`, `512M`, `100` = MB), as sbatch --tmp reads it."""
+    match = re.fullmatch(r"([0-9]{1,9})([KMGT]?)", value.strip().upper()) if not has_control(value) else None
+    if match is None:
+        raise invalid(f"{shown(value)} is not a disk size", "write it like 20G, 512M or 100 (megabytes)")
+    return max(1, int(int(match.group(1)) * _SIZE_UNITS[match.group(2)]))
 
 
 class Target(ConfigModel):
@@ -106,6 +128,8 @@ class Target(ConfigModel):
     slurm: SlurmTarget = SlurmTarget()
     max: Annotated[int, Field(ge=1, le=10000)] = 10
     idle_timeout: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    # A private Docker daemon in each job (docs/runners-docker.md): rootless dockerd or Podman's API.
+    docker: Literal["rootless", "podman"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -136,6 +160,15 @@ class Container(ConfigModel):
     image: str
     engine: Literal["apptainer", "singularity", "charliecloud", "docker"] = "apptainer"
     binds: tuple[str, ...] = ()
+    cache_max_age: Annotated[float, Field(ge=60, le=365 * 86400)] = 7 * 86400.0  # unused node copies pruned after
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise invalid(f"{shown(value)} climbs out with ..", "write the image file's own absolute path")
+        return _full(r"/[A-Za-z0-9._+@/-]{1,400}", value, "an absolute path to an image file on the cluster",
+                     "/shared/images/runner.sif")
 
 
 class Endpoint(ConfigModel):
@@ -157,6 +190,7 @@ class RunnersSettings(ConfigModel):
     runner_dir: str = "~/actions-runner"
     runner_command: str = "./run.sh"
     work_folder: str = "_work"
+    node_tmp: str = "/tmp"  # each job works in <node_tmp>/runner-<node>-<job> on its node's local disk
     container: Container | None = None
     prefix: str = "ghr"
     state_dir: str | None = None  # SQLite and lock on this machine; default <ci.state_dir>/runners
@@ -188,6 +222,22 @@ class RunnersSettings(ConfigModel):
             raise invalid(f"{shown(value)} is not one line of text", "write it on one line, without control "
                           "characters")
         return value
+
+    @field_validator("work_folder")
+    @classmethod
+    def _work_folder(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise invalid(f"{shown(value)} climbs out with ..", "name a folder inside the job's folder, e.g. _work")
+        return value
+
+    @field_validator("node_tmp")
+    @classmethod
+    def _node_tmp(cls, value: str) -> str:
+        # Docker's sockets live below it: a unix socket path has 108 bytes, so keep this short.
+        _full(r"/[A-Za-z0-9._/-]{0,47}", value, "an absolute path of up to 48 characters", "/tmp or /local/scratch")
+        if ".." in value.split("/"):
+            raise invalid(f"{shown(value)} climbs out with ..", "write the node-local folder's own path")
+        return value.rstrip("/") or "/"
 
     @field_validator("metrics")
     @classmethod

@@ -487,5 +487,114 @@ def start_binfmt() -> None:
 QEMU = Service("qemu-user-static", ("qemu-user-static", "binfmt-support"), ("qemu-aarch64-static", "update-binfmts"),
                binfmt_ready, start_binfmt, timeout=15.0)
 
+# --------------------------------------------------------------------------------------------
+# A non-root job user with subordinate ids: what rootless Docker inside runner jobs needs (issue 22)
+# --------------------------------------------------------------------------------------------
+
+RUNNER_USER = "ci-runner"  # runner jobs of the tests run as this user (rootless Docker refuses root)
+ROOTLESS_PACKAGES = ("rootlesskit", "slirp4netns", "uidmap", "busybox-static", "podman")
+SUBID_COUNT = 65536
+SUBID_FIRST = 100000
+TUN = Path("/dev/net/tun")
+
+
+def _subid_ranges(path: Path) -> list[tuple[str, int, int]]:
+    """(owner, first, count) of each line of /etc/subuid or /etc/subgid (bad lines skipped)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    ranges = []
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            ranges.append((parts[0], int(parts[1]), int(parts[2])))
+    return ranges
+
+
+def _has_subids(user: str) -> bool:
+    import pwd
+
+    try:
+        uid = str(pwd.getpwnam(user).pw_uid)
+    except KeyError:
+        return False
+    return all(any(owner in (user, uid) and count >= SUBID_COUNT for owner, _, count in _subid_ranges(Path(path)))
+               for path in ("/etc/subuid", "/etc/subgid"))
+
+
+def rootless_ready() -> bool:
+    """The job user exists with subordinate ids, the tools are installed, and it can make a user namespace."""
+    binaries = ("rootlesskit", "slirp4netns", "newuidmap", "newgidmap", "busybox", "podman")
+    return (all(shutil.which(binary, path="/usr/bin:/bin:/usr/sbin:/sbin") for binary in binaries)
+            and _has_subids(RUNNER_USER)
+            and (not loopback_key().with_suffix(".pub").exists() or _loopback_key_authorized(RUNNER_USER))
+            and _quiet(["runuser", "-u", RUNNER_USER, "--", "unshare", "--user", "--map-root-user", "true"])
+            and _quiet(["runuser", "-u", RUNNER_USER, "--", "test", "-r", str(TUN), "-a", "-w", str(TUN)]))
+
+
+def _add_subids(user: str) -> None:
+    """Append a free range of SUBID_COUNT ids for `user` to /etc/subuid and /etc/subgid (idempotent)."""
+    for path in (Path("/etc/subuid"), Path("/etc/subgid")):
+        ranges = _subid_ranges(path)
+        if any(owner == user for owner, _, _ in ranges):
+            continue
+        first = max([SUBID_FIRST, *(start + count for _, start, count in ranges)])
+        existing = path.read_text(encoding="utf-8") if path.exists() else ""
+        if existing and not existing.endswith("\n"):
+            existing += "\n"
+        path.write_text(f"{existing}{user}:{first}:{SUBID_COUNT}\n", encoding="utf-8")
+        path.chmod(0o644)
+
+
+def _authorized_keys(user: str) -> Path:
+    import pwd
+
+    return Path(pwd.getpwnam(user).pw_dir) / ".ssh" / "authorized_keys"
+
+
+def _loopback_key_authorized(user: str) -> bool:
+    """The loopback sshd lets `user` in with the throw-away key (how tests submit jobs as that user)."""
+    public = loopback_key().with_suffix(".pub")
+    try:
+        return public.read_text(encoding="utf-8").strip() in _authorized_keys(user).read_text(encoding="utf-8")
+    except (OSError, KeyError):
+        return False
+
+
+def _authorize_loopback_key(user: str) -> None:
+    """The loopback key in the user's own authorized_keys (sshd reads the shared file as that user,
+    and the shared one is root's 0600)."""
+    public = loopback_key().with_suffix(".pub")
+    if not public.exists() or _loopback_key_authorized(user):
+        return
+    path = _authorized_keys(user)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    path.write_text(existing + public.read_text(encoding="utf-8").strip() + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    for item in (path.parent, path):
+        shutil.chown(item, user, user)
+
+
+def start_rootless() -> None:
+    """Install the rootless tools, create the job user (no password, so only root or a key gets in)."""
+    if not all(shutil.which(binary) for binary in ("rootlesskit", "slirp4netns", "newuidmap", "busybox", "podman")):
+        apt_install(ROOTLESS_PACKAGES, lambda _text: None)
+    if subprocess.run(["id", "-u", RUNNER_USER], capture_output=True, check=False).returncode != 0:
+        # useradd may write subordinate ids itself (login.defs SUB_UID_MIN); _add_subids keeps what it wrote.
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", RUNNER_USER],
+                       capture_output=True, check=True)
+    # "*" (no password) instead of useradd's "!" (locked): sshd refuses locked accounts even with a key.
+    subprocess.run(["usermod", "-p", "*", RUNNER_USER], capture_output=True, check=True)
+    _add_subids(RUNNER_USER)
+    _authorize_loopback_key(RUNNER_USER)
+    if TUN.exists():  # slirp4netns opens it as the user; udev's rule makes it 0666, a VM without udev may not
+        TUN.chmod(0o666)
+
+
+ROOTLESS = Service("rootless", ROOTLESS_PACKAGES, ("rootlesskit", "slirp4netns", "newuidmap", "busybox", "podman"),
+                   rootless_ready, start_rootless, timeout=15.0)
+
 # In dependency order: `inv local.up` ensures each in turn.
-ALL_SERVICES = (DOCKER, SSHD, MUNGE, SLURM, REGISTRY, CHARLIECLOUD, POSTGRESQL, CHROMIUM_SERVICE, QEMU)
+ALL_SERVICES = (DOCKER, SSHD, MUNGE, SLURM, REGISTRY, CHARLIECLOUD, POSTGRESQL, CHROMIUM_SERVICE, QEMU, ROOTLESS)

@@ -33,6 +33,7 @@ from ci.github.client import GitHubError, RateLimited, Stopping
 from ci.github.models import Job, WorkflowRun
 from ci.hosts import Host
 from ci.runners import batch as runner_jobs
+from ci.runners import imagecache, nodework
 from ci.runners.logic import Backoff, Demand, Phase, Plan, QueuedJob, count_demand, decide, label_set
 from ci.runners.metrics import Metrics
 from ci.runners.state import Runner, State
@@ -41,6 +42,7 @@ from ci.schedulers.base import never_starts
 
 log = logging.getLogger("ci.runners")
 
+UNSERVABLE_RETRY = 600.0  # seconds before a target marked not servable gets one runner again
 WEBHOOK_MIN_GAP = 0.5  # seconds between webhook-triggered polls (a burst of deliveries is one poll)
 LISTING_WORKERS = 8  # job listings fetched at once during a poll
 
@@ -121,6 +123,11 @@ class Allocator:
         self.last_plan = Plan()
         self.last_poll = 0.0
         self._prepared = False
+        self.digests = imagecache.Digests(host)
+        # target -> (why it cannot be served, until when no runner is started for it): a job found
+        # the node lacking what the target needs (docs/runners-docker.md), or it asks more node-local
+        # disk than any node of its partition offers.
+        self.unservable_targets: dict[str, tuple[str, float]] = {}
 
     # -- small helpers --------------------------------------------------------------------------
 
@@ -144,6 +151,49 @@ class Allocator:
     def _remove_jit(self, names: Sequence[str]) -> None:
         if names:
             self.host.run(["rm", "-f", *(runner_jobs.jit_path(self.job_dir, name) for name in names)], check=False)
+
+    def _mark_unservable(self, target: str, reason: str, until: float) -> None:
+        if self.unservable_targets.get(target, ("", 0.0))[0] != reason:
+            self._problem(f"target {target} is not servable: {reason}")
+        self.unservable_targets[target] = (reason, until)
+
+    def _unservable_reason(self, row: Runner) -> str:
+        """What the job's log says the node lacks (its `ci-runner-unservable:` line)."""
+        try:
+            text = self.host.read_text(f"{self.job_dir}/logs/{row.name}.out")
+        except (CIError, OSError):
+            text = ""
+        for line in text.splitlines():
+            if line.startswith(nodework.UNSERVABLE_MARK):  # printable only: it reaches logs and terminals
+                said = line[len(nodework.UNSERVABLE_MARK):]
+                return "".join(c if c.isprintable() else "?" for c in said).strip()[:400]
+        return f"runner job {row.job_id} ended with exit {nodework.UNSERVABLE_EXIT} (the node lacks what the " \
+               f"target needs); log: {self.job_dir}/logs/{row.name}.out"
+
+    def check_capacity(self) -> None:
+        """Targets asking more node-local disk (slurm.tmpdisk) than every node of their partition has."""
+        from ci.config.runners import tmpdisk_mb
+
+        now = self.clock()
+        for target in self.settings.targets:
+            if not target.slurm.tmpdisk:
+                continue
+            partition = target.slurm.partition or self.partition
+            command = ["sinfo", "-h", "-N", "-o", "%d", *(["-p", partition] if partition else [])]
+            try:
+                result = self.host.run(command, check=False, timeout=30)
+            except CIError:
+                continue
+            sizes = [int(word) for word in result.stdout.split() if word.isdigit()]
+            if result.returncode != 0 or not sizes:
+                continue  # Slurm does not answer: nothing to conclude
+            wanted, offered = tmpdisk_mb(target.slurm.tmpdisk), max(sizes)
+            if wanted > offered:
+                self._mark_unservable(target.name, f"it asks {target.slurm.tmpdisk} of node-local disk (slurm.tmpdisk) "
+                                      f"but the largest node of {partition or 'the default partition'} offers "
+                                      f"{offered} MB (TmpDisk in slurm.conf)", now + self.settings.reconcile_interval)
+            elif self.unservable_targets.get(target.name, ("",))[0].startswith("it asks"):
+                del self.unservable_targets[target.name]
 
     def _unregister(self, runner_id: int | None, name: str) -> str:
         """Delete a registration: "deleted", "gone" (GitHub had already removed it, as it does with an
@@ -212,6 +262,7 @@ class Allocator:
             # An ephemeral runner is removed by GitHub after its job; nothing to delete.
             self.state.update(row.name, phase=Phase.DONE, ended=now, github_gone=1, note=status.describe())
             self.backoff.succeeded(row.target)
+            self.unservable_targets.pop(row.target, None)
             return
         try:
             outcome = self._unregister(row.github_id, row.name)
@@ -230,6 +281,8 @@ class Allocator:
                           note=f"ended before taking a job: {status.describe()}")
         if phase is Phase.FAILED and status.succeeded:
             log.info("runner %s ended without a job (%s); demand is counted again", row.name, status.describe())
+        elif phase is Phase.FAILED and status.exit_code == nodework.UNSERVABLE_EXIT:
+            self._mark_unservable(row.target, self._unservable_reason(row), now + UNSERVABLE_RETRY)
         elif phase is Phase.FAILED:
             delay = self.backoff.failed(row.target, now, status.describe())
             self._problem(f"runner {row.name} ({row.target}) ended before taking a job ({status.describe()}); "
@@ -272,7 +325,8 @@ class Allocator:
         result = StartResult(name, target.name)
         try:
             result.github_id, config = self.github.generate_jitconfig(
-                name, list(target.labels), self.settings.github.runner_group_id, self.settings.work_folder)
+                name, list(target.labels), self.settings.github.runner_group_id,
+                nodework.work_link(self.settings, name))
         except GitHubError as exc:
             result.error = f"GitHub gave no runner config: {exc}"
             return result
@@ -280,8 +334,10 @@ class Allocator:
         try:
             self.host.write_text(path, config, mode=0o600)
             del config
+            container = self.settings.container
+            image = self.digests.resolve(container.image) if container is not None else None
             spec = runner_jobs.job_spec(self.settings, target, name, self.job_dir, account=self.account,
-                                        partition=self.partition)
+                                        partition=self.partition, image=image)
             spec = runner_jobs.with_directives(spec, self.scheduler.directives(spec))
             result.job_id = self.scheduler.submit(spec)
             result.submitted = self.clock()
@@ -344,8 +400,17 @@ class Allocator:
                 by_reason.setdefault(cancel.reason, []).append(live[cancel.name])
         for reason, rows in by_reason.items():
             self._cancel_rows(rows, reason)
+        now = self.clock()
         for target in self.settings.targets:
             count = plan.start.get(target.name, 0)
+            reason, until = self.unservable_targets.get(target.name, ("", 0.0))
+            if count and reason and until > now:
+                plan.held_back[target.name] = f"not servable: {reason}"
+                plan.start.pop(target.name, None)
+                continue
+            if count and reason:  # time to try again: one runner, whose job tells whether the node is fixed
+                count = plan.start[target.name] = 1
+                self.unservable_targets[target.name] = (reason, now + UNSERVABLE_RETRY)
             if count:
                 self.start(target, count, demand.per_target.get(target.name, []))
 
@@ -467,6 +532,7 @@ class Allocator:
         pruned = self.state.prune(now - self.settings.keep_finished)
         if pruned:
             actions.append(f"forgot {pruned} finished runner(s)")
+        self.check_capacity()
         self.last_reconcile = self.clock()
         for action in actions:
             log.info("reconcile: %s", action)
@@ -488,6 +554,8 @@ class Allocator:
                 "held_back": self.last_plan.held_back.get(target.name, ""),
                 "backoff_until": self.backoff.until.get(target.name),
                 "last_failure": self.backoff.last_error.get(target.name, ""),
+                "unservable": self.unservable_targets.get(target.name, ("",))[0],
+                "docker": target.docker or "",
             })
         return {
             "time": self.last_poll, "poll_interval": self.settings.poll_interval,

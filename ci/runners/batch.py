@@ -6,7 +6,7 @@ runner `<prefix>-<target>-<8 hex>`, job `<prefix>.<target>.<runner>`.
 The just-in-time config is a secret (it lets anyone register as our runner). It is written to
 `<job_dir>/jit/<runner>.jit`, mode 0600, in a 0700 folder; the job script reads it into
 `ACTIONS_RUNNER_INPUT_JITCONFIG` (the variable the Actions runner reads for `--jitconfig`),
-deletes the file and execs the runner command. So it never appears in argv, in the job script,
+deletes the file and starts the runner command. So it never appears in argv, in the job script,
 in sbatch's environment or Slurm's spool, and it is gone from disk once the runner started.
 """
 
@@ -21,6 +21,7 @@ from dataclasses import replace
 from ci.config.runners import RunnersSettings, Target
 from ci.engines import Bind, make_engine
 from ci.resources import Resources
+from ci.runners import imagecache, jobdocker, nodework
 from ci.schedulers import JobSpec
 
 JIT_VARIABLE = "ACTIONS_RUNNER_INPUT_JITCONFIG"
@@ -54,21 +55,57 @@ def resources(target: Target) -> Resources:
     return target.slurm.resources()
 
 
-def runner_exec_line(settings: RunnersSettings) -> str:
-    """The shell line that starts the runner (inside the configured image, when there is one)."""
+JOB_DIR_MARK = "__CI_RUNNER_JOB_DIR__"
+
+
+def runner_command(settings: RunnersSettings, target: Target | None = None) -> str:
+    """The shell words that start the runner (inside the configured image, when there is one).
+
+    In an image, the image is the node-local copy `$CI_RUNNER_IMAGE` (imagecache); a Docker-engine
+    runner of a target with its own daemon gets the job's folder mounted at the same path and
+    `DOCKER_HOST`, so the containers it starts run in the job's daemon and see the same paths.
+    """
     if settings.container is None:
-        return f"exec {settings.runner_command}"
+        return settings.runner_command
     container = settings.container
     binds = [Bind(part.split(":", 1)[0], part.split(":", 1)[-1]) for part in container.binds]
+    pass_env = [JIT_VARIABLE]
+    if container.engine == "docker":
+        binds.append(Bind(JOB_DIR_MARK, JOB_DIR_MARK))
+        if target is not None and target.docker is not None:
+            pass_env.append("DOCKER_HOST")
     engine = make_engine(container.engine)
-    argv = engine.exec_command(container.image, ["sh", "-c", settings.runner_command], binds,
-                               pass_env=[JIT_VARIABLE])
-    return f"exec {shlex.join(argv)}"
+    argv = engine.exec_command(imagecache.PLACEHOLDER, ["sh", "-c", settings.runner_command], binds,
+                               pass_env=pass_env)
+    words = []
+    for word in argv:
+        if shlex.quote(word) == word:  # a plain word: the job's shell expands the variables
+            words.append(word.replace(imagecache.PLACEHOLDER, '"$CI_RUNNER_IMAGE"')
+                         .replace(JOB_DIR_MARK, '"$CI_RUNNER_JOB_DIR"'))
+        else:  # a script for an inner shell: that shell expands them (both are exported)
+            words.append(shlex.quote(word.replace(imagecache.PLACEHOLDER, '"$CI_RUNNER_IMAGE"')
+                                     .replace(JOB_DIR_MARK, '"$CI_RUNNER_JOB_DIR"')))
+    return " ".join(words)
 
 
-def job_script(settings: RunnersSettings, target: Target, runner: str, jit_file: str) -> str:
+def runner_exec_line(settings: RunnersSettings, target: Target | None = None) -> str:
+    """The runner's command as one `exec` line (what a job without node-local clean-up would run)."""
+    return f"exec {runner_command(settings, target)}"
+
+
+def job_script(settings: RunnersSettings, target: Target, runner: str, jit_file: str,
+               image: imagecache.ImageDigest | None = None) -> str:
+    """The batch script: JIT config from its file, the node-local folder, the job's own Docker daemon
+    (when the target has one), the runner image from the node's cache (when there is one), the runner.
+
+    The runner runs in the background and the script waits for it, so that SIGTERM (scancel, the time
+    limit) reaches the trap, which stops the daemon and removes the folder before Slurm's SIGKILL.
+    """
     runner_dir = settings.runner_dir  # `~/` is the home of the user the job runs as
     cd = f'cd "$HOME"/{shlex.quote(runner_dir[2:])}' if runner_dir.startswith("~/") else f"cd {shlex.quote(runner_dir)}"
+    if settings.container is not None and image is None:
+        raise ValueError("a runner image needs its digest (imagecache.Digests.resolve)")
+    cache = imagecache.fetch(settings, image) + "export CI_RUNNER_IMAGE=\"$ci_image\"\n" if image else ""
     return f"""#!/bin/bash
 # GitHub Actions runner {runner} (target {target.name}, labels {",".join(target.labels)}),
 # started by the containers-ci runner allocator. Its just-in-time config waits in a 0600 file
@@ -82,20 +119,44 @@ fi
 {JIT_VARIABLE}=$(cat "$jit") || exit 3
 rm -f "$jit"
 export {JIT_VARIABLE}
-{cd} || exit 4
+{nodework.functions(settings, runner)}ci_runner_pid=""
+ci_cleanup() {{
+    trap - EXIT TERM INT HUP
+    if [ -n "$ci_runner_pid" ] && kill -0 "$ci_runner_pid" 2>/dev/null; then
+        kill -TERM "$ci_runner_pid" 2>/dev/null
+        ci_tries=0
+        while kill -0 "$ci_runner_pid" 2>/dev/null && [ "$ci_tries" -lt 10 ]; do
+            sleep 0.1; ci_tries=$((ci_tries + 1))
+        done
+    fi
+    ci_docker_stop
+    ci_cleanup_folder
+}}
+ci_docker_stop() {{ :; }}
+trap ci_cleanup EXIT
+trap 'exit 143' TERM INT HUP
+ci_sweep
+ci_make_folder
+{jobdocker.daemon(target.docker)}{cache}{cd} || exit 4
 echo "runner {runner} starting on $(hostname) in $PWD"
-{runner_exec_line(settings)}
+{runner_command(settings, target)} &
+ci_runner_pid=$!
+wait "$ci_runner_pid"
+ci_status=$?
+ci_runner_pid=""
+exit "$ci_status"
 """
 
 
 def job_spec(settings: RunnersSettings, target: Target, runner: str, job_dir: str,
-             account: str | None = None, partition: str | None = None) -> JobSpec:
+             account: str | None = None, partition: str | None = None,
+             image: imagecache.ImageDigest | None = None) -> JobSpec:
     """The batch job of one runner; `partition` is the site's default (the target's own wins)."""
     return JobSpec(
         name=job_name(settings.prefix, target.name, runner),
         workdir=posixpath.join(job_dir, "work"),
         output=posixpath.join(job_dir, "logs", f"{runner}.out"),
-        script=job_script(settings, target, runner, jit_path(job_dir, runner)),
+        script=job_script(settings, target, runner, jit_path(job_dir, runner), image),
         resources=resources(target),
         account=account,
         partition=partition,

@@ -157,6 +157,7 @@ def status(settings: Settings) -> dict[str, Any]:
     else:
         counts = {}
     if holder is None or snapshot is None:
+        marked = {t.get("name"): t.get("unservable", "") for t in (snapshot or {}).get("targets", [])}
         github = github_actions(runners, retries=2)
         try:
             observed = observe(github, f"{runners.prefix}-", runners.hosted_labels)
@@ -167,7 +168,7 @@ def status(settings: Settings) -> dict[str, Any]:
         snapshot = {
             "time": time.time(), "targets": [
                 {"name": t.name, "labels": list(t.labels), "max": t.max, "idle_timeout": t.idle_timeout,
-                 "demand": demand.count(t.name),
+                 "demand": demand.count(t.name), "unservable": marked.get(t.name, ""),
                  "runners": {p: n for p, n in counts.get(t.name, {}).items() if Phase(p).live}}
                 for t in runners.targets],
             "unservable": [{"id": j.id, "run_id": j.run_id, "name": j.name, "labels": sorted(j.labels)}
@@ -187,7 +188,9 @@ def render_status(data: dict[str, Any]) -> list[str]:
         by_phase = ", ".join(f"{n} {phase}" for phase, n in sorted(target.get("runners", {}).items())) or "none"
         line = (f"  {target['name']:<16} labels {','.join(target['labels'])}  demand {target['demand']}  "
                 f"runners {by_phase}  (max {target['max']}, idle timeout {target['idle_timeout']:g}s)")
-        if target.get("held_back"):
+        if target.get("unservable"):
+            line += f"  NOT SERVABLE: {target['unservable']}"
+        elif target.get("held_back"):
             line += f"  held back: {target['held_back']}"
         if target.get("last_failure"):
             line += f"  last failure: {target['last_failure']}"

@@ -77,6 +77,7 @@ class Job:
     conclusion: str | None = None
     runner_id: int | None = None
     runner_name: str | None = None
+    steps: list[str] = field(default_factory=list)  # shell commands the stand-in runner runs, in order
     created: float = field(default_factory=time.time)
     queued_at: float = field(default_factory=time.monotonic)
     started: float | None = None
@@ -156,6 +157,7 @@ class GitHub:
     registered: list[str] = field(default_factory=list)  # runner names, in order of generate-jitconfig
     served: dict[int, list[str]] = field(default_factory=dict)  # job id -> runners that took it
     completed_jobs: int = 0
+    connected: dict[str, float] = field(default_factory=dict)  # runner name -> when it first connected (epoch)
     app: tuple[int, int, Any] | None = None  # (app id, installation id, RSA public key)
     app_tokens: set[str] = field(default_factory=set)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
@@ -223,7 +225,8 @@ class Emulator:
 
     def _add_job(self, run: Run, spec: dict[str, Any]) -> Job:
         job = Job(self.github.next_id(), run.id, str(spec.get("name") or f"job-{len(run.jobs) + 1}"),
-                  [str(label) for label in spec.get("labels", ["self-hosted"])], float(spec.get("duration", 0)))
+                  [str(label) for label in spec.get("labels", ["self-hosted"])], float(spec.get("duration", 0)),
+                  steps=[str(step) for step in spec.get("steps", [])])
         run.jobs.append(job)
         run.updated = time.time()
         self.github.jobs[job.id] = job
@@ -395,7 +398,9 @@ class Emulator:
             github.runners[runner.id] = runner
             github.registered.append(name)
             config = base64.b64encode(json.dumps({"url": self.url, "runner_id": runner.id, "name": name,
-                                                  "secret": runner.secret}).encode()).decode()
+                                                  "secret": runner.secret,
+                                                  "work_folder": str(data.get("work_folder") or "_work")}
+                                                 ).encode()).decode()
             github.jit_configs.append(config)
             return 201, {"runner": runner.as_api(), "encoded_jit_config": config}, {}
         if method == "DELETE" and rest.startswith("/") and rest[1:].isdigit():
@@ -435,13 +440,15 @@ class Emulator:
                 action = path.rsplit("/", 1)[1]
                 if action == "connect":
                     runner.status = "online"
+                    github.connected.setdefault(runner.name, time.time())
                     return 200, {"id": runner.id, "name": runner.name, "labels": runner.labels}, {}
                 if action == "acquire":
                     return self._acquire(runner)
                 if action == "complete":
                     job = github.jobs[int(data["job_id"])]
                     if job.status == "in_progress" and job.runner_id == runner.id:
-                        job.status, job.conclusion, job.completed = "completed", "success", time.time()
+                        conclusion = "failure" if data.get("conclusion") == "failure" else "success"
+                        job.status, job.conclusion, job.completed = "completed", conclusion, time.time()
                         github.completed_jobs += 1
                         github.runs[job.run_id].updated = time.time()
                     del github.runners[runner.id]  # ephemeral: gone after its one job
@@ -476,7 +483,8 @@ class Emulator:
                     runner.busy, runner.job_id = True, job.id
                     run.updated = time.time()
                     github.served.setdefault(job.id, []).append(runner.name)
-                    return 200, {"job": job.as_api(github.repository), "duration": job.duration}, {}
+                    return 200, {"job": job.as_api(github.repository), "duration": job.duration,
+                                 "steps": list(job.steps)}, {}
         return 200, {"job": None}, {}
 
 

@@ -80,14 +80,14 @@ def test_the_job_script_reads_the_config_file_and_never_holds_a_config() -> None
     assert "#SBATCH --cpus-per-task=1\n" in script and "#SBATCH --partition=small\n" in script
     assert "jit=/state/jobs/jit/ghr-cpu-0123abcd.jit" in script
     assert 'ACTIONS_RUNNER_INPUT_JITCONFIG=$(cat "$jit")' in script and 'rm -f "$jit"' in script
-    assert script.index('rm -f "$jit"') < script.index("exec ./run.sh")
+    assert script.index('rm -f "$jit"') < script.index("\n./run.sh &\n")  # waited for: SIGTERM reaches the trap
     assert 'cd "$HOME"/actions-runner' in script
 
 
 def test_the_runner_command_can_run_inside_an_image() -> None:
     settings = parse_runners({**GOOD, "container": {"image": "/images/runner.sif", "engine": "apptainer"}})
     line = jobs.runner_exec_line(settings)
-    assert line == "exec apptainer exec /images/runner.sif sh -c ./run.sh"
+    assert line == 'exec apptainer exec "$CI_RUNNER_IMAGE" sh -c ./run.sh'  # the node-local copy (imagecache)
 
 
 def signed(secret: bytes, body: bytes) -> str:
