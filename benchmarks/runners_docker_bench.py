@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import Measurement
-from ci import local
+from ci.local import services as local
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "tests"))

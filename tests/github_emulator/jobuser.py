@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ci import local
 from ci.config.settings import Settings, deep_merge, load_settings
+from ci.local import services as local
 
 from .testing import PROJECT_DIR, STANDIN, project_config
 

@@ -28,10 +28,10 @@ from github_emulator.testing import cancel_all, our_jobs, serving, unique_prefix
 from helpers import missing as _missing
 from helpers import unmet
 
-from ci import local
 from ci.config.runners import parse_runners
 from ci.config.settings import SSHSettings
 from ci.hosts import SSHHost
+from ci.local import services as local
 from ci.runners import batch as jobs
 from ci.runners import control, imagecache
 from ci.schedulers import JobState, SlurmScheduler
