@@ -57,9 +57,7 @@ Environment = Callable[[Settings], AbstractContextManager[Settings]]
 
 def catalog(settings: Settings) -> Catalog:
     options = {"spack": settings.section("spack"), "base_image": {"tag": settings.base_image.tag}}
-    found = load_catalog(settings.definitions, settings.arches, options)
-    found.on_demand = spack_images.on_demand(found, settings.section("spack"))
-    return found
+    return load_catalog(settings.definitions, settings.arches, options)
 
 
 def docker_engine(settings: Settings) -> DockerEngine:

@@ -19,27 +19,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from ci.definitions.model import Catalog
-from ci.errors import CIError, ConfigError
+from ci.errors import CIError
 from ci.plan import KnownImage, Plan, PlannedImage, image_tag
 from ci.spack.records import LOCK_IN_IMAGE
-from ci.spack.settings import SpackSettings, spack_settings
 
 PLACEHOLDER = "latest"  # the planned version of a Spack image whose first spec pins none
 SPACK_VERSION_LABEL = "io.containers-ci.spack.version"
 LOCK_LABEL = "io.containers-ci.spack.lock.sha256"
 ROOTS_LABEL = "io.containers-ci.spack.roots"
 _TAG_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}\Z")
-
-
-def on_demand(catalog: Catalog, raw: Mapping[str, Any]) -> set[str]:
-    """Keys of the builder definitions (ci.spack.builders): built when needed, not by a plain build-all."""
-    try:
-        names = set(spack_settings(raw).builders)
-    except ConfigError:  # the kinds file a bad ci.spack section as a problem of every Spack definition
-        names = set(SpackSettings().builders)
-    keys = {key for key, spec in catalog.images.items() if spec.definition in names}
-    return keys | {key for key in catalog.problems if key.split("/", 1)[-1] in names}
 
 
 def waits_for_concretization(image: PlannedImage) -> bool:

@@ -75,26 +75,39 @@ class S3Settings(BaseModel):
                           fix="use capital letters, digits and underscores, e.g. AWS_ACCESS_KEY_ID")
 
 
+class JanitorSettings(BaseModel):
+    """`ci.spack.janitor`: what the scheduled janitor (`inv spack.janitor --scheduled`, weekly) does."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delete: bool = False  # the opt-in: without it the weekly run only lists what would go
+    max_age: float = Field(default=30.0, ge=0, le=36500)  # days an unreferenced entry is kept
+
+
 class SpackSettings(BaseModel):
     """`ci.spack` in invoke.yaml (documented there and in docs/spack.md).
 
     `builder_image` and `runtime_image` name either definitions of the same architecture folder
     (the bundled `spack-builder` and `spack-runtime`: parents in the graph, built before the Spack
-    definitions that use them and only when they changed) or images made elsewhere. The local
-    profile names the stand-in builder instead (`inv local.spack-builder`).
+    definitions that use them and only when they changed; invoke.yaml's top level) or images made
+    elsewhere. The local profile (and these defaults) name the stand-in builder of
+    `inv local.spack-builder` and the local base image.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     template: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_TEMPLATE))
     targets: dict[str, str] = Field(default_factory=lambda: {"amd64": "target=x86_64_v3", "arm64": "target=aarch64"})
-    builder_image: str = "spack-builder"
-    runtime_image: str = "spack-runtime"
+    # the defaults are the local ones (stand-in builder, local base image); invoke.yaml's top level
+    # names the bundled definitions for every other profile
+    builder_image: str = "containers-ci/spack-builder:stand-in"
+    runtime_image: str = "containers-ci/debian:bookworm"
     runtime_packages: tuple[str, ...] = ()
     buildcache: str | None = "oci+http://127.0.0.1:5000/spack-cache"
     signed: bool = False
     signing_key_env: str = "SPACK_SIGNING_KEY"
     s3: S3Settings = Field(default_factory=S3Settings)
+    janitor: JanitorSettings = Field(default_factory=JanitorSettings)
     # definitions built only as parents of Spack definitions (or when named by --only), never by a
     # plain `inv build-all`: the real builder and runtime need the network the local profile lacks
     builders: tuple[str, ...] = ("spack-builder", "spack-runtime")
