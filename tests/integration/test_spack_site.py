@@ -65,7 +65,7 @@ def test_require_tests_files_an_untested_image_under_failed(project: SiteProject
     report = project.run(settings(project, require_tests=True), only=["strict"])
     assert not report.ok
     (image,) = report.images
-    assert image.detail == "failed: built, not tested (ci.site.require_tests is true)"
+    assert image.detail == "promote: failed: built, not tested (ci.site.require_tests is true)"
     (stem,) = promoted(project.site_root, FAILED)["strict"]
     result = json.loads(Path(project.site_root, FAILED, "strict", stem, "result.json").read_text())
     assert result["verdict"] == FAILED and "require_tests" in result["untested"]
