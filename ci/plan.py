@@ -212,10 +212,11 @@ def image_tag(spec: ImageSpec, digest: str, registry_prefix: str = "") -> str:
 def select(catalog: Catalog, only: Sequence[str] = ()) -> set[str]:
     """Image keys matching the `--only` globs (by image or definition name); all when empty.
 
-    A pattern that matches nothing is an error: a typo must not silently build nothing.
+    A pattern that matches nothing is an error: a typo must not silently build nothing. Images kept
+    for when they are needed (`catalog.on_demand`) are not in "all".
     """
     if not only:
-        return set(catalog.images) | set(catalog.problems)
+        return (set(catalog.images) | set(catalog.problems)) - catalog.on_demand
     chosen: set[str] = set()
     invalid_names = {key.split("/", 1)[-1]: key for key in catalog.problems}
     for pattern in only:

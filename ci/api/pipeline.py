@@ -51,6 +51,7 @@ from ci.shutdown import CancelToken
 from ci.site import address as site_address
 from ci.site import environment as site_env
 from ci.site.layout import DEFAULT_LEASE, Site, SiteLease, SiteListing, owner_is_dead
+from ci.spack import images as spack_images
 
 SITE_STEPS = ("build", "transfer", "convert", "test", "promote")
 Environment = Callable[[Settings], AbstractContextManager[Settings]]
@@ -102,10 +103,12 @@ def plan(settings: Settings, *, only: Sequence[str] = (), force: bool = False,
         if require_engine:
             raise
         note = f"{exc}; skip decisions below ignore already built images"
-    return PlanResult(make_plan(found, only=only, inventory=inventory, force=force,
-                                registry_prefix=settings.registry_prefix,
-                                site=site_listing(settings) if site else None, retry_failed=retry_failed,
-                                extra_parents=site_env.extra_parents(settings.site_env, inventory)), note)
+    the_plan = make_plan(found, only=only, inventory=inventory, force=force, registry_prefix=settings.registry_prefix,
+                         site=site_listing(settings) if site else None, retry_failed=retry_failed,
+                         extra_parents=site_env.extra_parents(settings.site_env, inventory))
+    spack_images.resolve_versions(the_plan, inventory.known_images if inventory is not None else None,
+                                  settings.registry_prefix)
+    return PlanResult(the_plan, note)
 
 
 class _Notes:
@@ -277,6 +280,7 @@ def run_pipeline(settings: Settings, *, only: Sequence[str] = (), steps: Sequenc
                                  registry_prefix=settings.registry_prefix, site=site.listing(),
                                  retry_failed=retry_failed,
                                  extra_parents=site_env.extra_parents(settings.site_env, engine))
+            spack_images.resolve_versions(the_plan, engine.known_images, settings.registry_prefix)
             previous = _previous_steps(run) if resume or run_id else {}
             return _execute(settings, the_plan, run, site, engine, previous, steps, jobs, no_cache, listeners, cancel)
     finally:
@@ -301,6 +305,7 @@ def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, eng
                                 watcher=watcher, job_prefix=settings.site.job_prefix, account=settings.site.account,
                                 partition=settings.site.partition, convert_job=_conversion_job(settings),
                                 binds=tuple(settings.site.binds), cancel=cancel,
+                                require_tests=settings.site.require_tests,
                                 arch_partitions={arch: partition for arch in settings.site.arch
                                                  if (partition := settings.site.partition_for(arch))})
         try:

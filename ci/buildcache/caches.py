@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from ci.config.spack import S3Settings
 from ci.errors import CIError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -389,6 +390,137 @@ class OciRegistry:
             raise CacheError(f"{self.url}: writing the index failed (HTTP {response.status_code})")
 
 
+# --------------------------------------------------------------------------------------------
+# S3 buckets: the v3 layout under s3://bucket/prefix, through boto3 (no synced folder)
+# --------------------------------------------------------------------------------------------
+
+
+class S3V3:
+    """The v3 layout in an S3 bucket, read and pruned in place.
+
+    The endpoint comes from `ci.spack.s3.endpoint`, the credentials from the variables it names
+    (never from the URL or the configuration). An entry's age is its manifest's LastModified.
+    """
+
+    layout = "v3 (s3)"
+
+    def __init__(self, url: str, settings: S3Settings, *, client: Any = None):
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise CacheError(f"{url}: names no valid bucket (write s3://bucket/path, the bucket in lower case)")
+        self.url = url
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        if client is None:
+            import boto3  # only S3 caches need it; the import costs a third of a second
+
+            access, secret = os.environ.get(settings.access_key_env), os.environ.get(settings.secret_key_env)
+            client = boto3.client("s3", endpoint_url=settings.endpoint, region_name=settings.region,
+                                  aws_access_key_id=access or None, aws_secret_access_key=secret or None)
+        self.client = client
+
+    def _key(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def _call(self, what: str, method: str, **arguments: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, method)(Bucket=self.bucket, **arguments)
+        except ClientError as exc:  # the message names the operation and the code, never a credential
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise CacheError(f"{self.url}: {what} failed ({code})") from None
+        except BotoCoreError as exc:
+            raise CacheError(f"{self.url}: {what} failed ({exc.__class__.__name__}); check ci.spack.s3.endpoint "
+                             "and the credentials' variables") from None
+
+    def _list(self, relative: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            page = self._call("listing", "list_objects_v2", Prefix=self._key(relative), **extra)
+            out += page.get("Contents") or []
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return out
+
+    def _read(self, key: str) -> bytes:
+        data: bytes = self._call(f"reading {key}", "get_object", Key=key)["Body"].read()
+        return data
+
+    def blob_key(self, checksum: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", checksum):
+            raise CacheError(f"{self.url}: a manifest names the blob {checksum!r}, which is not a sha256 checksum")
+        return self._key(f"blobs/sha256/{checksum[:2]}/{checksum}")
+
+    def _manifest(self, key: str) -> list[Mapping[str, Any]]:
+        try:
+            items = json.loads(unsign(self._read(key).decode("utf-8")))["data"]
+            if not isinstance(items, list):
+                raise ValueError("data is not a list")
+            return items
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise CacheError(f"{self.url}/{key}: is not a build cache manifest ({exc.__class__.__name__}); delete "
+                             "it by hand") from None
+
+    def entries(self) -> list[Entry]:
+        out: list[Entry] = []
+        for item in self._list("v3/manifests/spec/"):
+            key = str(item["Key"])
+            if not key.endswith(".spec.manifest.json"):
+                continue
+            items = self._manifest(key)
+            blobs = tuple((str(i["checksum"]), int(i.get("contentLength", 0))) for i in items)
+            spec_item = next((i for i in items if str(i.get("mediaType", "")).startswith(
+                "application/vnd.spack.spec.")), None)
+            if spec_item is None:
+                raise CacheError(f"{self.url}/{key}: lists no spec blob; delete the entry by hand")
+            try:
+                raw = self._read(self.blob_key(str(spec_item["checksum"])))
+                if spec_item.get("compression") == "gzip":
+                    raw = gzip.decompress(raw)
+                document = json.loads(unsign(raw.decode("utf-8")))
+            except (ValueError, EOFError, OSError) as exc:
+                raise CacheError(f"{self.url}/{key}: its spec blob cannot be read ({exc.__class__.__name__})") \
+                    from None
+            wanted = key.rsplit("/", 1)[-1].removesuffix(".spec.manifest.json").rsplit("-", 1)[-1]
+            modified = item.get("LastModified")
+            created = modified.timestamp() if isinstance(modified, datetime) else None
+            out.append(_entry(document, wanted=wanted if _HASH.match(wanted) else None, created=created,
+                              size=int(item.get("Size", 0)) + sum(length for _, length in blobs), key=key,
+                              blobs=blobs))
+        return out
+
+    def delete(self, entries: Sequence[Entry], blobs: Iterable[str]) -> None:
+        gone = {entry.key for entry in entries}
+        for key in sorted(gone):
+            self._call(f"deleting {key}", "delete_object", Key=key)
+        still: set[str] = set()
+        for item in self._list("v3/manifests/"):
+            if str(item["Key"]).endswith(".manifest.json") and item["Key"] not in gone:
+                still |= {str(i.get("checksum")) for i in self._manifest(str(item["Key"]))}
+        for checksum in blobs:
+            if checksum not in still:
+                self._call(f"deleting blob {checksum[:12]}", "delete_object", Key=self.blob_key(checksum))
+
+    def update_index(self, remaining: Sequence[Entry]) -> None:
+        index_key = self._key("v3/manifests/index/index.manifest.json")
+        present = {str(item["Key"]) for item in self._list("v3/manifests/index/")}
+        old = self._manifest(index_key) if index_key in present else []
+        data = _database(remaining)
+        checksum = hashlib.sha256(data).hexdigest()
+        self._call("writing the index", "put_object", Key=self.blob_key(checksum), Body=data)
+        kept = [item for item in old if item.get("mediaType") != DB_MEDIA]
+        manifest = {"version": 3, "data": [*kept, {"contentLength": len(data), "mediaType": DB_MEDIA,
+                                                   "compression": "none", "checksumAlgorithm": "sha256",
+                                                   "checksum": checksum}]}
+        self._call("writing the index", "put_object", Key=index_key,
+                   Body=(json.dumps(manifest, indent=1) + "\n").encode())
+        for item in old:
+            if item.get("mediaType") == DB_MEDIA and item.get("checksum") != checksum:
+                self._call("deleting the old index", "delete_object", Key=self.blob_key(str(item["checksum"])))
+
+
 def _timestamp(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
@@ -398,13 +530,14 @@ def _timestamp(value: Any) -> float | None:
         return None
 
 
-def open_store(url: str, *, auth: tuple[str, str] | None = None) -> CacheStore:
+def open_store(url: str, *, auth: tuple[str, str] | None = None, s3: S3Settings | None = None) -> CacheStore:
     """The store behind a mirror URL; a directory's layout is v3 when `v3/` exists, else v2."""
     if url.startswith(("oci://", "oci+http://")):
         return OciRegistry(url, auth=auth)
-    if url.startswith(("s3://", "http://", "https://", "gs://")):
-        raise CacheError(f"{url}: the janitor reads directory and OCI caches; for S3, sync the bucket to a "
-                         "directory (aws s3 sync), run the janitor on it, and sync back with --delete")
+    if url.startswith("s3://"):
+        return S3V3(url, s3 or S3Settings())
+    if url.startswith(("http://", "https://", "gs://")):
+        raise CacheError(f"{url}: the janitor reads directory, S3 and OCI caches, not plain HTTP ones")
     root = Path(url.removeprefix("file://"))
     if not root.is_dir():
         raise CacheError(f"{root}: the build cache folder does not exist")

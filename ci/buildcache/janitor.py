@@ -153,3 +153,21 @@ def describe(result: JanitorPlan) -> list[str]:
     else:
         lines.append(f"{result.url} ({result.layout}): nothing to delete ({len(result.keep)} entries kept)")
     return lines
+
+
+def markdown(result: JanitorPlan) -> str:
+    """The step summary of a scheduled run: what went (or would go) and why, and the total."""
+    verb = "Deleted" if result.deleted else "Would delete"
+    lines = [f"## Spack build cache `{result.url}`", ""]
+    if result.remove:
+        lines += [f"{verb} {len(result.remove)} of {len(result.remove) + len(result.keep)} entries "
+                  f"({result.bytes:,} bytes)" + ("" if result.deleted else "; deleting needs "
+                                                  "`ci.spack.janitor.delete: true`") + ":", "",
+                  "| entry | bytes | reason |", "|---|---:|---|"]
+        lines += [f"| `{r.entry.label}` | {r.entry.size:,} | {r.reason} |" for r in result.remove[:500]]
+        if len(result.remove) > 500:
+            lines.append(f"| ... {len(result.remove) - 500} more | | |")
+    else:
+        lines.append(f"Nothing to delete ({len(result.keep)} entries kept).")
+    lines += [f"- warning: {warning}" for warning in result.warnings]
+    return "\n".join(lines) + "\n"

@@ -18,14 +18,17 @@ from ci.cli.help import COMMON_HELP
     "definitions": COMMON_HELP["definitions"],
     "cache": "The build cache: a directory (v2 or v3 layout) or oci://host/name, oci+http://host/name "
              "(default: ci.spack.buildcache).",
-    "max_age": "Keep unreferenced entries younger than this many days (default: 30).",
+    "max_age": "Keep unreferenced entries younger than this many days (default: ci.spack.janitor.max_age, 30).",
     "lock": "Another spack.lock whose hashes are kept; repeat for more (the current definitions' recorded "
             "locks are always kept).",
     "yes": "Really delete (default: a dry run that lists the entries and bytes that would go).",
+    "scheduled": "As the weekly workflow job: delete only when ci.spack.janitor.delete is true, max age from "
+                 "ci.spack.janitor.max_age, the listing also to GitHub's step summary.",
     "json": COMMON_HELP["json"],
 })
 @explained
-def spack_janitor(c, profile=None, definitions=None, cache=None, max_age=30, lock=None, yes=False, json=False):  # type: ignore[no-untyped-def]
+def spack_janitor(c, profile=None, definitions=None, cache=None, max_age=None, lock=None, yes=False,  # type: ignore[no-untyped-def]
+                  scheduled=False, json=False):
     """Prune the Spack binary build cache: keep what current environments use and what is young.
 
     An entry stays when a current definition's recorded spack.lock references it or when it is
@@ -41,12 +44,19 @@ def spack_janitor(c, profile=None, definitions=None, cache=None, max_age=30, loc
     url = cache or spack.buildcache
     if not url:
         raise Exit("no build cache: set ci.spack.buildcache or pass --cache", code=2)
+    if scheduled:
+        yes = yes or spack.janitor.delete
+    days = float(max_age) if max_age is not None else spack.janitor.max_age
     locks, warnings = api.spack_cache_locks(settings, [Path(p) for p in names(lock)])
     keep, problems = spack_janitor_module.referenced_hashes(locks)
-    store = spack_buildcache.open_store(url)
-    result = spack_janitor_module.plan(store, keep_hashes=keep, max_age_days=float(max_age), now=spack_buildcache.now(),
-                          warnings=[*warnings, *problems])
+    store = spack_buildcache.open_store(url, s3=spack.s3)
+    result = spack_janitor_module.plan(store, keep_hashes=keep, max_age_days=days, now=spack_buildcache.now(),
+                                       warnings=[*warnings, *problems])
     spack_janitor_module.run(store, result, yes=yes)
+    if scheduled:
+        from ci.github.outputs import publish_step_summary
+
+        publish_step_summary(spack_janitor_module.markdown(result))
     if json:
         emit_json(result.as_dict())
         return

@@ -192,6 +192,7 @@ class SiteSettings(ConfigModel):
     lock_lease: Annotated[float, Field(ge=30, le=7 * 86400)] = 600.0  # seconds a silent lock holder is trusted
     known_hosts: Text | None = None  # the site host's known_hosts file; default ~/.ssh/known_hosts
     trust_on_first_use: Flag = False  # accept an unknown host key once and record it in known_hosts
+    require_tests: Flag = False  # an image that declares no tests goes to failed/ ("built, not tested")
 
     @field_validator("compression")
     @classmethod

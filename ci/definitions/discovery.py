@@ -23,6 +23,13 @@ from ci.errors import Problem
 from ci.validation import shown
 
 
+def on_demand(raw: Any, catalog: Catalog) -> set[str]:
+    """The builder definitions of ci.spack.builders (ci.spack.builders: built when needed, or named)."""
+    from ci.spack.builders import on_demand as builders  # the Spack package imports this module's model
+
+    return builders(catalog, raw if isinstance(raw, Mapping) else None)
+
+
 def load_catalog(root: Path, arches: Sequence[str] | None = None, options: Mapping[str, Any] | None = None) -> Catalog:
     """Read every definition under `root` (optionally only some architectures).
 
@@ -64,6 +71,7 @@ def load_catalog(root: Path, arches: Sequence[str] | None = None, options: Mappi
             if not entry.name.startswith("."):
                 _load_entry(context, entry)
     resolve_parents(catalog)
+    catalog.on_demand = on_demand((options or {}).get("spack"), catalog)
     return catalog
 
 

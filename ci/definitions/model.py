@@ -160,6 +160,8 @@ class Catalog:
     problems: dict[str, list[Problem]] = field(default_factory=dict)
     parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)
+    # keys built only as parents of selected images or when named by --only (ci.spack.builders)
+    on_demand: set[str] = field(default_factory=set)
 
     def add_problem(self, key: str, problem: Problem) -> None:
         self.problems.setdefault(key, []).append(problem)

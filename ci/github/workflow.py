@@ -55,6 +55,7 @@ class ImageJobs:
     key: str
     name: str
     arch: str
+    secrets: tuple[str, ...] = ()  # the image's BuildKit secrets: GitHub secrets of the same names
 
     @property
     def id(self) -> str:
@@ -86,7 +87,8 @@ def image_jobs(catalog: Catalog) -> list[ImageJobs]:
     from ci.plan import topological_order
 
     order = topological_order({key: catalog.parents.get(key, ()) for key in catalog.images})
-    chains = [ImageJobs(key, catalog.images[key].name, catalog.images[key].arch) for key in order]
+    chains = [ImageJobs(key, catalog.images[key].name, catalog.images[key].arch, tuple(catalog.images[key].secrets))
+              for key in order]
     seen: dict[str, str] = {}
     for chain in chains:
         if chain.id in seen:
@@ -224,8 +226,9 @@ def workflow(catalog: Catalog, settings: WorkflowSettings, profiles: Sequence[st
         jobs.update(image_chain(chain, built_on, settings))
     image_job_ids = [job for chain in chains for job in (chain.build, chain.transfer, chain.test)]
     jobs["retest"] = retest_job([chain.test for chain in chains])
+    jobs["spack-janitor"] = spack_janitor_job([chain.build for chain in chains])
     jobs["summary"] = summary_job([*image_job_ids, "retest"])
-    jobs["teardown"] = teardown_job(["start-vm", "prepare", *image_job_ids, "retest"])
+    jobs["teardown"] = teardown_job(["start-vm", "prepare", *image_job_ids, "retest", "spack-janitor"])
     if len(jobs) > settings.max_jobs:
         raise CIError(f"{len(chains)} images need {len(jobs)} jobs, more than ci.workflow.max_jobs "
                       f"({settings.max_jobs}; GitHub makes at most {MAX_JOBS} jobs of a matrix); split the "
@@ -351,7 +354,7 @@ def image_chain(chain: ImageJobs, built_on: Sequence[ImageJobs], settings: Workf
         "if": condition("needs.prepare.result == 'success'", f"needs.prepare.outputs.{chain.build_output} == 'true'",
                         *not_broken(ancestor_builds)),
         "runs-on": ["self-hosted", RUNNER_LABELS["main"]], "timeout-minutes": settings.timeout(chain.name, "build"),
-        "env": {**SITE_ENV, "IMAGE": chain.name},
+        "env": {**SITE_ENV, "IMAGE": chain.name, **{name: f"${{{{ secrets.{name} }}}}" for name in chain.secrets}},
         "steps": [checkout(), install_venv(), site_known_hosts(),
                   inv("Build (a failure is recorded for its digest on the site)",
                       f'gh.build --run "$RUN_ID" {only} {FLAGS}'),
@@ -393,6 +396,22 @@ def retest_job(test_jobs: Sequence[str]) -> dict[str, Any]:
         "steps": [checkout(), install_venv(), site_known_hosts(),
                   inv("Re-run the tests of every image in tested/", 'site.retest --run "$RUN_ID-retest"'),
                   upload("retest")],
+    }
+
+
+def spack_janitor_job(build_jobs: Sequence[str]) -> dict[str, Any]:
+    """Weekly: prune the Spack build cache after this run's builds (their locks are what is kept).
+
+    The listing goes to the step summary; it deletes only when ci.spack.janitor.delete is true
+    (`inv spack.janitor --scheduled`). An S3 cache is pruned in place with the credentials below.
+    """
+    return {
+        "name": "prune the Spack build cache", "needs": ["prepare", *build_jobs],
+        "if": condition("needs.prepare.result == 'success'", "github.event_name == 'schedule'"),
+        "runs-on": ["self-hosted", RUNNER_LABELS["main"]], "timeout-minutes": 120,
+        "env": {name: f"${{{{ secrets.{name} }}}}" for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+        "steps": [checkout(), install_venv(), inv("Prune the build cache (report in the step summary)",
+                                                  "spack.janitor --scheduled"), upload("spack-janitor")],
     }
 
 

@@ -21,6 +21,12 @@ STANDIN_LABEL = "io.containers-ci.stand-in.digest"
 STANDIN_TAG = "containers-ci/spack-builder:stand-in"  # the default ci.spack.builder_image
 
 
+def standin_tag(base_image: str) -> str:
+    """A tag naming this exact stand-in (its input digest): tests build FROM it, so a changed stand-in
+    changes their digests, and sessions with different stand-ins never retag each other's image."""
+    return f"containers-ci/spack-builder:stand-in-{standin_digest(base_image)[:12]}"
+
+
 def ensure_standin_builder(engine: DockerEngine, tag: str, base_image: str, *, force: bool = False,
                            log: Path | None = None) -> str:
     """Build the stand-in builder unless an image with the same input digest carries `tag`."""

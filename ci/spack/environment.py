@@ -7,7 +7,9 @@ problem of a file is reported in one pass, one line each, naming the field and t
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
@@ -29,10 +31,15 @@ _TARGET = re.compile(r"^/[^\s:'\"\\$`]*\Z")
 
 @dataclass(frozen=True)
 class FilePair:
-    """One `src:dst` entry: a file or folder of the definition folder, copied to an absolute path."""
+    """One `src:dst` entry: a file or folder copied to an absolute path.
+
+    `base` is where `source` was found: "" for the definition folder, else the Spacktainers files
+    root (`spacktainer/` beside the definitions, where sources read `files/<name>/...`).
+    """
 
     source: str
     target: str
+    base: str = ""
 
 
 def _file_pair(value: Any, info: ValidationInfo) -> FilePair:
@@ -57,16 +64,21 @@ def _file_pair(value: Any, info: ValidationInfo) -> FilePair:
     if PurePosixPath(source).is_absolute() or ".." in PurePosixPath(source).parts:
         raise invalid(f"source {shown(source)} leaves the definition folder",
                       "name a file or folder inside the definition folder, relative to it")
+    base = ""
     if folder is not None:
-        resolved = (folder / source).resolve()
-        if not resolved.is_relative_to(folder.resolve()):
-            raise invalid(f"source {shown(source)} leaves the definition folder (through a link)",
-                          "copy the file into the definition folder instead of linking it")
-        if not resolved.exists():
-            raise invalid(f"source {shown(source)} does not exist", f"create {folder / source} or fix the path")
+        roots: list[Path] = [folder, *(info.context or {}).get("roots", ())]
+        found = [root for root in roots if os.path.lexists(root / source)]
+        if not found:
+            where = " or ".join(str(root / source) for root in roots)
+            raise invalid(f"source {shown(source)} does not exist", f"create {where} or fix the path")
+        root = found[0]
+        if not (root / source).resolve().is_relative_to(root.resolve()):
+            raise invalid(f"source {shown(source)} leaves {'the definition folder' if root == folder else root} "
+                          "(through a link)", "copy the file there instead of linking it")
+        base = "" if root == folder else str(root)
     if not _TARGET.match(target):
         raise invalid(f"target {shown(target)} is not an absolute path", "write the target as /path/in/image")
-    return FilePair(source=source, target=target)
+    return FilePair(source=source, target=target, base=base)
 
 
 class SpacktainerSection(BaseModel):
@@ -126,8 +138,9 @@ class SpackEnvironment:
         return tuple(self.spack.get("specs") or ())
 
 
-def parse_environment(path: Path, folder: Path) -> tuple[SpackEnvironment | None, list[Problem]]:
-    """Read one environment file; `folder` is what `files:` sources are relative to."""
+def parse_environment(path: Path, folder: Path, roots: Sequence[Path] = ()) -> tuple[SpackEnvironment | None,
+                                                                                       list[Problem]]:
+    """Read one environment file; `files:` sources are relative to `folder`, else to one of `roots`."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -137,16 +150,17 @@ def parse_environment(path: Path, folder: Path) -> tuple[SpackEnvironment | None
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return None, [Problem(path, "", f"is not valid YAML ({reason} at {where})", "fix the YAML at that position")]
-    return parse_environment_data(data, path, folder)
+    return parse_environment_data(data, path, folder, roots)
 
 
-def parse_environment_data(data: Any, path: Path, folder: Path) -> tuple[SpackEnvironment | None, list[Problem]]:
+def parse_environment_data(data: Any, path: Path, folder: Path,
+                           roots: Sequence[Path] = ()) -> tuple[SpackEnvironment | None, list[Problem]]:
     """Check already-read YAML data of `path` (see parse_environment)."""
     if not isinstance(data, dict):
         return None, [Problem(path, "", "expected a mapping with the key 'spack'",
                               "write 'spack:' with 'specs:' below it")]
     try:
-        model = EnvironmentFile.model_validate(data, context={"folder": folder})
+        model = EnvironmentFile.model_validate(data, context={"folder": folder, "roots": tuple(roots)})
     except ValidationError as exc:
         return None, problems_from(exc, file=path, model=EnvironmentFile)
     spack = dict(data["spack"])

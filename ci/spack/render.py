@@ -109,6 +109,11 @@ def render_dockerfile(environment: Mapping[str, Any], settings: SpackSettings, *
         "runtime_packages": list(settings.runtime_packages),
         "env_dir": ENV_DIR, "install_tree": install_tree(environment), "views": views_of(environment),
         "buildcache": settings.buildcache, "mirror_name": MIRROR_NAME, "signed": settings.signed,
-        "secret": settings.signing_key_env, "files": list(files), "epilogue": epilogue.strip("\n"),
+        "secret": settings.signing_key_env, "secrets": settings.build_secrets(),
+        "s3_secrets": [("AWS_ACCESS_KEY_ID", settings.s3.access_key_env),
+                       ("AWS_SECRET_ACCESS_KEY", settings.s3.secret_key_env)] if settings.s3_cache else [],
+        "s3_endpoint": settings.s3.endpoint if settings.s3_cache else None,
+        "s3_region": settings.s3.region if settings.s3_cache else None,
+        "files": list(files), "epilogue": epilogue.strip("\n"),
     }
     return render_template("Dockerfile.j2", context)

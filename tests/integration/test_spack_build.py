@@ -25,7 +25,7 @@ from ci.buildcache import caches as buildcache
 from ci.buildcache import janitor
 from ci.config.settings import Settings, load_settings
 from ci.local import services as local
-from ci.local.spack_builder import STANDIN_TAG, ensure_standin_builder
+from ci.local.spack_builder import ensure_standin_builder, standin_tag
 from ci.pipeline.progress import ProgressPrinter
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
@@ -60,7 +60,7 @@ class SpackProject:
             "profile": "test", "profiles": {"test": {}}, "definitions": str(self.definitions), "arch": ["amd64"],
             "registry_prefix": self.prefix, "state_dir": str(self.root / "state"),
             "docker": {"client": DOCKER, "buildkit": True, "network": "host"},
-            "spack": {"buildcache": self.cache},
+            "spack": {"buildcache": self.cache, "builder_image": standin_tag(BASE_IMAGE)},
         }
         return load_settings(config, self.root, profile="test")
 
@@ -100,7 +100,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, docker_available: None) ->
 
     engine = DockerEngine([DOCKER], network="host")
     require(engine.image_exists(BASE_IMAGE), f"the base image {BASE_IMAGE}")
-    ensure_standin_builder(engine, STANDIN_TAG, BASE_IMAGE)
+    ensure_standin_builder(engine, standin_tag(BASE_IMAGE), BASE_IMAGE)  # this stand-in's own tag
     found = SpackProject(tmp_path_factory.mktemp("spack"))
     found.write()
     try:

@@ -32,10 +32,10 @@ def test_examples_load_without_problems(examples) -> None:
     assert examples.unsupported == []
 
 
-def test_examples_are_nine_images(examples) -> None:
+def test_examples_are_eleven_images(examples) -> None:
     assert sorted(examples.images) == [
-        "amd64/base", "amd64/hello-apptainer", "amd64/hello-spack", "amd64/mpi", "amd64/python", "amd64/spack-tools",
-        "amd64/tools-debug", "amd64/tools-minimal", "arm64/hello-arm64"]
+        "amd64/base", "amd64/hello-apptainer", "amd64/hello-spack", "amd64/mpi", "amd64/python", "amd64/spack-builder",
+        "amd64/spack-runtime", "amd64/spack-tools", "amd64/tools-debug", "amd64/tools-minimal", "arm64/hello-arm64"]
     kinds = {key: spec.kind for key, spec in examples.images.items()}
     assert kinds["amd64/hello-spack"] == kinds["amd64/spack-tools"] == "spack"
     assert kinds["amd64/hello-apptainer"] == "singularity"
@@ -49,8 +49,10 @@ def test_examples_from_edges(examples) -> None:
         "amd64/tools-debug": ("amd64/base",),
         "amd64/tools-minimal": ("amd64/base",),
         "amd64/hello-apptainer": ("amd64/base",),
-        "amd64/hello-spack": (),
+        "amd64/hello-spack": (),  # the stand-in builder (the default and the local profile): not a definition
         "amd64/spack-tools": (),
+        "amd64/spack-builder": (),
+        "amd64/spack-runtime": (),
         "arm64/hello-arm64": (),
     }
     assert ancestors(examples, ["amd64/python"]) == {"amd64/mpi", "amd64/base"}
@@ -61,7 +63,8 @@ def test_examples_versions_and_platform(examples) -> None:
     versions = {key: spec.version for key, spec in examples.images.items()}
     assert versions == {"amd64/base": "12", "amd64/mpi": "4.1.4", "amd64/python": "3.11",
                         "amd64/tools-debug": "latest", "amd64/tools-minimal": "latest", "amd64/hello-spack": "2.12",
-                        "amd64/spack-tools": "1.4.0", "amd64/hello-apptainer": "12", "arm64/hello-arm64": "1.0"}
+                        "amd64/spack-tools": "1.4.0", "amd64/hello-apptainer": "12", "arm64/hello-arm64": "1.0",
+                        "amd64/spack-builder": "0.23.1", "amd64/spack-runtime": "latest"}
     assert {key: spec.platform for key, spec in examples.images.items() if key.startswith("arm64/")} == {
         "arm64/hello-arm64": "linux/arm64"}
     assert {spec.platform for key, spec in examples.images.items() if key.startswith("amd64/")} == {"linux/amd64"}

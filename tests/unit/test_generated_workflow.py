@@ -25,7 +25,8 @@ from ci.github.workflow import (
 
 PIPELINE = PROJECT_DIR / WORKFLOW_FILE
 EXAMPLES = PROJECT_DIR / "container_definitions"
-IMAGES = ["base", "hello-apptainer", "hello-spack", "mpi", "python", "spack-tools", "tools-debug", "tools-minimal"]
+IMAGES = ["base", "hello-apptainer", "hello-spack", "mpi", "python", "spack-builder", "spack-runtime", "spack-tools",
+          "tools-debug", "tools-minimal"]
 CHAIN = ("build", "transfer", "test")
 
 
@@ -98,12 +99,13 @@ def test_every_inv_step_is_the_shells_own_process(pipeline: dict[str, Any]) -> N
 
 def test_a_run_with_work_runs_every_image_job(pipeline: dict[str, Any]) -> None:
     results = simulate(pipeline, Scenario(outputs=outputs(), contexts={"github": {"event_name": "push"}}))
-    assert {name: result for name, result in results.items() if result != "success"} == {"retest": "skipped"}
+    assert {name: result for name, result in results.items() if result != "success"} == {
+        "retest": "skipped", "spack-janitor": "skipped"}  # both weekly only
 
 
 def test_a_failed_build_stops_only_that_image_and_its_descendants(pipeline: dict[str, Any]) -> None:
     results = simulate(pipeline, Scenario(fail=frozenset({job("mpi", "build")}), outputs=outputs()))
-    stopped = {name for name, result in results.items() if result == "skipped"} - {"retest"}
+    stopped = {name for name, result in results.items() if result == "skipped"} - {"retest", "spack-janitor"}
     assert stopped == {job("mpi", "transfer"), job("mpi", "test"), *(job("python", step) for step in CHAIN)}
     for image in ("base", "tools-debug", "tools-minimal"):  # these go through to tested/
         assert all(results[job(image, step)] == "success" for step in CHAIN)
@@ -128,12 +130,29 @@ def test_the_empty_plan_skips_every_image_job(pipeline: dict[str, Any]) -> None:
     empty["prepare"]["has_work"] = "false"
     results = simulate(pipeline, Scenario(outputs=empty))
     assert {name for name, result in results.items() if result == "skipped"} == \
-        {job(image, step) for image in IMAGES for step in CHAIN} | {"retest"}
+        {job(image, step) for image in IMAGES for step in CHAIN} | {"retest", "spack-janitor"}
     assert results["summary"] == results["teardown"] == "success"
 
 
 KINDS = ["helper-image", "start-vm", "prepare", job("base", "build"), job("mpi", "transfer"), job("python", "test"),
-         "retest"]
+         "retest", "spack-janitor"]
+
+
+def test_the_weekly_run_prunes_the_spack_cache_after_every_build(pipeline: dict[str, Any]) -> None:
+    jobs = jobs_of(pipeline)
+    janitor = jobs["spack-janitor"]
+    assert {job(image, "build") for image in IMAGES} <= set(needs_of(janitor))
+    assert [step["run"] for step in janitor["steps"] if "run" in step][-1] == "exec inv spack.janitor --scheduled\n"
+    assert janitor["env"] == {"AWS_ACCESS_KEY_ID": "${{ secrets.AWS_ACCESS_KEY_ID }}",
+                              "AWS_SECRET_ACCESS_KEY": "${{ secrets.AWS_SECRET_ACCESS_KEY }}"}
+    weekly = simulate(pipeline, Scenario(outputs=outputs(), contexts={"github": {"event_name": "schedule"}}))
+    assert weekly["spack-janitor"] == "success" and weekly["teardown"] == "success"
+    broken = simulate(pipeline, Scenario(fail=frozenset({job("base", "build")}), outputs=outputs(),
+                                         contexts={"github": {"event_name": "schedule"}}))
+    assert broken["spack-janitor"] == "success"  # a broken build keeps its own lock; the others still count
+    # a Spack image's build job gets its BuildKit secrets (the signing key) from GitHub secrets of that name
+    assert jobs[job("hello-spack", "build")]["env"]["SPACK_SIGNING_KEY"] == "${{ secrets.SPACK_SIGNING_KEY }}"
+    assert "SPACK_SIGNING_KEY" not in jobs[job("base", "build")]["env"]
 
 
 @pytest.mark.parametrize("cancelled_job", KINDS)
@@ -160,7 +179,7 @@ def test_an_early_failure_skips_the_images_and_tears_down(pipeline: dict[str, An
 def test_teardown_waits_for_every_job_on_the_vm_and_nothing_waits_for_it(pipeline: dict[str, Any]) -> None:
     jobs = jobs_of(pipeline)
     on_vm = {name for name, body in jobs.items() if "self-hosted" in (body.get("runs-on") or [])}
-    assert on_vm == {"prepare", "retest", *(job(image, step) for image in IMAGES for step in CHAIN)}
+    assert on_vm == {"prepare", "retest", "spack-janitor", *(job(image, step) for image in IMAGES for step in CHAIN)}
     assert on_vm | {"start-vm"} <= set(needs_of(jobs["teardown"]))
     assert jobs["teardown"]["if"] == jobs["summary"]["if"] == "always()"
     assert not any("teardown" in ancestors_of(jobs, name) for name in jobs)
@@ -174,7 +193,7 @@ def test_rerun_all_jobs_never_meets_an_artifact_of_an_earlier_attempt(pipeline: 
                 assert step["with"]["overwrite"] is True and step["if"] == "always()"
                 assert step["with"]["name"].startswith("runs-${{ github.run_attempt }}-"), name
                 names.append(step["with"]["name"])
-    assert len(names) == len(set(names)) == 2 + 3 * len(IMAGES)  # prepare, retest, and every image job
+    assert len(names) == len(set(names)) == 3 + 3 * len(IMAGES)  # prepare, retest, the janitor, every image job
     assert pipeline["env"]["RUN_ID"] == "gh-${{ github.run_id }}-${{ github.run_attempt }}"
     download = next(step for step in jobs_of(pipeline)["summary"]["steps"]
                     if str(step.get("uses", "")).startswith("actions/download-artifact@"))

@@ -190,9 +190,12 @@ def test_the_dockerfile_has_both_stages_and_the_key_only_as_a_secret_mount(tmp_p
     lines = text.splitlines()
     builder, runtime = lines.index("FROM b:1 AS builder"), lines.index("FROM r:1")
     assert builder < runtime
-    order = ["spack mirror add --scope site --signed ci-buildcache oci+http://127.0.0.1:5000/spack-cache",
-             "spack buildcache keys --install --trust", "spack -e . concretize && spack -e . install --fail-fast",
-             "buildcache push --update-index ci-buildcache", "spack -e . gc -y", "strip -s",
+    order = ["spack gpg trust /run/secrets/SPACK_SIGNING_KEY; signing=--signed",
+             "ci.spack.signed is true but the secret SPACK_SIGNING_KEY was not given",
+             'spack mirror add --scope site --autopush "$signing" ci-buildcache oci+http://127.0.0.1:5000/spack-cache',
+             "spack buildcache keys --install --trust", "spack -e . concretize;",
+             "spack -e . install --fail-fast || status=$?", "spack buildcache update-index ci-buildcache",
+             'exit "$status"', "spack -e . gc -y", "strip -s",
              "spack env activate --sh -d . > /etc/profile.d/z10_spack_environment.sh"]
     positions = [next(i for i, line in enumerate(lines) if step in line) for step in order]
     assert positions == sorted(positions) and positions[-1] < runtime
@@ -214,3 +217,22 @@ def test_without_a_cache_the_builder_neither_adds_nor_pushes() -> None:
     text = render_dockerfile(merge(TEMPLATE, {"spack": {"specs": ["zlib"]}}), settings, name="z", arch="amd64",
                              source="z.yaml")
     assert "mirror add" not in text and "buildcache push" not in text and "--mount=type=secret" not in text
+    assert "RUN spack -e . concretize && spack -e . install --fail-fast" in text
+
+
+def test_an_s3_cache_gets_its_endpoint_and_credentials_only_as_secrets() -> None:
+    settings = SpackSettings(template=TEMPLATE, buildcache="s3://spack-cache/amd64",
+                             s3={"endpoint": "http://127.0.0.1:9000", "region": "eu-north-1",
+                                 "access_key_env": "CACHE_KEY_ID", "secret_key_env": "CACHE_SECRET"})
+    text = render_dockerfile(merge(TEMPLATE, {"spack": {"specs": ["zlib"]}}), settings, name="z", arch="amd64",
+                             source="z.yaml")
+    assert settings.build_secrets() == ("SPACK_SIGNING_KEY", "CACHE_KEY_ID", "CACHE_SECRET")
+    run = next(line for line in text.splitlines() if line.startswith("RUN --mount"))
+    assert run.split() == ["RUN", "--mount=type=secret,id=SPACK_SIGNING_KEY", "--mount=type=secret,id=CACHE_KEY_ID",
+                           "--mount=type=secret,id=CACHE_SECRET", "\\"]
+    # the standard variables boto3 (and Spack) read, set from the secret files inside the one step
+    assert 'AWS_ACCESS_KEY_ID="$(cat /run/secrets/CACHE_KEY_ID)"; export AWS_ACCESS_KEY_ID' in text
+    assert 'AWS_SECRET_ACCESS_KEY="$(cat /run/secrets/CACHE_SECRET)"; export AWS_SECRET_ACCESS_KEY' in text
+    assert "AWS_DEFAULT_REGION=eu-north-1" in text
+    assert "--s3-endpoint-url http://127.0.0.1:9000 ci-buildcache s3://spack-cache/amd64" in text
+    assert not any(line.startswith(("ARG", "ENV")) for line in text.splitlines())

@@ -21,8 +21,7 @@ from ci.definitions.kinds.base import LoadContext
 from ci.definitions.kinds.docker import FolderLoader
 from ci.definitions.model import NAME_FIX, FileCopy, ImageSpec, is_image_name
 from ci.errors import ConfigError, DefinitionError, Problem
-from ci.local.spack_standin import standin_digest
-from ci.spack.environment import merged_environment, parse_environment_data, spack_version
+from ci.spack.environment import FilePair, merged_environment, parse_environment_data, spack_version
 from ci.spack.render import Pair, render_dockerfile
 from ci.validation import shown
 
@@ -41,16 +40,14 @@ def settings_of(context: LoadContext, key: str) -> SpackSettings | None:
         return None
 
 
-def builder_identity(settings: SpackSettings, base_image: str) -> str:
-    """The builder image as the digest sees it: its reference, plus the stand-in's input digest.
+def builder_identity(settings: SpackSettings) -> str:
+    """The builder image as the recipe's header names it.
 
-    A real Spack image is identified by its reference; pin it by digest (`image@sha256:...`) for an
-    exact identity. The stand-in is built from this repository, so its inputs' digest is known here.
+    A builder that is a definition (the bundled `spack-builder`) is a parent in the graph, so its
+    digest is in every dependent's digest. An image made elsewhere is identified by its reference:
+    pin it by digest (`image@sha256:...`) for an exact identity.
     """
-    if settings.builder_image == SpackSettings().builder_image:
-        return f"{settings.builder_image} (stand-in {standin_digest(base_image)[:12]})"
     return settings.builder_image
-
 
 
 def _exists(path: Path) -> bool:
@@ -60,6 +57,17 @@ def _exists(path: Path) -> bool:
     except (FileNotFoundError, NotADirectoryError):
         return False
     return True
+
+
+def files_context(pairs: list[FilePair]) -> tuple[Path, list[Pair]]:
+    """The deepest folder holding every source, and the pairs with sources relative to it."""
+    paths = [Path(pair.base) / pair.source for pair in pairs]
+    common = Path(os.path.commonpath([path.parent if path.is_file() or not path.is_dir() else path
+                                      for path in paths]))
+    if any(path == common for path in paths):  # a folder source is copied whole: its parent holds it
+        common = common.parent
+    return common, [FileCopy(path.relative_to(common).as_posix(), pair.target) for path, pair in zip(paths, pairs,
+                                                                                                      strict=True)]
 
 
 class SpackKind:
@@ -91,7 +99,8 @@ class SpackKind:
         except FileRefused as exc:
             context.add(key, Problem(source, "", exc.message, exc.fix))
             return []
-        env, env_problems = parse_environment_data(data, source, folder)
+        files_roots = [(context.root / settings.files_root).resolve()] if settings is not None else []
+        env, env_problems = parse_environment_data(data, source, folder, [r for r in files_roots if r.is_dir()])
         problems += env_problems
         meta_loader = None if single else FolderLoader(entry, arch, context)
         meta = meta_loader.metadata() if meta_loader is not None else None
@@ -119,6 +128,14 @@ class SpackKind:
         files: list[Pair] = [*env.files, *(FileCopy(*pair.split(":", 1)) for pair in (meta.files if meta else []))]
         # a single file's sources live beside it: then the architecture folder is the build context
         root = (folder if files else EMPTY_CONTEXT) if single else entry
+        elsewhere = [pair for pair in env.files if pair.base]
+        if elsewhere:  # Spacktainers' spacktainer/files/<name>/...: the context is their common folder
+            if len(elsewhere) != len(files):
+                context.add(key, Problem(source, "spacktainer.files", "takes sources from both the definition "
+                                         f"folder and {elsewhere[0].base}", "keep one definition's files in one "
+                                         "of the two places"))
+                return []
+            root, files = files_context(elsewhere)
         tests: tuple[Any, ...] = ()
         if meta_loader is not None and meta is not None:
             tests = meta_loader.test_specs(meta.tests or []) if "tests" in meta.model_fields_set else \
@@ -126,13 +143,12 @@ class SpackKind:
         relative = source.relative_to(context.root).as_posix() if source.is_relative_to(context.root) else str(source)
         recipe = render_dockerfile(merged, settings, name=name, arch=arch, source=relative,
                                    files=files, epilogue=epilogue,
-                                   builder_identity=builder_identity(settings, _base_image(context)))
+                                   builder_identity=builder_identity(settings))
         spec = ImageSpec(
             name=name, definition=name, arch=arch, root=root, source=source, dockerfile=source, fragments=(),
             version=version, build_args=dict(meta.build_args) if meta is not None else {},
             platforms=tuple(meta.platforms) if meta is not None else (), files=(), tests=tests, kind=self.name,
-            secrets=tuple(dict.fromkeys([*([settings.signing_key_env] if settings.buildcache else []),
-                                         *(meta.secrets if meta is not None else [])])),
+            secrets=tuple(dict.fromkeys([*settings.build_secrets(), *(meta.secrets if meta is not None else [])])),
             recipe_text=recipe,
         )
         return [replace(spec, from_references=tuple(parse_from_references(recipe, spec.build_args)))]
@@ -142,9 +158,3 @@ class SpackKind:
             return spec.recipe_text
         raise DefinitionError([Problem(spec.source, "", "the recipe of a Spack definition is made when it is loaded",
                                        "load the definitions again (inv plan)")])
-
-
-def _base_image(context: LoadContext) -> str:
-    """The local base image the stand-in builder is made FROM (ci.base_image.tag)."""
-    section = context.options.get("base_image") or {}
-    return str(section.get("tag") or SpackSettings().runtime_image)

@@ -5,11 +5,15 @@ Spack cannot be installed on our machines, so the builder image of `inv local.sp
 carries this program as `/usr/local/bin/spack`. It implements only the subcommands that
 ci/spack/templates/Dockerfile.j2 calls, with Spack's documented file formats: `concretize` writes
 a `spack.lock` (lockfile v6 nodes), `install` makes an install tree and a view (installing from
-the build cache when it holds the hash, "building from source" otherwise), and `buildcache push`
-writes entries in the v3 directory layout (`v3/manifests/` + `blobs/sha256/`) or to an OCI
-registry (tags `<name>-<version>-<hash>.spack`, index tag `index.spack`). It builds nothing: a
-"package" is a folder with a `bin/<name>` script. Python standard library only (it runs in the
-builder image). Every install prints one summary line, so a test can count what came from source.
+the build cache when it holds the hash, "building from source" otherwise, and pushing each package
+built from source at once to mirrors added `--autopush`, as Spack does), and `buildcache push`
+writes entries in the v3 layout (`v3/manifests/` + `blobs/sha256/`) in a folder or an S3 bucket
+(`s3://bucket/prefix`, through boto3 with the mirror's `--s3-endpoint-url`), or to an OCI registry
+(tags `<name>-<version>-<hash>.spack`, index tag `index.spack`). It builds nothing: a "package" is a
+folder with a `bin/<name>` script, and a spec with the variant `+fail` fails to build (how tests make
+a build fail at a chosen package). Python standard library only, plus Debian's python3-boto3 for S3
+(it runs in the builder image). Every install prints one summary line, so a test can count what came
+from source.
 """
 
 from __future__ import annotations
@@ -166,26 +170,52 @@ def spec_document(lock: dict[str, Any], entry: dict[str, Any], checksum: str) ->
             "binary_cache_checksum": {"hash_algorithm": "sha256", "hash": checksum}}
 
 
-def install(env: Path) -> None:
+FAIL = re.compile(r"\+fail(?![A-Za-z0-9_])")  # the stand-in's failure switch: a spec with +fail does not build
+
+
+def install(env: Path, *, fail_fast: bool) -> int:
+    """Install every node in dependency order: from the build cache when it holds the hash, else "from source".
+
+    As `spack install` does with a mirror added `--autopush`, each package built from source is pushed
+    to such mirrors as soon as it is installed, so a failure later keeps what was finished.
+    """
     lock = load_lock(env)
     _, _, tree, view = read_yaml_specs(env)
-    caches = [open_cache(url) for url in mirrors().values()]
-    counts = {"source": 0, "cache": 0, "installed": 0}
-    for entry in topological(lock):
-        prefix = prefix_of(tree, entry)
-        label = f"{entry['name']}-{entry['version']}-{entry['hash']}"
-        if (prefix / ".spack" / "spec.json").is_file():
-            counts["installed"] += 1
-            say(f"{label} is already installed")
-            continue
-        tarball = next((blob for cache in caches if (blob := cache.fetch(entry)) is not None), None)
-        if tarball is not None:
-            say(f"Installing {label} from binary cache")
-            prefix.mkdir(parents=True, exist_ok=True)
-            extract(tarball, prefix)
-            counts["cache"] += 1
-        else:
+    configured = mirrors()
+    caches = [open_cache(item["url"], item.get("endpoint")) for item in configured.values()]
+    autopush = [(name, open_cache(item["url"], item.get("endpoint")), bool(item.get("signed")))
+                for name, item in configured.items() if item.get("autopush")]
+    counts = {"source": 0, "cache": 0, "installed": 0, "failed": 0}
+    failed: set[str] = set()
+    try:
+        for entry in topological(lock):
+            prefix = prefix_of(tree, entry)
+            label = f"{entry['name']}-{entry['version']}-{entry['hash']}"
+            if any(d["hash"] in failed for d in entry.get("dependencies", [])):
+                failed.add(entry["hash"])
+                say(f"Skipping {label}: a dependency failed")
+                continue
+            if (prefix / ".spack" / "spec.json").is_file():
+                counts["installed"] += 1
+                say(f"{label} is already installed")
+                continue
+            tarball = next((blob for cache in caches if (blob := cache.fetch(entry)) is not None), None)
+            if tarball is not None:
+                say(f"Installing {label} from binary cache")
+                prefix.mkdir(parents=True, exist_ok=True)
+                extract(tarball, prefix)
+                counts["cache"] += 1
+                print(f"[+] {prefix}", flush=True)
+                continue
             say(f"Installing {label} from source (stand-in: writes bin/{entry['name']})")
+            if FAIL.search(str(entry.get("parameters", {}).get("variants", ""))):
+                counts["failed"] += 1
+                failed.add(entry["hash"])
+                print(f"==> Error: {label}: the build failed (the stand-in fails every spec with +fail)",
+                      file=sys.stderr, flush=True)
+                if fail_fast:
+                    return 1
+                continue
             (prefix / "bin").mkdir(parents=True, exist_ok=True)
             script = prefix / "bin" / entry["name"]
             script.write_text(f"#!/bin/sh\necho '{entry['name']} {entry['version']} ({entry['hash'][:7]})'\n")
@@ -193,11 +223,20 @@ def install(env: Path) -> None:
             (prefix / ".spack").mkdir(exist_ok=True)
             (prefix / ".spack" / "spec.json").write_text(json.dumps({"spec": {"nodes": [entry]}}) + "\n")
             counts["source"] += 1
-        print(f"[+] {prefix}", flush=True)
-    if view:
-        make_view(lock, tree, Path(view))
-    say(f"stand-in install summary: {counts['source']} from source, {counts['cache']} from binary cache, "
-        f"{counts['installed']} already installed")
+            print(f"[+] {prefix}", flush=True)
+            for name, cache, signed in autopush:  # as soon as it is installed, not at the end
+                key = signing_key() if signed else None
+                if signed and key is None:
+                    sys.exit(f"==> Error: the mirror {name} is signed but no signing key is in the keyring")
+                cache.push(lock, entry, tar_prefix(prefix), None if isinstance(cache, OciCache) else key,
+                           time.time())
+                say(f"Pushed {entry['name']}@{entry['version']}/{entry['hash'][:7]} to {name} (autopush)")
+        if view and not failed:
+            make_view(lock, tree, Path(view))
+        return 1 if failed else 0
+    finally:
+        say(f"stand-in install summary: {counts['source']} from source, {counts['cache']} from binary cache, "
+            f"{counts['installed']} already installed, {counts['failed']} failed")
 
 
 def extract(tarball: bytes, prefix: Path) -> None:
@@ -229,23 +268,34 @@ def make_view(lock: dict[str, Any], tree: str, view: Path) -> None:
 # mirrors and caches
 # ---------------------------------------------------------------------------------------------
 
-def mirrors() -> dict[str, str]:
+def mirrors() -> dict[str, dict[str, Any]]:
+    """name -> {url, autopush, signed, endpoint}, as `spack mirror add` recorded them."""
     path = STATE / "mirrors.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    return {name: value if isinstance(value, dict) else {"url": value} for name, value in data.items()}
 
 
-def add_mirror(name: str, url: str) -> None:
+def add_mirror(name: str, url: str, *, autopush: bool = False, signed: bool = False,
+               endpoint: str | None = None) -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     data = mirrors()
-    data[name] = url
+    data[name] = {"url": url, "autopush": autopush, "signed": signed, "endpoint": endpoint}
     (STATE / "mirrors.json").write_text(json.dumps(data) + "\n")
-    say(f"Added mirror {name} ({url})")
+    extras = [word for word, on in (("autopush", autopush), ("signed", signed)) if on]
+    say(f"Added mirror {name} ({url}{', ' + ', '.join(extras) if extras else ''})")
 
 
-def open_cache(url: str) -> DirectoryCache | OciCache:
+def mirror_url(name_or_url: str) -> tuple[str, str | None]:
+    found = mirrors().get(name_or_url)
+    return (found["url"], found.get("endpoint")) if found else (name_or_url, None)
+
+
+def open_cache(url: str, endpoint: str | None = None) -> V3Cache | OciCache:
     if url.startswith(("oci://", "oci+http://")):
         return OciCache(url)
-    return DirectoryCache(Path(url.removeprefix("file://")))
+    if url.startswith("s3://"):
+        return V3Cache(S3Store(url, endpoint))
+    return V3Cache(FileStore(Path(url.removeprefix("file://"))))
 
 
 def tar_prefix(prefix: Path) -> bytes:
@@ -276,38 +326,109 @@ def clearsign(text: str, key: bytes) -> str:
             f"{mac}\n-----END PGP SIGNATURE-----\n")
 
 
-class DirectoryCache:
-    """Spack's v3 build cache layout on a filesystem."""
+class FileStore:
+    """Objects of a build cache as files under a folder."""
 
     def __init__(self, root: Path):
         self.root = root
 
-    def blob_path(self, checksum: str) -> Path:
-        return self.root / "blobs" / "sha256" / checksum[:2] / checksum
+    def get(self, key: str) -> bytes | None:
+        path = self.root / key
+        return path.read_bytes() if path.is_file() else None
 
-    def manifest_path(self, entry: dict[str, Any]) -> Path:
-        name = f"{entry['name']}-{entry['version']}-{entry['hash']}.spec.manifest.json"
-        return self.root / "v3" / "manifests" / "spec" / str(entry["name"]) / name
+    def put(self, key: str, data: bytes, created: float | None = None) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        if created is not None:
+            os.utime(path, (created, created))
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
+
+
+class S3Store:
+    """Objects of a build cache in an S3 bucket (`s3://bucket/prefix`), through boto3 as Spack does.
+
+    The endpoint is the mirror's `--s3-endpoint-url`; credentials come from boto3's usual chain (the
+    AWS_* variables the generated Dockerfile sets from BuildKit secrets for one RUN step).
+    """
+
+    def __init__(self, url: str, endpoint: str | None):
+        import boto3  # Debian's python3-boto3 in the stand-in builder image; only S3 caches need it
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.client = boto3.client("s3", endpoint_url=endpoint or None)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            return body
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def put(self, key: str, data: bytes, created: float | None = None) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def exists(self, key: str) -> bool:
+        answer = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
+        return any(item["Key"] == self._key(key) for item in answer.get("Contents", []))
+
+    def list(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        start = self._key(prefix)
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+            out += [item["Key"][len(self.prefix) + 1 if self.prefix else 0:] for item in page.get("Contents", [])]
+        return sorted(out)
+
+
+class V3Cache:
+    """Spack's v3 build cache layout (`v3/manifests/` + `blobs/sha256/`) over a folder or a bucket."""
+
+    def __init__(self, store: FileStore | S3Store):
+        self.store = store
+
+    @staticmethod
+    def blob_key(checksum: str) -> str:
+        return f"blobs/sha256/{checksum[:2]}/{checksum}"
+
+    @staticmethod
+    def manifest_key(entry: dict[str, Any]) -> str:
+        return f"v3/manifests/spec/{entry['name']}/{entry['name']}-{entry['version']}-{entry['hash']}" \
+               ".spec.manifest.json"
 
     def put_blob(self, data: bytes) -> str:
         checksum = hashlib.sha256(data).hexdigest()
-        path = self.blob_path(checksum)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        if not self.store.exists(self.blob_key(checksum)):
+            self.store.put(self.blob_key(checksum), data)
         return checksum
 
+    def blob(self, checksum: str) -> bytes:
+        data = self.store.get(self.blob_key(checksum))
+        if data is None:
+            sys.exit(f"==> Error: the build cache lists the blob {checksum} but does not hold it")
+        return data
+
     def fetch(self, entry: dict[str, Any]) -> bytes | None:
-        path = self.manifest_path(entry)
-        if not path.is_file():
+        raw = self.store.get(self.manifest_key(entry))
+        if raw is None:
             return None
-        manifest = json.loads(unsign(path.read_text()))
+        manifest = json.loads(unsign(raw.decode()))
         for item in manifest["data"]:
             if item["mediaType"] == TARBALL_MEDIA:
-                return self.blob_path(item["checksum"]).read_bytes()
+                return self.blob(item["checksum"])
         return None
 
     def has(self, entry: dict[str, Any]) -> bool:
-        return self.manifest_path(entry).is_file()
+        return self.store.exists(self.manifest_key(entry))
 
     def push(self, lock: dict[str, Any], entry: dict[str, Any], tarball: bytes, key: bytes | None,
              created: float) -> None:
@@ -320,34 +441,35 @@ class DirectoryCache:
             {"contentLength": len(spec), "mediaType": SPEC_MEDIA, "compression": "gzip",
              "checksumAlgorithm": "sha256", "checksum": spec_sum}]}
         text = json.dumps(manifest, indent=1)
-        path = self.manifest_path(entry)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(clearsign(text, key) if key else text + "\n")
-        os.utime(path, (created, created))
-        layout = self.root / "v3" / "layout.json"
-        if not layout.is_file():
-            layout.write_text(json.dumps({"signing": "signed" if key else "unsigned"}) + "\n")
+        self.store.put(self.manifest_key(entry), (clearsign(text, key) if key else text + "\n").encode(), created)
+        if not self.store.exists("v3/layout.json"):
+            self.store.put("v3/layout.json", (json.dumps({"signing": "signed" if key else "unsigned"}) + "\n").encode())
 
     def update_index(self) -> int:
         installs: dict[str, Any] = {}
-        for path in sorted((self.root / "v3" / "manifests" / "spec").glob("*/*.spec.manifest.json")):
-            manifest = json.loads(unsign(path.read_text()))
-            for item in manifest["data"]:
+        for key in self.store.list("v3/manifests/spec/"):
+            if not key.endswith(".spec.manifest.json"):
+                continue
+            manifest = json.loads(unsign((self.store.get(key) or b"{}").decode()))
+            for item in manifest.get("data", []):
                 if item["mediaType"].startswith("application/vnd.spack.spec."):
-                    document = json.loads(gzip.decompress(self.blob_path(item["checksum"]).read_bytes()))
+                    document = json.loads(gzip.decompress(self.blob(item["checksum"])))
                     root = document["spec"]["nodes"][0]
                     installs[root["hash"]] = {"spec": root, "ref_count": 0, "in_buildcache": True}
         data = json.dumps({"database": {"version": "8", "installs": installs}}).encode()
         checksum = self.put_blob(data)
-        path = self.root / "v3" / "manifests" / "index" / "index.manifest.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"version": 3, "data": [
+        self.store.put("v3/manifests/index/index.manifest.json", (json.dumps({"version": 3, "data": [
             {"contentLength": len(data), "mediaType": DB_MEDIA, "compression": "none",
-             "checksumAlgorithm": "sha256", "checksum": checksum}]}, indent=1) + "\n")
+             "checksumAlgorithm": "sha256", "checksum": checksum}]}, indent=1) + "\n").encode())
         return len(installs)
 
     def keys(self) -> int:
-        return len(list((self.root / "v3" / "manifests" / "key").glob("*.key.manifest.json")))
+        return len([k for k in self.store.list("v3/manifests/key/") if k.endswith(".key.manifest.json")])
+
+
+def DirectoryCache(root: Path) -> V3Cache:
+    """The v3 layout in a folder (the name earlier callers use)."""
+    return V3Cache(FileStore(root))
 
 
 def unsign(text: str) -> str:
@@ -471,8 +593,8 @@ class OciCache:
 
 
 def push(env: Path, mirror: str, *, unsigned: bool, update_index: bool) -> None:
-    url = mirrors().get(mirror, mirror)
-    cache = open_cache(url)
+    url, endpoint = mirror_url(mirror)
+    cache = open_cache(url, endpoint)
     lock = load_lock(env)
     _, _, tree, _ = read_yaml_specs(env)
     key = None if unsigned else signing_key()
@@ -524,6 +646,8 @@ def main(argv: list[str]) -> int:
     mirror.add_argument("--scope")
     mirror.add_argument("--signed", action="store_true")
     mirror.add_argument("--unsigned", action="store_true")
+    mirror.add_argument("--autopush", action="store_true")
+    mirror.add_argument("--s3-endpoint-url", dest="endpoint")
     mirror.add_argument("name")
     mirror.add_argument("url")
     cache = sub.add_parser("buildcache").add_subparsers(dest="action", required=True)
@@ -549,17 +673,19 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     env = Path(args.env or ".").resolve()
     if args.command == "mirror":
-        add_mirror(args.name, args.url)
+        add_mirror(args.name, args.url, autopush=args.autopush, signed=args.signed and not args.unsigned,
+                   endpoint=args.endpoint)
     elif args.command == "buildcache" and args.action == "keys":
-        say(f"Installed and trusted {sum(open_cache(url).keys() for url in mirrors().values())} key(s)")
+        found = sum(open_cache(item["url"], item.get("endpoint")).keys() for item in mirrors().values())
+        say(f"Installed and trusted {found} key(s)")
     elif args.command == "buildcache" and args.action == "push":
         push(env, args.mirror, unsigned=args.unsigned, update_index=args.update_index)
     elif args.command == "buildcache":
-        say(f"Updated the index: {open_cache(mirrors().get(args.mirror, args.mirror)).update_index()} spec(s)")
+        say(f"Updated the index: {open_cache(*mirror_url(args.mirror)).update_index()} spec(s)")
     elif args.command == "concretize":
         concretize(env)
     elif args.command == "install":
-        install(env)
+        return install(env, fail_fast=args.fail_fast)
     elif args.command == "gc":
         say("There are no unused specs. Spack's store is clean.")
     elif args.command == "gpg":

@@ -10,11 +10,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ci.definitions.context import stage_context
 from ci.definitions.dockerfile import FromReference, rewrite_from
 from ci.docker.engine import BuildRequest, DockerEngine, image_labels
 from ci.pipeline.executor import StepResult
+from ci.pipeline.steps import spack_image
 from ci.pipeline.steps.chain import Chain, ChainStep
 from ci.plan import Action, PlannedImage
 
@@ -65,8 +67,17 @@ class BuildStep(ChainStep):
                 image_id = self.engine.build(request, log)
         finally:
             shutil.rmtree(self.stage, ignore_errors=True)
-        return StepResult(detail=f"built {image.tag}", data={"tag": image.tag, "image_id": image_id,
-                                                              "log": str(self.log_path)})
+        data: dict[str, Any] = {"tag": image.tag, "image_id": image_id, "log": str(self.log_path)}
+        if image.spec.kind == "spack":  # labels from its spack.lock; the concretized version's tag
+            data["spack"] = spack_image.finish(self.engine, image, self.log_path)
+            data["tag"] = data["spack"]["tag"]
+        return StepResult(detail=f"built {data['tag']}", data=data)
+
+    def absorb(self, data: Mapping[str, Any]) -> None:
+        spack = data.get("spack")
+        if isinstance(spack, Mapping):
+            self.chain.spack = dict(spack)
+            self.chain.set_version(str(spack["version"]), str(spack["tag"]))
 
     def _existing_reference(self) -> str:
         for known in self.engine.known_images():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from ci.docker.registry import Registry, site_reference
@@ -38,6 +38,7 @@ class SiteServices:
     binds: tuple[str, ...] = ()  # ci.site.binds: host paths (or src:dst) every host-side test's SCMD binds
     cancel: CancelToken = field(default_factory=CancelToken)
     arch_partitions: Mapping[str, str] = field(default_factory=dict)  # ci.site.arch.<arch>.partition
+    require_tests: bool = False  # ci.site.require_tests: an image without tests is filed under failed/
 
     def partition_for(self, arch: str) -> str | None:
         """Where an architecture's conversions and tests run (e.g. arm64 images on arm64 nodes)."""
@@ -65,6 +66,19 @@ class Chain:
         self.verdicts: list[dict[str, Any]] = []
         self.tests_failed = False
         self.tested = False  # the test step finished (now or in an earlier attempt): there is a verdict
+        self.spack: dict[str, Any] | None = None  # a Spack image's build facts (ci.pipeline.steps.spack_image)
+
+    def set_version(self, version: str, tag: str) -> None:
+        """The version became known with the build (a Spack image's concretized one): names follow it."""
+        if version == self.image.spec.version and tag == self.image.tag:
+            return
+        self.image.spec = replace(self.image.spec, version=version)
+        self.image.tag = tag
+        self.stem = image_stem(self.image.name, version, self.image.digest)
+        if self.services is not None:
+            self.reference = site_reference(self.services.registry.settings, self.image.name,
+                                            f"{version}-{self.image.digest12}")
+            self.image_file = posixpath.join(self.staging, f"{self.stem}.{self.services.engine.file_suffix}")
 
     @property
     def site_services(self) -> SiteServices:

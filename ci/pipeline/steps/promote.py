@@ -14,6 +14,9 @@ from ci.pipeline.executor import StepResult
 from ci.pipeline.steps.chain import ChainStep
 from ci.site.layout import FAILED, TESTED
 
+NOT_TESTED = "built, not tested"
+REQUIRED = "ci.site.require_tests is true"
+
 
 class PromoteStep(ChainStep):
     name = "promote"
@@ -24,7 +27,8 @@ class PromoteStep(ChainStep):
         chain = self.chain
         image = chain.image
         site = chain.site_services.site
-        verdict = FAILED if chain.tests_failed else TESTED
+        untested = chain.tested and not chain.verdicts  # no tests declared: built, not tested
+        verdict = FAILED if chain.tests_failed or (untested and chain.site_services.require_tests) else TESTED
         target = site.promoted_path(verdict, image.name, chain.stem)
         if not chain.tested or chain.image_file is None or not site.host.exists(chain.image_file):
             if chain.tested and site.host.exists(target):
@@ -37,8 +41,17 @@ class PromoteStep(ChainStep):
             "name": image.name, "arch": image.spec.arch, "version": image.spec.version, "digest": image.digest,
             "test_digest": image.test_digest, "run_id": chain.run.run_id, "verdict": verdict, "tests": chain.verdicts,
             "image_file": posixpath.basename(chain.image_file)}
+        if untested:
+            result["untested"] = NOT_TESTED + (f" ({REQUIRED})" if verdict == FAILED else "")
+        if chain.spack is not None:  # Spack's version and the spack.lock (ci.pipeline.steps.spack_image)
+            result["spack"] = {key: chain.spack.get(key) for key in ("spack_version", "spack_commit", "lock_sha256",
+                                                                      "roots", "lock")}
         path = site.promote(chain.run.run_id, image.key, chain.stem, verdict, result)
         passed = sum(1 for v in chain.verdicts if v.get("passed"))
+        if untested:
+            detail = str(result["untested"]) if verdict == TESTED else f"{verdict}: {result['untested']}"
+            return StepResult(detail, {"verdict": verdict, "path": path, "untested": True},
+                              failed=verdict == FAILED)
         summary = f"{verdict}: {passed}/{len(chain.verdicts)} tests passed"
         failing = [f"{v['name']}: {'; '.join(v.get('reasons') or [])}" for v in chain.verdicts if not v.get("passed")]
         if failing:

@@ -73,7 +73,7 @@ class TestStep(ChainStep):
         detail = f"{len(verdicts) - len(failed)}/{len(verdicts)} tests passed" + \
             (f"; failed: {', '.join(failed)}" if failed else "")
         if not verdicts:
-            detail = "no tests declared"
+            detail = "no tests declared: built, not tested"
         return StepResult(detail, {"tests": verdicts}, failed=bool(failed))
 
     def absorb(self, data: Mapping[str, Any]) -> None:
