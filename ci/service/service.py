@@ -62,9 +62,13 @@ class Service:
     def log_path(self, build_id: str) -> Path:
         return self.settings.builds_dir / build_id / "build.log"
 
-    def resolve(self, body: BuildBody) -> Resolved:
+    def resolve(self, body: BuildBody, *, admin: bool = False) -> Resolved:
         if isinstance(body, DefinitionRequest):
             return self._definition(body)
+        if self.settings.eflows is not None:  # eFlows4HPC's step format and git registry (ci/service/eflows)
+            from ci.service.eflows.resolve import resolve_workflow
+
+            return resolve_workflow(self, body, admin=admin)
         return self._workflow(body)
 
     def _engine_for(self, requested: str | None, field: str) -> tuple[str, str]:

@@ -40,10 +40,20 @@ class ServiceConfig(BaseModel):
     store: str | None = None
     site_root: str | None = None
     workflow_registry: str | None = None
+    # eFlows4HPC (docs/eflows4hpc.md): the registry's branch for `latest`, the software catalog, the git time
+    # limit, the base image of steps, where `push` puts images, the server folders `path` may name.
+    workflow_registry_branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z")] = "main"
+    software_catalog: str | None = None
+    software_catalog_branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z")] = "main"
+    git_timeout: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    base_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._:/@-]{0,254}\Z")] | None = None
+    images_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._:/-]{0,200}/\Z")] | None = None
+    eflows_allowed_paths: list[str] = []
+    session_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     log_tail_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
-    @field_validator("store", "site_root", "workflow_registry")
+    @field_validator("store", "site_root", "workflow_registry", "software_catalog")
     @classmethod
     def _plain_path(cls, value: str | None) -> str | None:
         if value is not None and (not value or any(ord(ch) < 32 for ch in value)):
@@ -71,6 +81,7 @@ class ServiceSettings(BaseModel):
     workflow_registry: Path | None
     max_body_bytes: int
     log_tail_bytes: int
+    eflows: Any = None  # ci.service.eflows.registry.EflowsSettings
 
     @property
     def builds_dir(self) -> Path:
@@ -100,11 +111,18 @@ def service_settings(settings: Settings, overrides: dict[str, Any] | None = None
         return path if path.is_absolute() else settings.project_dir / path
 
     site_root = config.site_root or posixpath.join(settings.site.root, "service")
+    from ci.service.eflows.registry import settings_from as eflows_settings
+    from ci.spack.settings import spack_settings
+
+    eflows = eflows_settings(config.model_dump(), project_dir=settings.project_dir, state_dir=state,
+                             spack_builder_image=spack_settings(settings.section("spack")).builder_image,
+                             registry=config.workflow_registry)
     return ServiceSettings(
         pipeline=settings, database_url=database, host=config.host, port=config.port,
         url=(config.url or f"http://{config.host}:{config.port}").rstrip("/"), pool=config.pool,
         lease_seconds=config.lease_seconds, max_attempts=config.max_attempts, poll_interval=config.poll_interval,
         state_dir=state, store=local_path(config.store, state / "images"), site_root=site_root,
-        workflow_registry=local_path(config.workflow_registry, Path()) if config.workflow_registry else None,
-        max_body_bytes=config.max_body_bytes, log_tail_bytes=config.log_tail_bytes,
+        workflow_registry=local_path(config.workflow_registry, Path()) if config.workflow_registry
+        and "://" not in config.workflow_registry else None,
+        max_body_bytes=config.max_body_bytes, log_tail_bytes=config.log_tail_bytes, eflows=eflows,
     )

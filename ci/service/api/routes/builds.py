@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +18,8 @@ from ci.errors import CIError, DefinitionError
 from ci.service import crud
 from ci.service.api.deps import CallerDep, ServiceDep
 from ci.service.api.errors import problem, problems_response, validation_response
+from ci.service.eflows import requests as eflows_requests
+from ci.service.eflows.resolve import dry_run as eflows_dry_run
 from ci.service.models import (
     TERMINAL,
     BuildList,
@@ -75,12 +77,16 @@ def parse_body(raw: bytes) -> WorkflowRequest | DefinitionRequest:
         raise problem(422, f"the body is not valid JSON ({exc})", "send a JSON object") from None
     if not isinstance(data, dict):
         raise problem(422, "the body is not a JSON object", 'send {"definition": NAME} or an eFlows4HPC request')
-    model: type[WorkflowRequest] | type[DefinitionRequest] = WorkflowRequest if "machine" in data \
-        or "workflow" in data else DefinitionRequest
+    model: type[WorkflowRequest] | type[DefinitionRequest] = WorkflowRequest if eflows_requests.is_workflow(data) \
+        else DefinitionRequest
     try:
+        if model is WorkflowRequest:
+            data = eflows_requests.coerce(data)  # eFlows4HPC's string booleans; platforms not built here
         return model.model_validate(data)
     except ValidationError as exc:
         raise validation_response(exc) from None
+    except DefinitionError as exc:
+        raise problems_response(422, "the request cannot be built here", exc.problems) from None
 
 
 async def create(request: Request, caller: CallerDep, service: ServiceDep) -> Created:
@@ -90,8 +96,16 @@ async def create(request: Request, caller: CallerDep, service: ServiceDep) -> Cr
     if content_type not in ("application/json", ""):
         raise problem(415, f"the body must be application/json, not {content_type}", "send JSON")
     body = parse_body(await read_body(request, service.settings.max_body_bytes))
+    dry_run = request.query_params.get("dry_run", "false")
+    if dry_run not in ("true", "false", "True", "False"):
+        raise problem(422, f"dry_run={dry_run[:40]!r} is not true or false", "send ?dry_run=true or leave it out",
+                      field="dry_run")
     try:
-        resolved = await run_in_threadpool(service.resolve, body)
+        if dry_run in ("true", "True"):
+            return JSONResponse(await run_in_threadpool(eflows_dry_run, service, body, caller.admin))  # type: ignore[return-value]
+        resolved = await run_in_threadpool(service.resolve, body, admin=caller.admin)
+    except PermissionError as exc:
+        raise problem(403, str(exc), "leave `path` out, or use an admin token", field="path") from None
     except DefinitionError as exc:
         raise problems_response(422, "the request names nothing this service can build", exc.problems) from None
     except CIError as exc:
