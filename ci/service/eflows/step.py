@@ -280,7 +280,7 @@ def recipe(step_name: str, *, base_image: str, spack: bool, apt: bool, pip: bool
     lines.append(f"WORKDIR /{step_name}")
     if apt:
         lines.append(f"RUN export DEBIAN_FRONTEND=noninteractive && apt-get update \\\n"
-                     f" && xargs -r -a {LISTS_IN_IMAGE}/apt.txt apt-get install -y \\\n"
+                     f" && xargs -r -a {LISTS_IN_IMAGE}/apt.txt apt-get install -y --no-install-recommends \\\n"
                      " && apt-get clean && rm -rf /var/lib/apt/lists/*")
     if spack:
         scope = f"spack -C {CONFIG_IN_IMAGE}"

@@ -519,6 +519,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="spack", description="stand-in for the few Spack commands our "
                                      "generated Dockerfile calls (local runs and tests only)")
     parser.add_argument("-e", dest="env", default=os.environ.get("SPACK_ENV"))
+    parser.add_argument("-C", dest="config_scopes", action="append", default=[],
+                        help="a configuration scope folder (as Spack's -C; must exist)")
     sub = parser.add_subparsers(dest="command", required=True)
     mirror = sub.add_parser("mirror").add_subparsers(dest="action", required=True).add_parser("add")
     mirror.add_argument("--scope")
@@ -539,6 +541,10 @@ def main(argv: list[str]) -> int:
     sub.add_parser("concretize")
     install_cmd = sub.add_parser("install")
     install_cmd.add_argument("--fail-fast", action="store_true")
+    install_cmd.add_argument("--no-checksum", action="store_true")
+    install_cmd.add_argument("--keep-stage", action="store_true")
+    for finder in ("compiler", "external"):  # `spack compiler find`, `spack external find`: nothing to detect here
+        sub.add_parser(finder).add_subparsers(dest="action", required=True).add_parser("find")
     gc = sub.add_parser("gc")
     gc.add_argument("-y", action="store_true")
     gpg = sub.add_parser("gpg").add_subparsers(dest="action", required=True).add_parser("trust")
@@ -547,6 +553,9 @@ def main(argv: list[str]) -> int:
     env_cmd.add_argument("--sh", action="store_true")
     env_cmd.add_argument("-d", dest="directory", default=".")
     args = parser.parse_args(argv)
+    for scope in args.config_scopes:
+        if not Path(scope).is_dir():
+            sys.exit(f"==> Error: the configuration scope {scope} is not a folder")
     env = Path(args.env or ".").resolve()
     if args.command == "mirror":
         add_mirror(args.name, args.url)
@@ -560,6 +569,8 @@ def main(argv: list[str]) -> int:
         concretize(env)
     elif args.command == "install":
         install(env)
+    elif args.command in ("compiler", "external"):
+        say(f"{args.command} find: nothing new found (stand-in)")
     elif args.command == "gc":
         say("There are no unused specs. Spack's store is clean.")
     elif args.command == "gpg":

@@ -1,0 +1,103 @@
+"""eFlows4HPC's workflow registry end to end: a real uvicorn replica, a git registry and software catalog of
+our own (tests/eflows_fixtures.py), the local Spack stand-in builder, the real pipeline (Docker, the
+registry, Slurm, Charliecloud).
+
+A step with apt, pip and spack sections (and post_inst.sh) is requested the way eFlows4HPC's client.py
+does it (GET /image_creation/login with HTTP basic, then the token as the basic user name with no password,
+a body with string booleans), goes to FINISHED, is pushed to the local registry under images_prefix, and
+its image has the apt package, the pip package, the post-install's file and the Spack view. The image
+file is downloaded as cic_cli does (wget-style HTTP basic with user name and token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from eflows_fixtures import make_catalog, make_registry
+from integration.service_helpers import TERMINAL, ServiceProject, service_project
+
+from ci import local
+from ci.docker import DockerEngine
+from ci.local_images.spack_builder import STANDIN_TAG, ensure_standin_builder
+
+pytestmark = [pytest.mark.e2e, pytest.mark.service]
+DOCKER = "/usr/bin/docker"
+BASE_IMAGE = "containers-ci/debian:bookworm"
+CANARY = f"canary-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProject]:
+    root = tmp_path_factory.mktemp("eflows-e2e")
+    registry = make_registry(root / "workflow-registry")
+    catalog = make_catalog(root / "software-catalog")
+    prefix = f"{local.REGISTRY_ADDRESS}/eflows-{uuid.uuid4().hex[:8]}/"
+    yield from service_project(root, workflow_registry=f"file://{registry}", software_catalog=str(catalog),
+                               images_prefix=prefix, base_image=STANDIN_TAG)
+
+
+@pytest.fixture(scope="module")
+def server(project: ServiceProject) -> Any:
+    engine = DockerEngine([DOCKER], network="host")
+    if not engine.image_exists(BASE_IMAGE):
+        pytest.skip(f"the base image {BASE_IMAGE} is missing (`inv local.base-image`)")
+    ensure_standin_builder(engine, STANDIN_TAG, BASE_IMAGE)
+    return project.serve(env={"CI_CANARY_TOKEN": CANARY})
+
+
+def test_a_step_with_apt_pip_and_spack_builds_pushes_and_downloads_as_the_eflows_clients_do(
+        project: ServiceProject, server: Any, tmp_path: Path) -> None:
+    user, api_token = "alice", project.token("alice")
+    url = f"{server.url}/image_creation"
+    login = requests.get(f"{url}/login", auth=(user, api_token), timeout=30)  # client.py's login
+    assert login.status_code == 200, login.text
+    session = requests.auth.HTTPBasicAuth(login.json()["token"], None)  # type: ignore[arg-type]
+    body = {"machine": {"platform": "linux/amd64", "architecture": "x86_64", "container_engine": "singularity",
+                        "mpi": "openmpi@4.1"},
+            "workflow": "demo", "step_id": "all_three", "force": "false", "push": "true"}
+    submitted = requests.post(f"{url}/build/", json=body, auth=session, timeout=120)
+    assert submitted.status_code == 200, submitted.text
+    build_id = submitted.json()["id"]
+    deadline, status = time.monotonic() + 1500, {}
+    while time.monotonic() < deadline:
+        answer = requests.get(f"{url}/build/{build_id}", auth=session, timeout=30)
+        assert answer.status_code == 200, answer.text
+        status = answer.json()
+        if status["status"] in TERMINAL:
+            break
+        time.sleep(2)
+    log = requests.get(f"{url}/build/{build_id}/logs", auth=session, timeout=30).text
+    assert status["status"] == "FINISHED", (status, log[-4000:])
+    source = status["source"]
+    assert source["commit"] and source["catalog"]["commit"] and status["image_id"] == source["push"]
+    assert status["image_id"].startswith(project.service_config["images_prefix"])
+    assert f"pushed {status['image_id']}" in log and CANARY not in log and api_token not in log
+
+    # image_id is pullable: drop the local tag, pull it from the registry, look inside
+    subprocess.run([DOCKER, "image", "rm", status["image_id"]], capture_output=True, check=False)
+    subprocess.run([DOCKER, "pull", status["image_id"]], capture_output=True, check=True, timeout=300)
+    inside = subprocess.run(
+        [DOCKER, "run", "--rm", "--network", "none", status["image_id"],
+         "jq --version && python3 -c 'import six; print(six.__version__)' && test -x /opt/view/bin/hello "
+         "&& test -x /opt/view/bin/mypkg && cat /post_inst.done && echo $SPACK_ENV && cat /all_three/src/data.txt"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert inside.returncode == 0, inside.stderr
+    assert "jq-" in inside.stdout and "1.16.0" in inside.stdout and "post-install ran" in inside.stdout
+    assert "/all_three" in inside.stdout and "payload" in inside.stdout
+
+    # cic_cli's download: HTTP basic with the user name and the long-lived token
+    download = requests.get(f"{url}/images/download/{status['filename']}", auth=(user, api_token), timeout=300)
+    assert download.status_code == 200 and hashlib.sha256(download.content).hexdigest() == status["sha256"]
+
+    # the same step at the same commit is the same build
+    again = requests.post(f"{url}/build/", json={**body, "force": "False"}, auth=session, timeout=120)
+    assert again.status_code == 200 and again.json()["attached"] is True
+    subprocess.run([DOCKER, "image", "rm", status["image_id"]], capture_output=True, check=False)
