@@ -274,9 +274,10 @@ def recipe(step_name: str, *, base_image: str, spack: bool, apt: bool, pip: bool
         f"COPY step /{step_name}",
         f"COPY eflows4hpc {LISTS_IN_IMAGE}",
     ]
-    if catalog:
+    if catalog and spack:
         lines.append(f"COPY software-catalog {CATALOG_IN_IMAGE}")
-    lines.append(f"COPY spack-config {CONFIG_IN_IMAGE}")
+    if spack:
+        lines.append(f"COPY spack-config {CONFIG_IN_IMAGE}")
     lines.append(f"WORKDIR /{step_name}")
     if apt:
         lines.append(f"RUN export DEBIAN_FRONTEND=noninteractive && apt-get update \\\n"
