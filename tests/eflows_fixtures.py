@@ -26,8 +26,8 @@ STEPS: dict[str, dict[str, Any]] = {
     "demo/spack_only": {"eflows4hpc.yaml": {"spack": {"specs": ["hello@2.12", "proj@7.2.0 curl=False tiff=False",
                                                                  "gromacs@2022.3~mpi^fftw~mpi"],
                                                        "packages": {"all": {"compiler": ["gcc@12"]}}}}},
-    "demo/all_three": {"eflows4hpc.yaml": {"apt": ["jq", "python3-pip"], "spack": {"specs": ["hello@2.12", "mypkg@1.0"]},
-                                           "pip": ["six==1.16.0"]},
+    "demo/all_three": {"eflows4hpc.yaml": {"apt": ["jq", "python3-pip"],
+                                           "spack": {"specs": ["hello@2.12", "mypkg@1.0"]}, "pip": ["six==1.16.0"]},
                        "post_inst.sh": "#!/bin/sh\necho post-install ran > /post_inst.done\n",
                        "src/data.txt": "payload\n"},
     "legacy/spack_file": {"spack.yaml": {"spack": {"specs": ["hello@2.12"]}}},
@@ -40,7 +40,7 @@ def git(repo: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
-def _write(root: Path, files: dict[str, Any]) -> None:
+def write_files(root: Path, files: dict[str, Any]) -> None:
     for name, content in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,13 +55,13 @@ def make_registry(root: Path) -> Path:
     root.mkdir(parents=True)
     git(root, "init", "-q", "-b", "main")
     for step, files in STEPS.items():
-        _write(root / step, files)
+        write_files(root / step, files)
     git(root, "add", "-A")
     git(root, "commit", "-qm", "registry")
     git(root, "tag", "1.0")
     git(root, "checkout", "-qb", "v2")
-    _write(root / "demo/all_three", {"eflows4hpc.yaml": {"apt": ["jq", "python3-pip"], "spack": {"specs": ["hello@2.13"]},
-                                                        "pip": ["six==1.16.0"]}})
+    changed = {"apt": ["jq", "python3-pip"], "spack": {"specs": ["hello@2.13"]}, "pip": ["six==1.16.0"]}
+    write_files(root / "demo/all_three", {"eflows4hpc.yaml": changed})
     git(root, "commit", "-qam", "v2: hello 2.13")
     git(root, "checkout", "-q", "main")
     return root
@@ -69,7 +69,7 @@ def make_registry(root: Path) -> Path:
 
 def commit_change(root: Path, step: str, files: dict[str, Any], branch: str = "main") -> str:
     git(root, "checkout", "-q", branch)
-    _write(root / step, files)
+    write_files(root / step, files)
     git(root, "add", "-A")
     git(root, "commit", "-qm", f"change {step}")
     return git(root, "rev-parse", "HEAD")
@@ -79,7 +79,7 @@ def make_catalog(root: Path) -> Path:
     """A software catalog: repo.yaml, packages/mypkg/package.py, cfg/packages.yaml and cfg/repos.yaml."""
     root.mkdir(parents=True)
     git(root, "init", "-q", "-b", "main")
-    _write(root, {
+    write_files(root, {
         "repo.yaml": {"repo": {"namespace": "demo_catalog"}},
         "packages/mypkg/package.py": "from spack.package import *\n\n\nclass Mypkg(Package):\n"
                                      "    \"\"\"A custom package of the catalog.\"\"\"\n\n"

@@ -2,6 +2,10 @@
 our own (tests/eflows_fixtures.py), the local Spack stand-in builder, the real pipeline (Docker, the
 registry, Slurm, Charliecloud).
 
+PyPI is not reachable from inside a build here (an intercepting proxy's certificate), so pip's index is
+emulated at its HTTP boundary: a PEP 503 simple index on loopback serving a wheel the test makes, named by
+/etc/pip.conf in a base image the test derives from the stand-in builder (as a site points pip at its mirror).
+
 A step with apt, pip and spack sections (and post_inst.sh) is requested the way eFlows4HPC's client.py
 does it (GET /image_creation/login with HTTP basic, then the token as the basic user name with no password,
 a body with string booleans), goes to FINISHED, is pushed to the local registry under images_prefix, and
@@ -11,18 +15,21 @@ file is downloaded as cic_cli does (wget-style HTTP basic with user name and tok
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import subprocess
+import sys
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from eflows_fixtures import make_catalog, make_registry
-from integration.service_helpers import TERMINAL, ServiceProject, service_project
+from eflows_fixtures import commit_change, make_catalog, make_registry
+from integration.service_helpers import TERMINAL, ServiceProject, free_port, service_project
 
 from ci import local
 from ci.docker import DockerEngine
@@ -34,22 +41,59 @@ BASE_IMAGE = "containers-ci/debian:bookworm"
 CANARY = f"canary-{uuid.uuid4().hex}"
 
 
+def make_wheel(folder: Path) -> Path:
+    """A pure-Python wheel `eflows_canary-1.0` (package eflows_canary, VERSION = "1.0"), written by hand."""
+    files = {"eflows_canary/__init__.py": b'VERSION = "1.0"\n',
+             "eflows_canary-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: eflows-canary\nVersion: 1.0\n",
+             "eflows_canary-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\n"
+                                                  b"Tag: py3-none-any\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip('=')},"
+                     f"{len(data)}\n" for name, data in files.items()) + "eflows_canary-1.0.dist-info/RECORD,,\n"
+    wheel = folder / "files" / "eflows_canary-1.0-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        archive.writestr("eflows_canary-1.0.dist-info/RECORD", record)
+    index = folder / "simple" / "eflows-canary"
+    index.mkdir(parents=True)
+    (index / "index.html").write_text(f'<a href="../../files/{wheel.name}">{wheel.name}</a>\n', encoding="utf-8")
+    return wheel
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProject]:
     root = tmp_path_factory.mktemp("eflows-e2e")
-    registry = make_registry(root / "workflow-registry")
-    catalog = make_catalog(root / "software-catalog")
-    prefix = f"{local.REGISTRY_ADDRESS}/eflows-{uuid.uuid4().hex[:8]}/"
-    yield from service_project(root, workflow_registry=f"file://{registry}", software_catalog=str(catalog),
-                               images_prefix=prefix, base_image=STANDIN_TAG)
-
-
-@pytest.fixture(scope="module")
-def server(project: ServiceProject) -> Any:
     engine = DockerEngine([DOCKER], network="host")
     if not engine.image_exists(BASE_IMAGE):
         pytest.skip(f"the base image {BASE_IMAGE} is missing (`inv local.base-image`)")
     ensure_standin_builder(engine, STANDIN_TAG, BASE_IMAGE)
+    make_wheel(root / "index")
+    port = free_port()
+    index = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory",
+                              str(root / "index")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"eflows-e2e-base:{uuid.uuid4().hex[:8]}"
+    conf = f"[global]\nindex-url = http://127.0.0.1:{port}/simple\ntrusted-host = 127.0.0.1\n"
+    escaped = conf.replace("\n", "\\n")  # printf turns \n back into new lines
+    recipe = f"FROM {STANDIN_TAG}\nRUN printf '{escaped}' > /etc/pip.conf\n"
+    subprocess.run([DOCKER, "build", "--network", "host", "-t", base, "-"], input=recipe.encode(), check=True,
+                   capture_output=True, timeout=300)
+    registry = make_registry(root / "workflow-registry")
+    commit_change(registry, "demo/all_three", {"eflows4hpc.yaml": {
+        "apt": ["jq", "python3-pip"], "spack": {"specs": ["hello@2.12", "mypkg@1.0"]}, "pip": ["eflows-canary==1.0"]}})
+    catalog = make_catalog(root / "software-catalog")
+    prefix = f"{local.REGISTRY_ADDRESS}/eflows-{uuid.uuid4().hex[:8]}/"
+    try:
+        yield from service_project(root, workflow_registry=f"file://{registry}", software_catalog=str(catalog),
+                                   images_prefix=prefix, base_image=base)
+    finally:
+        index.terminate()
+        index.wait(timeout=10)
+        subprocess.run([DOCKER, "image", "rm", base], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def server(project: ServiceProject) -> Any:
     return project.serve(env={"CI_CANARY_TOKEN": CANARY})
 
 
@@ -86,11 +130,12 @@ def test_a_step_with_apt_pip_and_spack_builds_pushes_and_downloads_as_the_eflows
     subprocess.run([DOCKER, "pull", status["image_id"]], capture_output=True, check=True, timeout=300)
     inside = subprocess.run(
         [DOCKER, "run", "--rm", "--network", "none", status["image_id"],
-         "jq --version && python3 -c 'import six; print(six.__version__)' && test -x /opt/view/bin/hello "
-         "&& test -x /opt/view/bin/mypkg && cat /post_inst.done && echo $SPACK_ENV && cat /all_three/src/data.txt"],
+         "jq --version && python3 -c 'import eflows_canary; print(eflows_canary.VERSION)' "
+         "&& test -x /opt/view/bin/hello && test -x /opt/view/bin/mypkg && cat /post_inst.done "
+         "&& echo $SPACK_ENV && cat /all_three/src/data.txt"],
         capture_output=True, text=True, timeout=120, check=False)
     assert inside.returncode == 0, inside.stderr
-    assert "jq-" in inside.stdout and "1.16.0" in inside.stdout and "post-install ran" in inside.stdout
+    assert "jq-" in inside.stdout and "1.0" in inside.stdout and "post-install ran" in inside.stdout
     assert "/all_three" in inside.stdout and "payload" in inside.stdout
 
     # cic_cli's download: HTTP basic with the user name and the long-lived token

@@ -4,21 +4,18 @@ and the coercion of eFlows4HPC's request bodies. Folders only (the git registry 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
+from eflows_fixtures import STEPS, write_files
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eflows_fixtures import STEPS, _write  # noqa: E402
-
-from ci.errors import DefinitionError  # noqa: E402
-from ci.service.eflows import grammar, step  # noqa: E402
-from ci.service.eflows.requests import coerce  # noqa: E402
-from ci.service.models import WorkflowRequest  # noqa: E402
+from ci.errors import DefinitionError
+from ci.service.eflows import grammar, step
+from ci.service.eflows.requests import coerce
+from ci.service.models import WorkflowRequest
 
 MPI = SimpleNamespace(architecture="skylake_avx512", mpi="intel-mpi@2018", gpu=None)
 GPU = SimpleNamespace(architecture="power9le", mpi="openmpi@4.0.0", gpu="cuda@10.2")
@@ -29,7 +26,7 @@ CONCRETIZER = {"unify": True, "reuse": True, "targets": {"granularity": "microar
 def folder_of(tmp_path: Path, name: str, files: dict[str, Any] | None = None) -> Path:
     root = tmp_path / name
     root.mkdir(parents=True)
-    _write(root, files if files is not None else STEPS[name])
+    write_files(root, files if files is not None else STEPS[name])
     return root
 
 
@@ -180,7 +177,7 @@ def test_hostile_requirements_txt_and_files(tmp_path: Path) -> None:
         step.read_step(bad)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DefinitionError, match="neither eflows4hpc.yaml nor spack.yaml"):
+    with pytest.raises(DefinitionError, match=r"neither eflows4hpc\.yaml nor spack\.yaml"):
         step.read_step(empty)
 
 

@@ -94,8 +94,8 @@ class GitCache:
         self.root = root
         self.timeout = timeout
 
-    def _git(self, *args: str, repo: Path | None = None, timeout: float | None = None,
-             binary: bool = False) -> subprocess.CompletedProcess[bytes]:
+    def _git(self, *args: str, repo: Path | None = None,
+             timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
         argv = ["git", *_PROTOCOLS, *(["--git-dir", str(repo)] if repo else []), *args]
         try:
             return subprocess.run(argv, capture_output=True, timeout=timeout or self.timeout, env=_environment(),
@@ -139,7 +139,11 @@ class GitCache:
             listed = self._git("ls-remote", "--", where.url, f"refs/heads/{version}", f"refs/tags/{version}")
             if listed.returncode:
                 raise SourceError(f"the repository {where.shown} does not answer: {_text(listed.stderr)}")
-            refs = dict(reversed(line.split("\t", 1)) for line in _text(listed.stdout).splitlines() if "\t" in line)
+            refs: dict[str, str] = {}
+            for line in _text(listed.stdout).splitlines():
+                sha, tab, name = line.partition("\t")
+                if tab:
+                    refs[name] = sha
             ref = next((name for name in (f"refs/heads/{version}", f"refs/tags/{version}") if name in refs), None)
             if ref is None:
                 raise DefinitionError([Problem(BODY, field, f"{where.shown} has no branch or tag '{version}'",
@@ -163,7 +167,7 @@ class GitCache:
     def export(self, where: Location, commit: str, path: str, target: Path) -> None:
         """The folder `path` of `commit` (the whole tree for "") into `target`: files and folders only."""
         args = ["archive", "--format=tar", commit] + (["--", path] if path else [])
-        result = self._git(*args, repo=self._repo(where), binary=True)
+        result = self._git(*args, repo=self._repo(where))
         if result.returncode:
             raise SourceError(f"git archive of {path or 'the repository'} failed: {_text(result.stderr)}")
         extract(result.stdout, path, target)

@@ -10,6 +10,7 @@ the same step at the same commits is one build and a new commit is a new one.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
@@ -192,10 +193,8 @@ def prepare(settings: EflowsSettings, workflows_dir: Path, *, workflow: str | No
                                  platform=platform, output=scratch / arch / image, path=path)
         tree = workflows_dir / prepared.staged.digest[:24]
         if not tree.exists():
-            try:
+            with contextlib.suppress(OSError):  # the same content was staged by another request at the same moment
                 scratch.rename(tree)
-            except OSError:
-                pass  # the same content was staged by another request at the same moment
         final = tree / arch / image
         return Prepared(tree=tree, image=image, staged=step.Staged(
             folder=final, environment=prepared.staged.environment, recipe=prepared.staged.recipe,

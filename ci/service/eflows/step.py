@@ -294,7 +294,8 @@ def recipe(step_name: str, *, base_image: str, spack: bool, apt: bool, pip: bool
                      " && spack env activate --sh -d . > /etc/profile.d/z10_spack_environment.sh \\\n"
                      " && echo 'export PATH=/usr/local/bin:$PATH' >> /etc/profile.d/z10_spack_environment.sh")
     if pip:
-        activate = "if [ -f /etc/profile.d/z10_spack_environment.sh ]; then . /etc/profile.d/z10_spack_environment.sh; fi"
+        profile = "/etc/profile.d/z10_spack_environment.sh"
+        activate = f"if [ -f {profile} ]; then . {profile}; fi"
         lines.append(f"RUN {activate} \\\n"
                      " && if ! python3 -m pip --version >/dev/null 2>&1; then echo 'the image has no pip: add "
                      "py-pip to the spack specs or python3-pip to apt' >&2; exit 1; fi \\\n"

@@ -73,6 +73,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 def parse_body(raw: bytes) -> WorkflowRequest | DefinitionRequest:
     try:
         data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise problem(422, f"the body is not valid JSON ({exc})", "send a JSON object",
+                      field=f"line {exc.lineno} column {exc.colno}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise problem(422, f"the body is not valid JSON ({exc})", "send a JSON object") from None
     if not isinstance(data, dict):
