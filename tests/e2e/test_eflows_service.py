@@ -129,7 +129,7 @@ def test_a_step_with_apt_pip_and_spack_builds_pushes_and_downloads_as_the_eflows
     subprocess.run([DOCKER, "image", "rm", status["image_id"]], capture_output=True, check=False)
     subprocess.run([DOCKER, "pull", status["image_id"]], capture_output=True, check=True, timeout=300)
     inside = subprocess.run(
-        [DOCKER, "run", "--rm", "--network", "none", status["image_id"],
+        [DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "/bin/bash", status["image_id"], "-lc",
          "jq --version && python3 -c 'import eflows_canary; print(eflows_canary.VERSION)' "
          "&& test -x /opt/view/bin/hello && test -x /opt/view/bin/mypkg && cat /post_inst.done "
          "&& echo $SPACK_ENV && cat /all_three/src/data.txt"],

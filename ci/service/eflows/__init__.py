@@ -14,5 +14,6 @@ for one machine, into a Docker definition the pipeline builds:
 - `login`    the short-lived tokens of `GET /login` that eFlows4HPC's `client.py` asks for.
 
 The upstream builder (github.com/eflows4hpc/image_creation) is the specification of the meaning;
-docs/eflows4hpc.md lists where we differ and why.
+docs/eflows4hpc.md lists where we differ and why; docs/architecture.md places the package (layer 5,
+inside the service).
 """
