@@ -41,6 +41,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     401: ERRORS[401],
+    403: {"model": ProblemResponse, "description": "`path` (a step folder on the server) without an admin token, or "
+                                                   "outside ci.service.eflows_allowed_paths"},
     413: {"model": ProblemResponse, "description": "the body is larger than ci.service.max_body_bytes"},
     415: {"model": ProblemResponse, "description": "the body is not JSON"},
     422: {"model": ProblemResponse, "description": "the body does not follow the grammar, or names nothing buildable"},
