@@ -19,6 +19,7 @@ import base64
 import hashlib
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zipfile
@@ -94,7 +95,38 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProject
 
 @pytest.fixture(scope="module")
 def server(project: ServiceProject) -> Any:
-    return project.serve(env={"CI_CANARY_TOKEN": CANARY})
+    # the push credentials are a canary: they must reach `docker login` on stdin only
+    return project.serve(env={"CI_CANARY_TOKEN": CANARY, "CI_IMAGES_REGISTRY_USER": "eflows",
+                              "CI_IMAGES_REGISTRY_TOKEN": CANARY})
+
+
+class ArgvWatch:
+    """Reads every process's command line while a build runs: a secret on any argv is seen."""
+
+    def __init__(self, secret: str):
+        self.secret, self.seen, self.scans = secret.encode(), [], 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self.stop.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    data = cmdline.read_bytes()
+                except OSError:
+                    continue
+                if self.secret in data:
+                    self.seen.append(data.replace(b"\0", b" ").decode(errors="replace"))
+            self.scans += 1
+            time.sleep(0.05)
+
+    def __enter__(self) -> ArgvWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
 
 
 def test_a_step_with_apt_pip_and_spack_builds_pushes_and_downloads_as_the_eflows_clients_do(
@@ -107,17 +139,19 @@ def test_a_step_with_apt_pip_and_spack_builds_pushes_and_downloads_as_the_eflows
     body = {"machine": {"platform": "linux/amd64", "architecture": "x86_64", "container_engine": "singularity",
                         "mpi": "openmpi@4.1"},
             "workflow": "demo", "step_id": "all_three", "force": "false", "push": "true"}
-    submitted = requests.post(f"{url}/build/", json=body, auth=session, timeout=120)
-    assert submitted.status_code == 200, submitted.text
-    build_id = submitted.json()["id"]
-    deadline, status = time.monotonic() + 1500, {}
-    while time.monotonic() < deadline:
-        answer = requests.get(f"{url}/build/{build_id}", auth=session, timeout=30)
-        assert answer.status_code == 200, answer.text
-        status = answer.json()
-        if status["status"] in TERMINAL:
-            break
-        time.sleep(2)
+    with ArgvWatch(CANARY) as watch:
+        submitted = requests.post(f"{url}/build/", json=body, auth=session, timeout=120)
+        assert submitted.status_code == 200, submitted.text
+        build_id = submitted.json()["id"]
+        deadline, status = time.monotonic() + 1500, {}
+        while time.monotonic() < deadline:
+            answer = requests.get(f"{url}/build/{build_id}", auth=session, timeout=30)
+            assert answer.status_code == 200, answer.text
+            status = answer.json()
+            if status["status"] in TERMINAL:
+                break
+            time.sleep(2)
+    assert watch.scans > 10 and watch.seen == [], watch.seen
     log = requests.get(f"{url}/build/{build_id}/logs", auth=session, timeout=30).text
     assert status["status"] == "FINISHED", (status, log[-4000:])
     source = status["source"]
@@ -135,6 +169,13 @@ def test_a_step_with_apt_pip_and_spack_builds_pushes_and_downloads_as_the_eflows
          "&& echo $SPACK_ENV && cat /all_three/src/data.txt"],
         capture_output=True, text=True, timeout=120, check=False)
     assert inside.returncode == 0, inside.stderr
+    history = subprocess.run([DOCKER, "history", "--no-trunc", status["image_id"]], capture_output=True, text=True,
+                             check=True).stdout
+    inspect = subprocess.run([DOCKER, "image", "inspect", status["image_id"]], capture_output=True, text=True,
+                             check=True).stdout
+    assert CANARY not in history and CANARY not in inspect
+    docker_config = Path.home() / ".docker" / "config.json"
+    assert not docker_config.exists() or CANARY not in docker_config.read_text(errors="replace")
     assert "jq-" in inside.stdout and "1.0" in inside.stdout and "post-install ran" in inside.stdout
     assert "/all_three" in inside.stdout and "payload" in inside.stdout
 

@@ -213,3 +213,38 @@ def test_locations_with_passwords_or_other_protocols_are_refused(tmp_path: Path)
         with pytest.raises(ConfigError):
             eflows_git.location(value, tmp_path, "ci.service.workflow_registry")
     assert eflows_git.location("git@github.com:eflows4hpc/workflow-registry.git", tmp_path, "k").git
+
+
+def test_inv_service_request_render_writes_what_would_be_built(project: ServiceProject, tmp_path: Path) -> None:
+    import json
+
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({**BODY, "machine": {**MACHINE, "gpu": "cuda@12"}, "force": "True"}),
+                       encoding="utf-8")
+    out = tmp_path / "rendered"
+    config = project.config_file()
+    done = project.site.inv("service.request", "--request", str(request), "--render", str(out), config=config)
+    assert done.returncode == 0, done.stderr
+    assert (out / "Dockerfile").is_file() and (out / "eflows4hpc" / "apt.txt").read_text() == "jq\npython3-pip\n"
+    environment = (out / "step" / "spack.yaml").read_text()
+    assert "cuda@12" in environment and "/opt/view" in environment
+    again = project.site.inv("service.request", "--request", str(request), "--render", str(out), config=config)
+    assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
+    request.write_text('{"machine": {"platform": "linux/ppc64le", "architecture": "power9le", '
+                       '"container_engine": "singularity"}, "workflow": "demo", "step_id": "all_three"}')
+    refused = project.site.inv("service.request", "--request", str(request), "--render", str(tmp_path / "x"),
+                               config=config)
+    assert refused.returncode == 2 and "not supported on this service" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_a_registry_that_does_not_answer_hits_the_time_limit(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as listener:  # accepts connections, never says a word
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        where = eflows_git.location(f"https://127.0.0.1:{listener.getsockname()[1]}/registry.git", tmp_path, "k")
+        cache = eflows_git.GitCache(tmp_path / "cache", timeout=2)
+        with pytest.raises(eflows_git.SourceError, match="did not finish within 2 s"):
+            cache.resolve(where, "main")

@@ -19,6 +19,7 @@ from ci.service import crud
 from ci.service.api.deps import CallerDep, ServiceDep
 from ci.service.api.errors import problem, problems_response, validation_response
 from ci.service.eflows import requests as eflows_requests
+from ci.service.eflows.git import SourceError
 from ci.service.eflows.resolve import dry_run as eflows_dry_run
 from ci.service.models import (
     TERMINAL,
@@ -113,6 +114,9 @@ async def create(request: Request, caller: CallerDep, service: ServiceDep) -> Cr
         raise problem(403, str(exc), "leave `path` out, or use an admin token", field="path") from None
     except DefinitionError as exc:
         raise problems_response(422, "the request names nothing this service can build", exc.problems) from None
+    except SourceError as exc:
+        raise problem(503, f"the workflow registry or software catalog could not be read: {exc}",
+                      "try again later, or ask the operator") from None
     except CIError as exc:
         raise problem(503, f"the site could not be asked: {exc}", "try again later, or ask the operator") from None
     record, build = await run_in_threadpool(crud.submit, service.db, caller, resolved)
