@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ class EflowsSettings:
     images_prefix: str | None
     allowed_paths: tuple[Path, ...] = ()
     session_seconds: int = 3600
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def cache_of(self) -> git.GitCache:
         return git.GitCache(self.cache / "git", self.timeout)

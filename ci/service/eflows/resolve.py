@@ -45,7 +45,7 @@ def push_target(settings: EflowsSettings, body: WorkflowRequest, image: str, ver
         raise DefinitionError([Problem(BODY, "push", "this service has no registry to push to "
                                        "(ci.service.images_prefix is not set)",
                                        'send "push": false, or ask the operator to configure images_prefix')])
-    return f"{settings.images_prefix}{image}:{version if version != 'latest' else 'latest'}"
+    return f"{settings.images_prefix}{image}:{version}"
 
 
 def step_path(settings: EflowsSettings, body: WorkflowRequest, admin: bool) -> Path | None:
