@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import requests
 from eflows_fixtures import commit_change, make_catalog, make_registry
+from helpers import unmet
 from integration.service_helpers import TERMINAL, ServiceProject, free_port, service_project
 
 from ci import local
@@ -67,7 +68,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProject
     root = tmp_path_factory.mktemp("eflows-e2e")
     engine = DockerEngine([DOCKER], network="host")
     if not engine.image_exists(BASE_IMAGE):
-        pytest.skip(f"the base image {BASE_IMAGE} is missing (`inv local.base-image`)")
+        unmet(f"the base image {BASE_IMAGE} is missing; `inv local.base-image` makes it")
     ensure_standin_builder(engine, STANDIN_TAG, BASE_IMAGE)
     make_wheel(root / "index")
     port = free_port()
