@@ -38,16 +38,26 @@ def service_token(c, user, profile=None, admin=False):  # type: ignore[no-untype
 
 
 @task(help={"profile": COMMON_HELP["profile"], "json": COMMON_HELP["json"],
-            "request": "The request file: eFlows4HPC's JSON, or {\"definition\": NAME, \"arch\", \"force\"}."})
+            "request": "The request file: eFlows4HPC's JSON, or {\"definition\": NAME, \"arch\", \"force\"}.",
+            "render": "Write what would be built (Dockerfile, spack.yaml, apt and pip lists) into this new folder; "
+                      "build nothing."})
 @explained
-def service_request(c, request, profile=None, json=False):  # type: ignore[no-untyped-def]
+def service_request(c, request, profile=None, json=False, render=None):  # type: ignore[no-untyped-def]
     """Build one request without a server (library mode), in the service's database and image store.
 
     Joins a build with the same content if one is running or finished; exits 1 if the build fails.
+    With --render DIR, only stages the eFlows4HPC step into DIR (docs/eflows4hpc.md).
     """
     from ci.service import control as service_cli
     result = service_cli.request(settings_from(c, profile=profile), request,
-                                 say=lambda text: stderr.print(text, highlight=False, markup=False))
+                                 say=lambda text: stderr.print(text, highlight=False, markup=False), render=render)
+    if render:
+        if json:
+            emit_json(result)
+        else:
+            stdout.print(f"rendered {result['image']} into {result['folder']}: " + ", ".join(result["staged"][:12])
+                         + (" ..." if len(result["staged"]) > 12 else ""), highlight=False, markup=False)
+        return
     if json:
         emit_json(result)
     else:

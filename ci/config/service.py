@@ -34,11 +34,21 @@ class ServiceConfig(ConfigModel):
     poll_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
     store: str | None = None
     site_root: str | None = None
-    workflow_registry: str | None = None
+    workflow_registry: str | None = None  # a git URL (https, ssh, file) or a folder
+    # eFlows4HPC (docs/eflows4hpc.md): the registry's branch for `latest`, the software catalog, the git time
+    # limit, the base image of steps, where `push` puts images, the server folders `path` may name.
+    workflow_registry_branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z")] = "main"
+    software_catalog: str | None = None
+    software_catalog_branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z")] = "main"
+    git_timeout: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    base_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._:/@-]{0,254}\Z")] | None = None
+    images_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._:/-]{0,200}/\Z")] | None = None
+    eflows_allowed_paths: list[str] = Field(default_factory=list)
+    session_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     log_tail_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
-    @field_validator("store", "site_root", "workflow_registry")
+    @field_validator("store", "site_root", "workflow_registry", "software_catalog")
     @classmethod
     def _plain_path(cls, value: str | None) -> str | None:
         if value is not None and (not value or any(ord(ch) < 32 for ch in value)):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
+import hashlib
 import json
 import os
 import signal
@@ -292,6 +293,12 @@ def _signals(token: CancelToken) -> None:
     set_handlers({signal.SIGINT: cancel, signal.SIGTERM: lambda _signum, _frame: os.killpg(0, signal.SIGKILL)})
 
 
+def build_key(kind: str, digest: str, machine: dict[str, object]) -> str:
+    """What makes two requests one build: the image's digest and the machine it is for."""
+    text = json.dumps({"kind": kind, "digest": digest, "machine": machine}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def child_main(order_file: str) -> int:
     token = CancelToken()
     _signals(token)
@@ -341,3 +348,4 @@ if __name__ == "__main__":
         sys.stderr.write("usage: python -m ci.service.builder ORDER.json (started by the service's workers)\n")
         sys.exit(2)
     sys.exit(child_main(sys.argv[1]))
+

@@ -43,10 +43,12 @@ def token(settings: Settings, user: str, *, admin: bool) -> str:
         db.close()
 
 
-def request(settings: Settings, path: str, say: Callable[[str], None]) -> dict[str, Any]:
-    from ci.service.library import run_request
+def request(settings: Settings, path: str, say: Callable[[str], None], render: str | None = None) -> dict[str, Any]:
+    from ci.service.library import render_request, run_request
     from ci.service.settings import service_settings
 
+    if render:
+        return render_request(service_settings(settings), Path(path), Path(render))
     return run_request(service_settings(settings), Path(path), say)
 
 

@@ -59,6 +59,7 @@ class Resolved:
     step_id: str | None = None
     version: str | None = None
     failure: str | None = None  # set: the request is valid but cannot be built here (the build is FAILED at once)
+    source: dict[str, Any] | None = None  # eFlows4HPC steps: where the step came from, at which commits
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ def authenticate(db: Database, user_name: str | None, token: str) -> Caller | No
         return None
     with db.reading() as session:
         row = session.execute(select(User).join(Token, Token.user_id == User.id)
-                              .where(Token.hash == security.token_hash(token))).scalar_one_or_none()
+                              .where(Token.hash == security.token_hash(token))
+                              .where((Token.expires.is_(None)) | (Token.expires > time.time()))).scalar_one_or_none()
         if row is None or (user_name is not None and not security.same(user_name, row.name)):
             return None
         return Caller(row.id, row.name, row.role == "admin")
@@ -166,7 +168,8 @@ def submit(db: Database, caller: Caller, resolved: Resolved) -> tuple[Request, B
                         digest=resolved.digest, image_id=resolved.image_id, force=resolved.force,
                         status=(Status.FAILED if failed else Status.PENDING).value,
                         message=resolved.failure or "queued", attempts=0, cancel_requested=False,
-                        created=now, updated=now, finished=now if failed else None)
+                        created=now, updated=now, finished=now if failed else None,
+                        source=json.dumps(resolved.source, sort_keys=True) if resolved.source else None)
                     session.add(build)
                     session.flush()
                 request = Request(id=new_id(), build_id=build.id, user_id=caller.id, created=now, cancelled=False,

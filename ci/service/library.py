@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from ci.errors import CIError, DefinitionError
 from ci.service import crud
+from ci.service.eflows import requests as eflows_requests
 from ci.service.models import TERMINAL, DefinitionRequest, Status, WorkflowRequest
 from ci.service.service import Service
 from ci.service.settings import ServiceSettings
@@ -35,9 +36,11 @@ def read_request(path: Path) -> WorkflowRequest | DefinitionRequest:
         raise CIError(f"{path} is not JSON ({exc}); write the request as a JSON object") from None
     if not isinstance(data, dict):
         raise CIError(f"{path} holds no JSON object; write {{\"machine\": ..., \"workflow\": ..., \"step_id\": ...}}")
-    model: type[WorkflowRequest] | type[DefinitionRequest] = WorkflowRequest if "machine" in data \
-        or "workflow" in data else DefinitionRequest
+    model: type[WorkflowRequest] | type[DefinitionRequest] = WorkflowRequest if eflows_requests.is_workflow(data) \
+        else DefinitionRequest
     try:
+        if model is WorkflowRequest:
+            data = eflows_requests.coerce(data)
         return model.model_validate(data)
     except ValidationError as exc:
         raise DefinitionError(problems_from(exc, file=path, model=model)) from None
@@ -50,7 +53,7 @@ def run_request(settings: ServiceSettings, path: Path, say: Callable[[str], None
     try:
         service.db.migrate()
         caller = crud.ensure_user(service.db, LIBRARY_USER)
-        record, build = crud.submit(service.db, caller, service.resolve(body))
+        record, build = crud.submit(service.db, caller, service.resolve(body, admin=True))  # the operator's own run
         say(f"request {record.id}: build {build.id[:12]} {build.status}" + (" (joined)" if record.attached else ""))
         pool = Pool(service, threads=0, say=say)
         pool.start()
@@ -75,3 +78,17 @@ def run_request(settings: ServiceSettings, path: Path, say: Callable[[str], None
                 "ok": current.status == Status.FINISHED.value}
     finally:
         service.db.close()
+
+
+def render_request(settings: ServiceSettings, path: Path, output: Path) -> dict[str, Any]:
+    """`--render DIR`: stage the workflow request into DIR (what would be built); nothing is built or recorded."""
+    from ci.service.eflows.resolve import render, rendered_files
+
+    body = read_request(path)
+    if not isinstance(body, WorkflowRequest) or settings.eflows is None:
+        raise CIError(f"{path}: --render renders eFlows4HPC workflow requests (machine, workflow, step_id) only")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise CIError(f"--render {output}: the folder exists and is not empty; name a new or empty folder")
+    result = rendered_files(render(settings.eflows, body, output, admin=True))
+    result["folder"] = str(output)
+    return result

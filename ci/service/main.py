@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ci.service.api.errors import ProblemError, items
 from ci.service.api.routes import builds, images, system, web
+from ci.service.eflows import login as eflows_login
 from ci.service.models import DefinitionRequest, WorkflowRequest
 from ci.service.service import Service
 from ci.service.worker import Pool
@@ -90,6 +91,8 @@ def create_app(service: Service, *, workers: bool = True) -> FastAPI:
     app.include_router(builds.router, prefix="/image_creation")
     app.include_router(images.router, prefix="/image_creation")
     app.include_router(web.router)
+    app.include_router(eflows_login.router)  # eFlows4HPC's GET /login, as its client.py calls it
+    app.include_router(eflows_login.router, prefix="/image_creation")
 
     @app.exception_handler(ProblemError)
     async def _problem(_request: Request, exc: ProblemError) -> JSONResponse:

@@ -64,6 +64,7 @@ class Token(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[float] = mapped_column(Float, default=time.time)
+    expires: Mapped[float | None] = mapped_column(Float, nullable=True)  # a login token's end (GET /login)
 
 
 class Build(Base):
@@ -101,6 +102,7 @@ class Build(Base):
     started: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished: Mapped[float | None] = mapped_column(Float, nullable=True)
     updated: Mapped[float] = mapped_column(Float, default=time.time)
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: registry, commit, catalog commit, push
 
 
 class Request(Base):
@@ -173,6 +175,9 @@ Arch = Annotated[str, _check(_ARCH, "architecture", 16, "use e.g. amd64 or arm64
 Target = Annotated[str, _check(_TARGET, "Spack target", 64, "use a Spack target: x86_64, zen2, skylake_avx512, ..."),
                    _schema(_TARGET, 64)]
 Spec = Annotated[str, _check(_SPEC, "Spack spec", 128, "use name[@version], e.g. openmpi@4"), _schema(_SPEC, 128)]
+ServerPath = Annotated[str, _check(r"^/[A-Za-z0-9_.+@/-]{0,1023}\Z", "server path", 1024,
+                                  "give an absolute folder path (letters, digits, '_', '.', '+', '@', '-', '/')"),
+                      _schema(r"^/[A-Za-z0-9_.+@/-]{0,1023}\Z", 1024)]
 Gpu = Annotated[str, _check(_GPU, "GPU runtime", 128, "use cuda[@version] or rocm[@version]"), _schema(_GPU, 128)]
 
 
@@ -198,6 +203,8 @@ class WorkflowRequest(_Strict):
     step_id: Word
     version: Word | None = None
     force: bool = False
+    push: bool | None = None  # push the image to ci.service.images_prefix (default: when that is configured)
+    path: ServerPath | None = None  # a step folder on the server (admin tokens, ci.service.eflows_allowed_paths)
 
 
 class DefinitionRequest(_Strict):
@@ -265,6 +272,7 @@ class BuildView(BaseModel):
     updated: str
     log_url: str
     download_url: str | None
+    source: dict[str, Any] | None = None  # eFlows4HPC steps: registry, version, commit, catalog commit, push target
 
 
 class BuildList(BaseModel):

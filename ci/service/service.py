@@ -8,8 +8,6 @@ engine; for workflow steps the whole machine, whose constraints are part of the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
 from pathlib import Path
@@ -62,9 +60,13 @@ class Service:
     def log_path(self, build_id: str) -> Path:
         return self.settings.builds_dir / build_id / "build.log"
 
-    def resolve(self, body: BuildBody) -> Resolved:
+    def resolve(self, body: BuildBody, *, admin: bool = False) -> Resolved:
         if isinstance(body, DefinitionRequest):
             return self._definition(body)
+        if self.settings.eflows is not None:  # eFlows4HPC's step format and git registry (ci/service/eflows)
+            from ci.service.eflows.resolve import resolve_workflow
+
+            return resolve_workflow(self, body, admin=admin)
         return self._workflow(body)
 
     def _engine_for(self, requested: str | None, field: str) -> tuple[str, str]:
@@ -87,7 +89,7 @@ class Service:
         engine, site = self._engine_for(body.container_engine, "container_engine")
         image = builder.planned_image(builder.with_tree(pipeline, tree, body.arch), body.definition)
         machine = {"platform": f"linux/{body.arch}", "container_engine": engine}
-        key = _key("definition", image.digest, {**machine, "site_engine": site})
+        key = builder.build_key("definition", image.digest, {**machine, "site_engine": site})
         return Resolved(kind="definition", image=image.name, arch=body.arch, engine=engine, machine=machine,
                         definitions=str(tree), digest=image.digest, image_id=image.tag, key=key, force=body.force)
 
@@ -102,15 +104,10 @@ class Service:
         if not workflows.spack_kind_available():
             digest = step.digest()
             return Resolved(**common, digest=digest, image_id=f"{step.image}:{step.version}-{digest[:12]}",  # type: ignore[arg-type]
-                            key=_key("workflow", digest, {**machine, "site_engine": site}),
+                            key=builder.build_key("workflow", digest, {**machine, "site_engine": site}),
                             failure=workflows.SPACK_KIND_MISSING)
         workflows.write_definition(tree, step)
         image = builder.planned_image(builder.with_tree(self.settings.pipeline, tree, step.arch, workflow=True),
                                       step.image)
         return Resolved(**common, digest=image.digest, image_id=image.tag,  # type: ignore[arg-type]
-                        key=_key("workflow", image.digest, {**machine, "site_engine": site}))
-
-
-def _key(kind: str, digest: str, machine: dict[str, object]) -> str:
-    text = json.dumps({"kind": kind, "digest": digest, "machine": machine}, sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+                        key=builder.build_key("workflow", image.digest, {**machine, "site_engine": site}))

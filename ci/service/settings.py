@@ -36,6 +36,7 @@ class ServiceSettings(BaseModel):
     workflow_registry: Path | None
     max_body_bytes: int
     log_tail_bytes: int
+    eflows: Any = None  # ci.service.eflows.registry.EflowsSettings
 
     @property
     def builds_dir(self) -> Path:
@@ -62,11 +63,16 @@ def service_settings(settings: Settings, overrides: dict[str, Any] | None = None
         return path if path.is_absolute() else settings.project_dir / path
 
     site_root = config.site_root or posixpath.join(settings.site.root, "service")
+    from ci.service.eflows.registry import settings_from as eflows_settings
+
+    eflows = eflows_settings(config.model_dump(), project_dir=settings.project_dir, state_dir=state,
+                             spack_builder_image=settings.spack.builder_image, registry=config.workflow_registry)
     return ServiceSettings(
         pipeline=settings, database_url=database, host=config.host, port=config.port,
         url=(config.url or f"http://{config.host}:{config.port}").rstrip("/"), pool=config.pool,
         lease_seconds=config.lease_seconds, max_attempts=config.max_attempts, poll_interval=config.poll_interval,
         state_dir=state, store=local_path(config.store, state / "images"), site_root=site_root,
-        workflow_registry=local_path(config.workflow_registry, Path()) if config.workflow_registry else None,
-        max_body_bytes=config.max_body_bytes, log_tail_bytes=config.log_tail_bytes,
+        workflow_registry=local_path(config.workflow_registry, Path()) if config.workflow_registry
+        and "://" not in config.workflow_registry else None,
+        max_body_bytes=config.max_body_bytes, log_tail_bytes=config.log_tail_bytes, eflows=eflows,
     )

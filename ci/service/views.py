@@ -31,4 +31,5 @@ def view(http: HTTPRequest, record: Request, build: Build, shared: int) -> Build
         shared=shared > 1, created=iso(record.created) or "", started=iso(build.started),
         finished=iso(build.finished), updated=iso(build.updated) or "",
         log_url=str(http.url_for("logs", build_id=record.id)),
-        download_url=str(http.url_for("download", filename=build.filename)) if finished and build.filename else None)
+        download_url=str(http.url_for("download", filename=build.filename)) if finished and build.filename else None,
+        source=json.loads(build.source) if build.source else None)

@@ -199,6 +199,12 @@ class Pool:
                                                 outcome.suffix or "img")
             except OSError as exc:
                 outcome = builder.Outcome(Status.FAILED, f"the image could not be stored: {exc}")
+        if outcome.status is Status.FINISHED and claimed.kind == "workflow":
+            from ci.service.eflows.push import push_finished  # eFlows4HPC's `push` (ci/service/eflows)
+
+            failure = push_finished(db, claimed.build_id, log)
+            if failure is not None:
+                outcome, stored = builder.Outcome(Status.FAILED, failure), None
         shutil.rmtree(settings.builds_dir / claimed.build_id / "work", ignore_errors=True)  # unredacted output
         message = outcome.message if outcome.status is not Status.CANCELLED else "cancelled while it ran"
         log(f"=== {outcome.status.value}: {message}\n")

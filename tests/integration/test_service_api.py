@@ -177,9 +177,8 @@ def test_oversized_bodies_are_413_declared_or_streamed(client: TestClient, token
 
 def test_eflows_requests_work_unchanged_on_both_paths(client: TestClient, tokens: dict[str, str],
                                                      project: ServiceProject) -> None:
-    """The registry step resolves and gets the machine's constraints; without the Spack kind the build fails clearly."""
-    from ci.service import workflows
-
+    """A step with only spack.yaml (the older registry format) resolves, with the machine's target, MPI and GPU as
+    eFlows4HPC's builder adds them (ci/service/eflows; tests/integration/test_eflows_api.py has the rest)."""
     first = client.post("/build/", json=EFLOWS, headers=basic("alice", tokens["alice"]))
     second = client.post("/image_creation/build/", json=EFLOWS, headers=basic("alice", tokens["alice"]))
     assert first.status_code == second.status_code == 200, (first.text, second.text)
@@ -187,18 +186,12 @@ def test_eflows_requests_work_unchanged_on_both_paths(client: TestClient, tokens
         status = client.get(f"/image_creation/build/{answer.json()['id']}", headers=auth(tokens["alice"])).json()
         assert set(status) >= {"status", "message", "image_id", "filename"}
         assert status["workflow"] == "minimal_workflow" and status["step_id"] == "wordcount"
-        assert status["machine"]["architecture"] == "rome"
-        if not workflows.spack_kind_available():
-            assert status["status"] == "FAILED" and "Spack definition kind is not available" in status["message"]
-        else:
-            assert status["status"] == "PENDING"
+        assert status["machine"]["architecture"] == "rome" and status["status"] == "PENDING"
     tree = Path(project.settings().state_dir / "workflows")
-    written = list(tree.rglob("spack.yaml"))
-    if workflows.spack_kind_available():
-        environment = yaml.safe_load(written[0].read_text())["spack"]
-        assert environment["packages"]["all"]["require"] == ["%gcc", "target=rome"]
-        assert environment["packages"]["mpi"]["require"] == ["openmpi@4"]
-        assert environment["packages"]["cuda"]["require"] == ["@10"]
+    written = list(tree.rglob("step/spack.yaml"))
+    environment = yaml.safe_load(written[0].read_text())["spack"]
+    assert environment["packages"]["all"] == {"require": "%gcc", "target": ["rome"]}
+    assert environment["specs"] == ["py-dislib@0.9", "openmpi@4", "cuda@10"] and environment["view"] == "/opt/view"
 
 
 def test_cancel_of_a_queued_build_and_of_a_shared_one(client: TestClient, tokens: dict[str, str]) -> None:

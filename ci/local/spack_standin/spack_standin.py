@@ -1,19 +1,12 @@
 #!/usr/bin/env python3
 """A STAND-IN for Spack, for local runs and tests only: production uses a real Spack builder image.
 
-Spack cannot be installed on our machines, so the builder image of `inv local.spack-builder`
-carries this program as `/usr/local/bin/spack`. It implements only the subcommands that
-ci/spack/templates/Dockerfile.j2 calls, with Spack's documented file formats: `concretize` writes
-a `spack.lock` (lockfile v6 nodes), `install` makes an install tree and a view (installing from
-the build cache when it holds the hash, "building from source" otherwise, and pushing each package
-built from source at once to mirrors added `--autopush`, as Spack does), and `buildcache push`
-writes entries in the v3 layout (`v3/manifests/` + `blobs/sha256/`) in a folder or an S3 bucket
-(`s3://bucket/prefix`, through boto3 with the mirror's `--s3-endpoint-url`), or to an OCI registry
-(tags `<name>-<version>-<hash>.spack`, index tag `index.spack`). It builds nothing: a "package" is a
-folder with a `bin/<name>` script, and a spec with the variant `+fail` fails to build (how tests make
-a build fail at a chosen package). Python standard library only, plus Debian's python3-boto3 for S3
-(it runs in the builder image). Every install prints one summary line, so a test can count what came
-from source.
+`inv local.spack-builder` installs it as `/usr/local/bin/spack`. It implements only the subcommands
+ci/spack/templates/Dockerfile.j2 calls, with Spack's file formats: `concretize` writes a `spack.lock`
+(v6), `install` makes an install tree and a view (from the build cache when it holds the hash, else
+"from source", pushing each such package at once to `--autopush` mirrors), `buildcache push` writes the
+v3 layout to a folder, S3 (boto3) or an OCI registry. A package is a folder with `bin/<name>`; a spec
+with `+fail` fails to build. Every install prints one summary line, so tests can count what was built.
 """
 
 from __future__ import annotations
@@ -55,9 +48,7 @@ def dag_hash(payload: Any) -> str:
     return base64.b32encode(digest).decode().lower()[:32].translate(str.maketrans("", "", "="))
 
 
-# ---------------------------------------------------------------------------------------------
-# the environment: spack.yaml in, spack.lock out
-# ---------------------------------------------------------------------------------------------
+# --- the environment: spack.yaml in, spack.lock out ---
 
 def read_yaml_specs(env: Path) -> tuple[list[str], str, str, str]:
     """specs, the target, the install tree and the view of spack.yaml (a YAML subset: what we render)."""
@@ -264,9 +255,7 @@ def make_view(lock: dict[str, Any], tree: str, view: Path) -> None:
     view.symlink_to(store)
 
 
-# ---------------------------------------------------------------------------------------------
-# mirrors and caches
-# ---------------------------------------------------------------------------------------------
+# --- mirrors and caches ---
 
 def mirrors() -> dict[str, dict[str, Any]]:
     """name -> {url, autopush, signed, endpoint}, as `spack mirror add` recorded them."""
@@ -641,6 +630,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="spack", description="stand-in for the few Spack commands our "
                                      "generated Dockerfile calls (local runs and tests only)")
     parser.add_argument("-e", dest="env", default=os.environ.get("SPACK_ENV"))
+    parser.add_argument("-C", dest="config_scopes", action="append", default=[],
+                        help="a configuration scope folder (as Spack's -C; must exist)")
     sub = parser.add_subparsers(dest="command", required=True)
     mirror = sub.add_parser("mirror").add_subparsers(dest="action", required=True).add_parser("add")
     mirror.add_argument("--scope")
@@ -663,6 +654,10 @@ def main(argv: list[str]) -> int:
     sub.add_parser("concretize")
     install_cmd = sub.add_parser("install")
     install_cmd.add_argument("--fail-fast", action="store_true")
+    install_cmd.add_argument("--no-checksum", action="store_true")
+    install_cmd.add_argument("--keep-stage", action="store_true")
+    for finder in ("compiler", "external"):  # `spack compiler find`, `spack external find`: nothing to detect here
+        sub.add_parser(finder).add_subparsers(dest="action", required=True).add_parser("find")
     gc = sub.add_parser("gc")
     gc.add_argument("-y", action="store_true")
     gpg = sub.add_parser("gpg").add_subparsers(dest="action", required=True).add_parser("trust")
@@ -671,6 +666,9 @@ def main(argv: list[str]) -> int:
     env_cmd.add_argument("--sh", action="store_true")
     env_cmd.add_argument("-d", dest="directory", default=".")
     args = parser.parse_args(argv)
+    for scope in args.config_scopes:
+        if not Path(scope).is_dir():
+            sys.exit(f"==> Error: the configuration scope {scope} is not a folder")
     env = Path(args.env or ".").resolve()
     if args.command == "mirror":
         add_mirror(args.name, args.url, autopush=args.autopush, signed=args.signed and not args.unsigned,
@@ -686,6 +684,8 @@ def main(argv: list[str]) -> int:
         concretize(env)
     elif args.command == "install":
         return install(env, fail_fast=args.fail_fast)
+    elif args.command in ("compiler", "external"):
+        say(f"{args.command} find: nothing new found (stand-in)")
     elif args.command == "gc":
         say("There are no unused specs. Spack's store is clean.")
     elif args.command == "gpg":

@@ -52,8 +52,10 @@ def credentials_from(header: str | None) -> tuple[str | None, str] | None:
         except (binascii.Error, UnicodeDecodeError, ValueError):
             return None
         user, colon, token = decoded.partition(":")
-        if colon and token:
+        if colon and token not in ("", "None"):
             return user, token
+        if TOKEN_PATTERN.match(user) and token in ("", "None"):
+            return None, user  # a token as the user name, no password (eFlows4HPC's client.py after GET /login)
     return None
 
 

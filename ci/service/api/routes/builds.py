@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +18,9 @@ from ci.errors import CIError, DefinitionError
 from ci.service import crud
 from ci.service.api.deps import CallerDep, ServiceDep
 from ci.service.api.errors import problem, problems_response, validation_response
+from ci.service.eflows import requests as eflows_requests
+from ci.service.eflows.git import SourceError
+from ci.service.eflows.resolve import dry_run as eflows_dry_run
 from ci.service.models import (
     TERMINAL,
     BuildList,
@@ -39,6 +42,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     401: ERRORS[401],
+    403: {"model": ProblemResponse, "description": "`path` (a step folder on the server) without an admin token, or "
+                                                   "outside ci.service.eflows_allowed_paths"},
     413: {"model": ProblemResponse, "description": "the body is larger than ci.service.max_body_bytes"},
     415: {"model": ProblemResponse, "description": "the body is not JSON"},
     422: {"model": ProblemResponse, "description": "the body does not follow the grammar, or names nothing buildable"},
@@ -71,16 +76,23 @@ async def read_body(request: Request, limit: int) -> bytes:
 def parse_body(raw: bytes) -> WorkflowRequest | DefinitionRequest:
     try:
         data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise problem(422, f"the body is not valid JSON ({exc})", "send a JSON object",
+                      field=f"line {exc.lineno} column {exc.colno}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise problem(422, f"the body is not valid JSON ({exc})", "send a JSON object") from None
     if not isinstance(data, dict):
         raise problem(422, "the body is not a JSON object", 'send {"definition": NAME} or an eFlows4HPC request')
-    model: type[WorkflowRequest] | type[DefinitionRequest] = WorkflowRequest if "machine" in data \
-        or "workflow" in data else DefinitionRequest
+    model: type[WorkflowRequest] | type[DefinitionRequest] = WorkflowRequest if eflows_requests.is_workflow(data) \
+        else DefinitionRequest
     try:
+        if model is WorkflowRequest:
+            data = eflows_requests.coerce(data)  # eFlows4HPC's string booleans; platforms not built here
         return model.model_validate(data)
     except ValidationError as exc:
         raise validation_response(exc) from None
+    except DefinitionError as exc:
+        raise problems_response(422, "the request cannot be built here", exc.problems) from None
 
 
 async def create(request: Request, caller: CallerDep, service: ServiceDep) -> Created:
@@ -90,10 +102,21 @@ async def create(request: Request, caller: CallerDep, service: ServiceDep) -> Cr
     if content_type not in ("application/json", ""):
         raise problem(415, f"the body must be application/json, not {content_type}", "send JSON")
     body = parse_body(await read_body(request, service.settings.max_body_bytes))
+    dry_run = request.query_params.get("dry_run", "false")
+    if dry_run not in ("true", "false", "True", "False"):
+        raise problem(422, f"dry_run={dry_run[:40]!r} is not true or false", "send ?dry_run=true or leave it out",
+                      field="dry_run")
     try:
-        resolved = await run_in_threadpool(service.resolve, body)
+        if dry_run in ("true", "True"):
+            return JSONResponse(await run_in_threadpool(eflows_dry_run, service, body, caller.admin))  # type: ignore[return-value]
+        resolved = await run_in_threadpool(service.resolve, body, admin=caller.admin)
+    except PermissionError as exc:
+        raise problem(403, str(exc), "leave `path` out, or use an admin token", field="path") from None
     except DefinitionError as exc:
         raise problems_response(422, "the request names nothing this service can build", exc.problems) from None
+    except SourceError as exc:
+        raise problem(503, f"the workflow registry or software catalog could not be read: {exc}",
+                      "try again later, or ask the operator") from None
     except CIError as exc:
         raise problem(503, f"the site could not be asked: {exc}", "try again later, or ask the operator") from None
     record, build = await run_in_threadpool(crud.submit, service.db, caller, resolved)
