@@ -471,6 +471,7 @@ class CISection(_Model):
     runners: dict[str, Any] = Field(default_factory=dict)  # checked by ci.runners.settings for inv runners.*
     service: dict[str, Any] = Field(default_factory=dict)  # checked by ci.service.core.config for inv service.*
     site_env: dict[str, Any] = Field(default_factory=dict)  # checked by ci.site_env
+    publish: dict[str, Any] | None = None  # checked by ci.publish.settings when publishing
 
     @field_validator("arch", mode="before")
     @classmethod
