@@ -131,7 +131,7 @@ class Publisher(ABC):
     def catalog_problems(self, valid: Callable[[Path | bytes, bytes], bool]) -> list[str]:
         """Is the catalog's own signature there and good?"""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most kinds hold a connection, not all need closing
         """Release connections."""
 
 

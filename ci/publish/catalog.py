@@ -41,6 +41,7 @@ class Entry(BaseModel):
     arch: str = "amd64"
     published: str  # ISO 8601 UTC
     file: str  # the object key, or the registry reference `repo@sha256:...`
+    manifest: str | None = None  # registries: the digest of the published manifest
     tags: list[str] = Field(default_factory=list)
     signature: str | None = None
     provenance: str | None = None

@@ -30,7 +30,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ci.publish.base import Prepared, PublishError, Publisher, credential, kind
+from ci.publish.base import Prepared, Publisher, PublishError, credential, kind
 from ci.publish.catalog import Catalog, CatalogError, Entry, parse
 from ci.publish.settings import ObjectStoreTarget
 from ci.publish.signing import Signer

@@ -7,7 +7,8 @@ ci:
     targets:
       - {name: ghcr, kind: registry, address: ghcr.io, prefix: my-org/containers/, latest: true,
          username_env: GHCR_USER, token_env: GHCR_TOKEN}
-      - {name: ghcr-sif, kind: oras, address: ghcr.io, prefix: my-org/sif/, username_env: GHCR_USER, token_env: GHCR_TOKEN}
+      - {name: ghcr-sif, kind: oras, address: ghcr.io, prefix: my-org/sif/,
+         username_env: GHCR_USER, token_env: GHCR_TOKEN}
       - {name: allas, kind: object-store, endpoint: https://a3s.fi, bucket: lumi-containers, prefix: visualization/}
 ```
 
