@@ -40,6 +40,7 @@ from ci.hosts import Host, LocalHost, SSHHost
 from ci.jobwatch import JobWatcher
 from ci.openstack import vm
 from ci.plan import Action, Plan, make_plan
+from ci.publish import publishing_for
 from ci.report import RunReport, build_report, publish_step_summary, to_json, to_junit, to_markdown
 from ci.resources import Resources
 from ci.runs import RunFolder
@@ -50,7 +51,7 @@ from ci.site import DEFAULT_LEASE, Site, SiteLease, SiteListing, owner_is_dead
 from ci.steps import BuildStep, Chain, SiteServices, chosen, image_steps
 from ci.transfer import Registry
 
-SITE_STEPS = ("build", "transfer", "convert", "test", "promote")
+SITE_STEPS = ("build", "transfer", "convert", "test", "promote", "publish")
 Environment = Callable[[Settings], AbstractContextManager[Settings]]
 
 
@@ -146,6 +147,7 @@ def _run_chains(settings: Settings, the_plan: Plan, run: RunFolder, engine: Dock
             works.append(Work(key=image.key, steps=selected, parents=[
                 p for p in image.parents if the_plan.images[p].action is not Action.SKIP and "build" in steps]))
     limits = dict(settings.limits)
+    limits.setdefault("publish", 1)  # one publication at a time: uploads share the uplink, catalogs are rewritten
     if jobs is not None:
         limits["build"] = jobs
     executor = Executor(limits, [*listeners, run.record], cancel=cancel)
@@ -287,13 +289,15 @@ def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, eng
     say(f"run {run.run_id}: {len(the_plan.images)} images planned, {work_count} with work "
         f"(site {site.host.name}:{site.root}, engine {engine_backend.name}, scheduler {scheduler.name})",
         run_id=run.run_id, work=work_count)
-    with registry.reachable(), watcher:
+    publishing = publishing_for(settings.section("publish"), settings.project_dir) if "publish" in steps else None
+    with registry.reachable(), watcher, publishing or nullcontext():
         services = SiteServices(site=site, registry=registry, engine=engine_backend, scheduler=scheduler,
                                 watcher=watcher, job_prefix=settings.site.job_prefix, account=settings.site.account,
                                 partition=settings.site.partition, convert_job=_conversion_job(settings),
                                 binds=tuple(settings.site.binds), cancel=cancel,
                                 arch_partitions={arch: partition for arch in settings.site.arch
-                                                 if (partition := settings.site.partition_for(arch))})
+                                                 if (partition := settings.site.partition_for(arch))},
+                                publishing=publishing)
         try:
             report = _run_chains(settings, the_plan, run, engine, services, previous, steps, jobs, no_cache,
                                  listeners, cancel)

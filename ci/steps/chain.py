@@ -14,6 +14,7 @@ from ci.errors import CIError
 from ci.executor import Step, StepResult
 from ci.jobwatch import JobWatcher
 from ci.plan import PlannedImage
+from ci.publish import Publishing
 from ci.resources import Resources
 from ci.runs import RunFolder
 from ci.schedulers.base import JobStatus, Scheduler, never_starts
@@ -38,6 +39,7 @@ class SiteServices:
     binds: tuple[str, ...] = ()  # ci.site.binds: host paths (or src:dst) every host-side test's SCMD binds
     cancel: CancelToken = field(default_factory=CancelToken)
     arch_partitions: Mapping[str, str] = field(default_factory=dict)  # ci.site.arch.<arch>.partition
+    publishing: Publishing | None = None  # ci.publish: where tested images go after promote (none: nowhere)
 
     def partition_for(self, arch: str) -> str | None:
         """Where an architecture's conversions and tests run (e.g. arm64 images on arm64 nodes)."""
