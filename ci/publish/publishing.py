@@ -139,8 +139,8 @@ class Publishing:
         prepared: Prepared | None = None
         for target in self.wanted(result):
             started = time.monotonic()
-            base = {"target": target.name, "kind": target.kind, "name": str(result["name"]),
-                    "version": str(result["version"]), "digest12": str(result["digest"])[:12]}
+            base: dict[str, Any] = {"target": target.name, "kind": target.kind, "name": str(result["name"]),
+                                    "version": str(result["version"]), "digest12": str(result["digest"])[:12]}
             try:
                 publisher = self.publisher(target)
                 with self._locks[target.name]:
