@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ci.errors import CIError
 from ci.publish import provenance
@@ -41,6 +41,8 @@ CHUNK = 1024 * 1024
 @dataclass(frozen=True)
 class TestedImage:
     """What the site holds for one tested image: its promoted result and how to get its file."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class, despite its name
 
     result: Mapping[str, Any]  # tested/<name>/<stem>/result.json
     fetch: Callable[[], Path]  # the HPC image file, on this machine (fetched from the site when remote)
