@@ -27,9 +27,9 @@ from ci import local
 from ci.publish.oci import OCI_MANIFEST, OCIClient, canonical, sha256_digest
 
 REGISTRY = "127.0.0.1:5000"
-CANARY_PASSPHRASE = "canary-passphrase-5f1e9c"  # noqa: S105 - a test value that must appear nowhere
+CANARY_PASSPHRASE = "canary-passphrase-5f1e9c"
 CANARY_ACCESS_KEY = "CANARYACCESSKEY7Q2W"
-CANARY_SECRET_KEY = "canary-secret-key-8d4c1a"  # noqa: S105
+CANARY_SECRET_KEY = "canary-secret-key-8d4c1a"
 
 
 def s3_endpoint() -> str:
