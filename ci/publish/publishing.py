@@ -178,13 +178,21 @@ class Publishing:
         if with_file:
             path = image.fetch()
             md5_hash, sha_hash = hashlib.md5(), hashlib.sha256()
-            with path.open("rb") as handle:
-                while chunk := handle.read(CHUNK):
-                    md5_hash.update(chunk)
-                    sha_hash.update(chunk)
-                    size += len(chunk)
+            stream = signer.streaming() if signer else None  # gpg hashes in parallel, from the same one read
+            try:
+                with path.open("rb") as handle:
+                    while chunk := handle.read(CHUNK):
+                        if stream is not None:
+                            stream.write(chunk)
+                        md5_hash.update(chunk)
+                        sha_hash.update(chunk)
+                        size += len(chunk)
+                file_signature = stream.finish() if stream is not None else None
+            except BaseException:
+                if stream is not None:
+                    stream.abort()
+                raise
             md5, sha = md5_hash.hexdigest(), sha_hash.hexdigest()
-            file_signature = signer.sign(path) if signer else None
             file_name = file_name or path.name
 
         def make_provenance(subject: Mapping[str, Any]) -> bytes:
