@@ -13,10 +13,11 @@ published or not, signing, the order "files first, catalog last") is in `publish
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +25,7 @@ from typing import Any, ClassVar
 from ci.errors import CIError
 from ci.publish.catalog import Catalog, Entry
 from ci.publish.settings import KINDS, ObjectStoreTarget, OrasTarget, RegistryTarget
-from ci.publish.signing import Signer
+from ci.publish.signing import Signer, StreamSignature
 
 AnyTarget = RegistryTarget | OrasTarget | ObjectStoreTarget
 MODULES = {"registry": "ci.publish.registry", "oras": "ci.publish.oras", "object-store": "ci.publish.object_store"}
@@ -62,6 +63,40 @@ class Prepared:
     sign: Callable[[bytes], bytes | None] = lambda _data: None
     provenance: Callable[[Mapping[str, Any]], bytes] = lambda _subject: b"{}"
     published: str = ""
+    signing: Callable[[], StreamSignature | None] = lambda: None  # a signature fed while the file is read
+
+    @property
+    def hashed(self) -> bool:
+        """The file's checksums and signature are known (an earlier target of this run read it)."""
+        return bool(self.sha256)
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        """The file in chunks of `size`. The first read also computes its md5, sha256, size and detached
+        signature (gpg hashing in its own process), so a publication reads the file once, while it
+        uploads it; a read that stops early leaves them unknown (and stops gpg)."""
+        if self.file is None:
+            raise PublishError(f"no image file to publish for {self.name}")
+        first = not self.hashed
+        md5, sha, total = hashlib.md5(), hashlib.sha256(), 0
+        stream = self.signing() if first else None
+        complete = False
+        try:
+            with self.file.open("rb") as handle:
+                while chunk := handle.read(size):
+                    if first:
+                        md5.update(chunk)
+                        sha.update(chunk)
+                        total += len(chunk)
+                        if stream is not None:
+                            stream.write(chunk)
+                    yield chunk
+            complete = True
+        finally:
+            if stream is not None and not complete:
+                stream.abort()
+        if first:
+            self.file_signature = stream.finish() if stream is not None else None
+            self.md5, self.sha256, self.size = md5.hexdigest(), sha.hexdigest(), total
 
     @property
     def name(self) -> str:

@@ -23,6 +23,7 @@ import base64
 import hashlib
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -117,38 +118,53 @@ class ObjectStorePublisher(Publisher):
                 return None
             raise PublishError(f"target {self.name}: reading {key} failed") from None
 
-    def put_file(self, key: str, path: Path, size: int, md5: str, sha256: str) -> None:
-        """Upload a file: one PUT when small, else a resumable multipart upload."""
+    def put_file(self, key: str, item: Prepared) -> None:
+        """Upload the image file in one read: one PUT when small, else a resumable multipart upload.
+
+        Each request carries Content-MD5 (the store refuses bytes that changed on the way); after a
+        multipart upload, the object's ETag must be the md5 of the parts' md5s, so the store holds
+        exactly the parts that were sent.
+        """
+        assert item.file is not None
         part_size = self.target.part_size_mb * 1024 * 1024
-        metadata = {"sha256": sha256, "md5": md5}
+        size = item.size if item.hashed else item.file.stat().st_size
         if size <= part_size:
-            with path.open("rb") as body:
-                self._call(f"uploading {key}", self.client.put_object, Bucket=self.bucket, Key=key, Body=body,
-                           ContentMD5=_b64(md5), Metadata=metadata, ContentLength=size)
-            self.bytes_sent += size
+            data = b"".join(item.chunks(part_size))
+            self._call(f"uploading {key}", self.client.put_object, Bucket=self.bucket, Key=key, Body=data,
+                       ContentMD5=_b64(item.md5), Metadata={"sha256": item.sha256, "md5": item.md5})
+            self.bytes_sent += len(data)
             return
-        upload_id, stored = self._resumable(key, size, part_size, metadata)
-        parts = []
-        with path.open("rb") as handle:
-            number = 0
-            while chunk := handle.read(part_size):
-                number += 1
+        upload_id, stored = self._resumable(key, size, part_size)
+        parts: list[dict[str, Any]] = []
+
+        def upload(number: int, chunk: bytes, part_md5: str) -> None:
+            self._call(f"uploading part {number} of {key}", self.client.upload_part, Bucket=self.bucket,
+                       Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, ContentMD5=_b64(part_md5))
+
+        # Parts go up `uploads` at a time (the file is still read once, in order): the store works on
+        # one part while the next is read, hashed and sent. At most `uploads` parts are in memory.
+        with ThreadPoolExecutor(max_workers=self.target.uploads, thread_name_prefix="s3-part") as pool:
+            running: list[Future[None]] = []
+            for number, chunk in enumerate(item.chunks(part_size), start=1):
                 part_md5 = hashlib.md5(chunk).hexdigest()
                 if stored.get(number) == part_md5:
                     self.parts_reused += 1
                 else:
-                    self._call(f"uploading part {number} of {key}", self.client.upload_part, Bucket=self.bucket,
-                               Key=key, UploadId=upload_id, PartNumber=number, Body=chunk,
-                               ContentMD5=_b64(part_md5))
+                    running = [future for future in running if not future.done() or future.result()]
+                    if len(running) >= self.target.uploads:
+                        wait(running, return_when=FIRST_COMPLETED)
+                    running.append(pool.submit(upload, number, chunk, part_md5))
                     self.bytes_sent += len(chunk)
                 parts.append({"PartNumber": number, "ETag": f'"{part_md5}"'})
-        self._call(f"completing {key}", self.client.complete_multipart_upload, Bucket=self.bucket, Key=key,
-                   UploadId=upload_id, MultipartUpload={"Parts": parts})
-        head = self._head(key) or {}
-        if (head.get("Metadata") or {}).get("sha256") != sha256 or int(head.get("ContentLength", -1)) != size:
-            raise PublishError(f"target {self.name}: {key} is not what was uploaded after completing it")
+            for future in running:
+                future.result()  # the first failed part's error, after the others stopped
+        done = self._call(f"completing {key}", self.client.complete_multipart_upload, Bucket=self.bucket, Key=key,
+                          UploadId=upload_id, MultipartUpload={"Parts": parts})
+        expected = hashlib.md5(b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts)).hexdigest()
+        if str(done.get("ETag", "")).strip('"') != f"{expected}-{len(parts)}":
+            raise PublishError(f"target {self.name}: the store's ETag of {key} is not that of the parts sent")
 
-    def _resumable(self, key: str, size: int, part_size: int, metadata: dict[str, str]) -> tuple[str, dict[int, str]]:
+    def _resumable(self, key: str, size: int, part_size: int) -> tuple[str, dict[int, str]]:
         """An unfinished upload of `key` whose stored parts match our bytes (or a new one); stale ones aborted."""
         listing = self._call("listing unfinished uploads", self.client.list_multipart_uploads,
                              Bucket=self.bucket, Prefix=key)
@@ -169,7 +185,7 @@ class ObjectStorePublisher(Publisher):
         if chosen is not None:
             return chosen
         created = self._call(f"starting the upload of {key}", self.client.create_multipart_upload,
-                             Bucket=self.bucket, Key=key, Metadata=metadata)
+                             Bucket=self.bucket, Key=key)
         return str(created["UploadId"]), {}
 
     def objects(self) -> Iterator[dict[str, Any]]:
@@ -211,7 +227,7 @@ class ObjectStorePublisher(Publisher):
         self._ensure_bucket()
         folder = f"{item.name}/"
         file_key = folder + item.file_name
-        self.put_file(self.key(file_key), item.file, item.size, item.md5, item.sha256)
+        self.put_file(self.key(file_key), item)
         entry = Entry(name=item.name, md5sum=item.md5, sha256=item.sha256, size=item.size, version=item.version,
                       digest=item.digest, arch=item.arch, published=item.published, file=file_key,
                       description=self.target.descriptions.get(item.name, f"{item.name} {item.version} ({item.arch})"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,6 +207,30 @@ class OCIClient:
         separator = "&" if "?" in location else "?"
         self.request("PUT", f"{location}{separator}digest={digest}", repo=repo, push=True, ok=(201,),
                      content=body, headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+        self.bytes_sent += sent
+        return sent
+
+    def stream_blob(self, repo: str, chunks: Iterator[bytes], digest: Callable[[], str]) -> int:
+        """Upload a blob whose digest is known only once it was read: one streamed PATCH, then the
+        closing PUT with the digest, which the registry checks against what it received."""
+        response = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo, push=True, ok=(202,))
+        location = urljoin(self.base + "/", response.headers["Location"])
+        sent = 0
+
+        def counted() -> Iterator[bytes]:
+            nonlocal sent
+            for chunk in chunks:
+                sent += len(chunk)
+                yield chunk
+
+        response = self.request("PATCH", location, repo=repo, push=True, ok=(202,), content=counted(),
+                                headers={"Content-Type": "application/octet-stream"})
+        location = urljoin(self.base + "/", response.headers["Location"])
+        final = digest()
+        _check_digest(final)
+        separator = "&" if "?" in location else "?"
+        self.request("PUT", f"{location}{separator}digest={final}", repo=repo, push=True, ok=(201,),
+                     headers={"Content-Length": "0"})
         self.bytes_sent += sent
         return sent
 

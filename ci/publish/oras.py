@@ -19,7 +19,7 @@ from typing import Any
 
 from ci.publish.base import Prepared, PublishError, kind
 from ci.publish.catalog import Entry
-from ci.publish.oci import OCI_MANIFEST, Descriptor, canonical, sha256_digest
+from ci.publish.oci import CHUNK, OCI_MANIFEST, Descriptor, canonical, sha256_digest
 from ci.publish.provenance import MEDIA_TYPE as PROVENANCE
 from ci.publish.registry import SIGNATURE, TITLE, RegistryPublisher
 
@@ -44,8 +44,11 @@ class OrasPublisher(RegistryPublisher):
             raise PublishError(f"target {self.name}: no image file to publish for {item.name}")
         repo = self.repository(item.name)
         layer_type, config_type = media_types(item.file_name)
+        if item.hashed:  # an earlier target read the file: the registry may have the blob already
+            self._sent(self.client.push_blob(repo, f"sha256:{item.sha256}", item.size, item.file))
+        else:  # streamed while its digest and signature are computed; the registry checks the digest
+            self._sent(self.client.stream_blob(repo, item.chunks(CHUNK), lambda: f"sha256:{item.sha256}"))
         file_digest = f"sha256:{item.sha256}"
-        self._sent(self.client.push_blob(repo, file_digest, item.size, item.file))
         self._sent(self.client.push_blob(repo, sha256_digest(CONFIG), len(CONFIG), CONFIG))
         annotations = {"org.opencontainers.image.created": item.published,
                        "org.opencontainers.image.version": item.version,

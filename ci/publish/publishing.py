@@ -18,7 +18,6 @@ catalog is read, extended and written back.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -34,8 +33,6 @@ from ci.publish import provenance
 from ci.publish.base import AnyTarget, Prepared, Publisher, SourceImage, open_publisher
 from ci.publish.settings import PublishSettings
 from ci.publish.signing import Signer
-
-CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -166,34 +163,13 @@ class Publishing:
         return outcomes
 
     def _prepare(self, image: TestedImage, *, with_file: bool, previous: Prepared | None) -> Prepared:
-        """Checksums, signature and the provenance maker of one image (the file fetched only when needed)."""
+        """The publication of one image: its file (fetched only when a target needs it), its provenance
+        maker, and a signer; the file's checksums and signature are computed by its first upload."""
         result = image.result
         signer = self.signer
         published = previous.published if previous else now()
-        file_name = str(result.get("image_file") or "")
-        path: Path | None = None
-        md5 = sha = ""
-        size = 0
-        file_signature = None
-        if with_file:
-            path = image.fetch()
-            md5_hash, sha_hash = hashlib.md5(), hashlib.sha256()
-            stream = signer.streaming() if signer else None  # gpg hashes in parallel, from the same one read
-            try:
-                with path.open("rb") as handle:
-                    while chunk := handle.read(CHUNK):
-                        if stream is not None:
-                            stream.write(chunk)
-                        md5_hash.update(chunk)
-                        sha_hash.update(chunk)
-                        size += len(chunk)
-                file_signature = stream.finish() if stream is not None else None
-            except BaseException:
-                if stream is not None:
-                    stream.abort()
-                raise
-            md5, sha = md5_hash.hexdigest(), sha_hash.hexdigest()
-            file_name = file_name or path.name
+        path = image.fetch() if with_file else None
+        file_name = str(result.get("image_file") or (path.name if path else ""))
 
         def make_provenance(subject: Mapping[str, Any]) -> bytes:
             return provenance.to_bytes(provenance.record(result=result, subject=subject, source=self._source,
@@ -202,9 +178,9 @@ class Publishing:
         def sign(data: bytes) -> bytes | None:
             return signer.sign_bytes(data) if signer else None
 
-        return Prepared(result=result, file=path, file_name=file_name, md5=md5, sha256=sha, size=size,
-                        file_signature=file_signature, source=image.source, sign=sign, provenance=make_provenance,
-                        published=published)
+        return Prepared(result=result, file=path, file_name=file_name, source=image.source, sign=sign,
+                        provenance=make_provenance, published=published,
+                        signing=(lambda: signer.streaming()) if signer else (lambda: None))
 
 
 def outcomes_json(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:

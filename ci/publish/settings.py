@@ -143,6 +143,7 @@ class ObjectStoreTarget(TargetBase):
         v, what="catalog name", max_length=128, pattern=re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z"),
         fix="write a file name such as data.json"))] = "data.json"
     part_size_mb: Annotated[int, Field(strict=True, ge=5, le=5120)] = 64  # multipart above this size (S3: ≥ 5 MiB)
+    uploads: Annotated[int, Field(strict=True, ge=1, le=16)] = 4  # parts in flight (memory: this many parts)
     create_bucket: Flag = False  # create the bucket when it is missing (a local store); production buckets exist
 
     @property

@@ -14,6 +14,7 @@ user ids, which are not secret, but we keep messages to our own words).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -134,7 +135,8 @@ class Signer:
         """A signature over bytes written to it in chunks: gpg hashes them in its own process while the
         caller hashes (and reads) the same chunks once, so a large file is read one time, not twice."""
         read_end, write_end = os.pipe()
-        arguments = [GPG, "--batch", "--no-tty", "--quiet", "--armor", "--local-user", self.fingerprint, "--output", "-"]
+        arguments = [GPG, "--batch", "--no-tty", "--quiet", "--armor", "--local-user", self.fingerprint,
+                     "--output", "-"]
         if self._passphrase is not None:
             arguments += ["--pinentry-mode", "loopback", "--passphrase-fd", str(read_end)]
         arguments.append("--detach-sign")
@@ -167,10 +169,8 @@ class StreamSignature:
 
     def write(self, chunk: bytes) -> None:
         assert self._process.stdin is not None
-        try:
+        with contextlib.suppress(BrokenPipeError):  # gpg stopped early (a bad passphrase): finish() says so
             self._process.stdin.write(chunk)
-        except BrokenPipeError:
-            pass  # gpg stopped early (a bad passphrase): finish() reports it
 
     def finish(self) -> bytes:
         """The armored signature; an error if gpg failed (its stderr is not repeated)."""
