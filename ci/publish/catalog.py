@@ -85,9 +85,7 @@ def parse(data: bytes, where: str) -> Catalog:
     """A stored catalog; a damaged one is a clear error (verify reports it, publish refuses to overwrite it)."""
     try:
         raw: Any = json.loads(data)
-        if isinstance(raw, dict) and "containers" in raw and "format" not in raw:
-            raw = {**raw, "format": "lumi"}  # a plain LUMI data.json: entries lack our fields
-        return Catalog.model_validate(raw)
+        return Catalog.model_validate(raw)  # a plain LUMI data.json lacks our fields: refused, never overwritten
     except (ValueError, ValidationError) as exc:
         first = str(exc).splitlines()[0][:200]
         raise CatalogError(f"{where} is not a readable catalog ({first}); repair or remove it") from None
