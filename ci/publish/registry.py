@@ -86,7 +86,8 @@ class RegistryPublisher(Publisher):
         descriptors = []
         for media_type, data, title in layers:
             digest = sha256_digest(data)
-            self._sent(self.client.push_blob(repo, digest, len(data), data))
+            # signatures, provenance and catalogs are new by construction (they carry a time): no HEAD first
+            self._sent(self.client.push_blob(repo, digest, len(data), data, check=media_type == PUBLIC_KEY))
             descriptors.append(Descriptor(media_type, digest, len(data), {TITLE: title}).as_dict())
         manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
                                     "config": Descriptor(config_type, sha256_digest(EMPTY), len(EMPTY)).as_dict(),
@@ -100,8 +101,10 @@ class RegistryPublisher(Publisher):
         self._sent(len(body))
         return Descriptor(OCI_MANIFEST, sha256_digest(body), len(body))
 
-    def artifact_layers(self, repo: str, reference: str) -> dict[str, tuple[Descriptor, bytes]] | None:
-        """The layers of an artifact by title: (descriptor, bytes), or None when it is not there."""
+    def artifact_layers(self, repo: str, reference: str, only: tuple[str, ...] = ()
+                        ) -> dict[str, tuple[Descriptor, bytes]] | None:
+        """The layers of an artifact by title (those titled `only`, if given): (descriptor, bytes), or
+        None when it is not there."""
         found = self.client.manifest(repo, reference)
         if found is None:
             return None
@@ -109,7 +112,8 @@ class RegistryPublisher(Publisher):
         layers = {}
         for descriptor in manifest_blobs(manifest)[1:]:
             title = (descriptor.annotations or {}).get(TITLE, descriptor.digest)
-            layers[title] = (descriptor, self.client.blob(repo, descriptor.digest))
+            if not only or title in only:
+                layers[title] = (descriptor, self.client.blob(repo, descriptor.digest))
         return layers
 
     def attach(self, repo: str, subject: Descriptor, layers: list[tuple[str, bytes, str]]) -> str:
@@ -136,11 +140,11 @@ class RegistryPublisher(Publisher):
 
     # ---- the catalog -----------------------------------------------------------------------------
 
-    def _catalog_layers(self) -> dict[str, tuple[Descriptor, bytes]] | None:
-        return self.artifact_layers(self.catalog_repository, self.kind_name)
+    def _catalog_layers(self, only: tuple[str, ...] = ()) -> dict[str, tuple[Descriptor, bytes]] | None:
+        return self.artifact_layers(self.catalog_repository, self.kind_name, only)
 
     def read_catalog(self) -> Catalog:
-        layers = self._catalog_layers()
+        layers = self._catalog_layers(("catalog.json",))
         if layers is None or "catalog.json" not in layers:
             return Catalog(source_url=f"{self.target.address}/{self.target.prefix}")
         return parse(layers["catalog.json"][1], f"{self.target.address}/{self.catalog_repository}:{self.kind_name}")
@@ -156,7 +160,7 @@ class RegistryPublisher(Publisher):
         self.push_artifact(self.catalog_repository, self.kind_name, CATALOG_TYPE, layers)
 
     def public_key(self) -> bytes | None:
-        layers = self._catalog_layers() or {}
+        layers = self._catalog_layers(("pgp-public.asc",)) or {}
         return layers["pgp-public.asc"][1] if "pgp-public.asc" in layers else None
 
     def catalog_problems(self, valid: Callable[[Path | bytes, bytes], bool]) -> list[str]:
