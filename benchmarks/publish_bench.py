@@ -6,6 +6,7 @@ registry on 127.0.0.1:5000) with a throw-away gpg key:
 - object store: `Publishing.publish` of a 64 MiB image file (checksums, gpg signature, the file in
   16 MiB parts with Content-MD5, signature, provenance, the signed catalog) against boto3's own
   `upload_file` of the same file with the same part size. Target (issue 20): <= 1.2x.
+  `CI_BENCH_PUBLISH_MB` sets another size (HPC images are GBs; the fixed cost weighs less there).
 - ORAS: the same file published as an ORAS artifact (blob, config, manifest, tags, attached
   signature and provenance, the catalog) against what any push of the file does at least: its
   sha256, then one blob upload (POST + PUT).
@@ -51,7 +52,7 @@ from publish_helpers import (  # noqa: E402 - the key maker and image pusher liv
     signing_environment,
 )
 
-SIZE = 64 * 1024 * 1024
+SIZE = int(os.environ.get("CI_BENCH_PUBLISH_MB", "64")) * 1024 * 1024  # HPC images are GBs: try 512
 PART_MB = 16
 ROUNDS = 3
 
@@ -94,8 +95,8 @@ def _object_store(folder: Path) -> list[Measurement]:
             str(path), bucket, f"plain/{round_}/{path.name}", Config=transfer)))
         path.unlink()
     publish, plain = statistics.median(publish_times), statistics.median(plain_times)
-    return [Measurement("object store: publish 64 MiB", publish, "s"),
-            Measurement("object store: plain upload_file 64 MiB", plain, "s"),
+    return [Measurement(f"object store: publish {SIZE >> 20} MiB", publish, "s"),
+            Measurement(f"object store: plain upload_file {SIZE >> 20} MiB", plain, "s"),
             Measurement("object store: publish / plain upload", publish / plain, "x", target=1.2,
                         note=f"medians of {ROUNDS} interleaved rounds")]
 
@@ -120,8 +121,8 @@ def _oras(folder: Path) -> list[Measurement]:
         path.unlink()
         other.unlink()
     publish, plain = statistics.median(publish_times), statistics.median(plain_times)
-    return [Measurement("oras: publish 64 MiB", publish, "s"),
-            Measurement("oras: plain blob upload 64 MiB", plain, "s"),
+    return [Measurement(f"oras: publish {SIZE >> 20} MiB", publish, "s"),
+            Measurement(f"oras: plain blob upload {SIZE >> 20} MiB", plain, "s"),
             Measurement("oras: publish / plain upload", publish / plain, "x", target=1.2,
                         note=f"medians of {ROUNDS} interleaved rounds")]
 

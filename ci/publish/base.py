@@ -18,6 +18,7 @@ import importlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -80,18 +81,26 @@ class Prepared:
         md5, sha, total = hashlib.md5(), hashlib.sha256(), 0
         stream = self.signing() if first else None
         complete = False
+        # sha256 on a thread of its own (hashlib releases the GIL): md5, sha256 and gpg each use a core
+        hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        pending: Future[None] | None = None
         try:
             with self.file.open("rb") as handle:
                 while chunk := handle.read(size):
                     if first:
-                        md5.update(chunk)
-                        sha.update(chunk)
-                        total += len(chunk)
+                        if pending is not None:
+                            pending.result()
+                        pending = hasher.submit(sha.update, chunk)
                         if stream is not None:
                             stream.write(chunk)
+                        md5.update(chunk)
+                        total += len(chunk)
                     yield chunk
+            if pending is not None:
+                pending.result()
             complete = True
         finally:
+            hasher.shutdown(wait=True)
             if stream is not None and not complete:
                 stream.abort()
         if first:

@@ -137,32 +137,42 @@ class ObjectStorePublisher(Publisher):
         upload_id, stored = self._resumable(key, size, part_size)
         parts: list[dict[str, Any]] = []
 
-        def upload(number: int, chunk: bytes, part_md5: str) -> None:
+        def upload(number: int, chunk: bytes) -> int:
+            """One part: its md5 (here, off the reading thread), then the upload unless an earlier
+            attempt stored the same bytes; returns the bytes sent."""
+            part_md5 = hashlib.md5(chunk).hexdigest()
+            parts.append({"PartNumber": number, "ETag": f'"{part_md5}"'})
+            if stored.get(number) == part_md5:
+                return 0
             self._call(f"uploading part {number} of {key}", self.client.upload_part, Bucket=self.bucket,
                        Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, ContentMD5=_b64(part_md5))
+            return len(chunk)
 
         # Parts go up `uploads` at a time (the file is still read once, in order): the store works on
         # one part while the next is read, hashed and sent. At most `uploads` parts are in memory.
         with ThreadPoolExecutor(max_workers=self.target.uploads, thread_name_prefix="s3-part") as pool:
-            running: list[Future[None]] = []
+            running: list[Future[int]] = []
             for number, chunk in enumerate(item.chunks(part_size), start=1):
-                part_md5 = hashlib.md5(chunk).hexdigest()
-                if stored.get(number) == part_md5:
-                    self.parts_reused += 1
-                else:
-                    running = [future for future in running if not future.done() or future.result()]
-                    if len(running) >= self.target.uploads:
-                        wait(running, return_when=FIRST_COMPLETED)
-                    running.append(pool.submit(upload, number, chunk, part_md5))
-                    self.bytes_sent += len(chunk)
-                parts.append({"PartNumber": number, "ETag": f'"{part_md5}"'})
+                if len(running) >= self.target.uploads:
+                    wait(running, return_when=FIRST_COMPLETED)
+                    for future in [f for f in running if f.done()]:
+                        self._count_part(future.result())
+                        running.remove(future)
+                running.append(pool.submit(upload, number, chunk))
             for future in running:
-                future.result()  # the first failed part's error, after the others stopped
+                self._count_part(future.result())  # the first failed part's error, after the others stopped
+        parts.sort(key=lambda part: int(part["PartNumber"]))
         done = self._call(f"completing {key}", self.client.complete_multipart_upload, Bucket=self.bucket, Key=key,
                           UploadId=upload_id, MultipartUpload={"Parts": parts})
         expected = hashlib.md5(b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts)).hexdigest()
         if str(done.get("ETag", "")).strip('"') != f"{expected}-{len(parts)}":
             raise PublishError(f"target {self.name}: the store's ETag of {key} is not that of the parts sent")
+
+    def _count_part(self, sent: int) -> None:
+        if sent:
+            self.bytes_sent += sent
+        else:
+            self.parts_reused += 1
 
     def _resumable(self, key: str, size: int, part_size: int) -> tuple[str, dict[int, str]]:
         """An unfinished upload of `key` whose stored parts match our bytes (or a new one); stale ones aborted."""
