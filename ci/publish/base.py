@@ -81,26 +81,29 @@ class Prepared:
         md5, sha, total = hashlib.md5(), hashlib.sha256(), 0
         stream = self.signing() if first else None
         complete = False
-        # sha256 on a thread of its own (hashlib releases the GIL): md5, sha256 and gpg each use a core
-        hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
-        pending: Future[None] | None = None
+        # sha256 and the feed to gpg on threads of their own (hashlib and pipe writes release the GIL):
+        # md5, sha256 and gpg's hash run side by side, each chunk handed on in order
+        sha_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        gpg_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpg-feed")
+        pending: list[Future[None]] = []
         try:
             with self.file.open("rb") as handle:
                 while chunk := handle.read(size):
                     if first:
-                        if pending is not None:
-                            pending.result()
-                        pending = hasher.submit(sha.update, chunk)
+                        for future in pending:
+                            future.result()
+                        pending = [sha_thread.submit(sha.update, chunk)]
                         if stream is not None:
-                            stream.write(chunk)
+                            pending.append(gpg_thread.submit(stream.write, chunk))
                         md5.update(chunk)
                         total += len(chunk)
                     yield chunk
-            if pending is not None:
-                pending.result()
+            for future in pending:
+                future.result()
             complete = True
         finally:
-            hasher.shutdown(wait=True)
+            sha_thread.shutdown(wait=True)
+            gpg_thread.shutdown(wait=True)
             if stream is not None and not complete:
                 stream.abort()
         if first:
