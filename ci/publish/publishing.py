@@ -44,6 +44,7 @@ class TestedImage:
     result: Mapping[str, Any]  # tested/<name>/<stem>/result.json
     fetch: Callable[[], Path]  # the HPC image file, on this machine (fetched from the site when remote)
     source: SourceImage | None = None  # the OCI image in the site's registry
+    cleanup: Callable[[], None] = lambda: None  # removes what `fetch` copied, once publishing is over
 
     @property
     def label(self) -> str:
@@ -134,6 +135,13 @@ class Publishing:
         if result.get("verdict") != "tested":
             raise CIError(f"{image.label} is not tested (verdict {result.get('verdict')!r}); only tested "
                           "images are published")
+        try:
+            return self._publish(image, force)
+        finally:
+            image.cleanup()
+
+    def _publish(self, image: TestedImage, force: bool) -> list[Outcome]:
+        result = image.result
         outcomes: list[Outcome] = []
         prepared: Prepared | None = None
         for target in self.wanted(result):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -45,20 +46,29 @@ def tested_image(site: Site, registry: RegistrySettings, push_address: str, name
         raise CIError(f"{result_path} names no image file")
     remote = posixpath.join(folder, file_name)
 
+    fetched: list[Path] = []
+
     def fetch() -> Path:
         if isinstance(site.host, LocalHost):
             return Path(remote)
         cache.mkdir(parents=True, exist_ok=True)
-        local = Path(tempfile.mkdtemp(dir=cache)) / file_name
+        folder = Path(tempfile.mkdtemp(dir=cache))
+        fetched.append(folder)
+        local = folder / file_name
         site.host.get(remote, local)
         return local
+
+    def cleanup() -> None:
+        """A remote site's file was copied here for publishing: remove the copy (images are GBs)."""
+        for folder in fetched:
+            shutil.rmtree(folder, ignore_errors=True)
 
     username, token = os.environ.get(registry.username_env), os.environ.get(registry.token_env)
     source = SourceImage(address=push_address, repository=name,
                          tag=f"{result.get('version')}-{str(result.get('digest'))[:12]}",
                          insecure=registry.insecure, username=username if username and token else None,
                          password=token if username and token else None)
-    return TestedImage(result=result, fetch=fetch, source=source)
+    return TestedImage(result=result, fetch=fetch, source=source, cleanup=cleanup)
 
 
 class PublishStep(ChainStep):

@@ -389,3 +389,29 @@ def test_inv_publish_verify_and_prune_on_a_site_with_canary_secrets(tmp_path: Pa
     assert "--detach-sign" in record.read_text(), "the recorder saw no signing: the check below would prove nothing"
     for canary in canaries:
         assert canary not in seen
+
+
+def test_a_remote_sites_file_is_fetched_over_ssh_published_and_its_copy_removed(
+        tmp_path: Path, environ: dict[str, str], ssh_host: Any) -> None:
+    from ci.config import RegistrySettings
+    from ci.site import TESTED, Site
+    from ci.steps.publish import tested_image
+
+    endpoint = s3_endpoint()
+    bucket = bucket_name()
+    site = Site(ssh_host, str(tmp_path / "site"))
+    stem = f"remote-1.0-{DIGEST[:12]}"
+    folder = Path(site.promoted_path(TESTED, "remote", stem))
+    path = image_file(folder, "remote", "1.0", DIGEST, 300 * 1024, suffix="sqfs")
+    (folder / "result.json").write_text(json.dumps(promoted_result("remote", "1.0", DIGEST, path.name)))
+    cache = tmp_path / "cache"
+    image = tested_image(site, RegistrySettings(), REGISTRY, "remote", stem, cache)
+    assert image is not None and image.source is not None and image.source.tag == f"1.0-{DIGEST[:12]}"
+    assert tested_image(site, RegistrySettings(), REGISTRY, "remote", "remote-9-000000000000", cache) is None
+    settings = publish_settings({"targets": [_store(endpoint, bucket)]})
+    with Publishing(settings, PROJECT_DIR) as publishing:
+        (outcome,) = publishing.publish(image)
+    assert outcome.state == "published", outcome.error
+    stored = s3_client(endpoint).get_object(Bucket=bucket, Key=f"visualization/remote/{path.name}")["Body"].read()
+    assert stored == path.read_bytes()
+    assert list(cache.iterdir()) == [], "the copy fetched from the site was left behind"
