@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from ci.cli import gh, local, migrate, pipeline, runners, service, site, spack, vm
+from ci.cli import gh, local, migrate, pipeline, publish, runners, service, site, spack, vm
 
 ns = Collection(*pipeline.TASKS)
-for collection in (local.ns, site.ns, vm.ns, vm.openstack, gh.ns, migrate.ns, spack.ns, runners.ns, service.ns):
+for collection in (local.ns, site.ns, vm.ns, vm.openstack, gh.ns, migrate.ns, spack.ns, runners.ns, service.ns,
+                   publish.ns):
     ns.add_collection(collection)

@@ -5,13 +5,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import cli_bench, pipeline_bench, plan_bench, runners_bench, runners_docker_bench, service_bench
+from benchmarks import (
+    cli_bench,
+    pipeline_bench,
+    plan_bench,
+    publish_bench,
+    runners_bench,
+    runners_docker_bench,
+    service_bench,
+)
 from benchmarks.harness import Measurement, save
 
 BENCHMARKS: dict[str, Callable[[], list[Measurement]]] = {"cli": cli_bench.run, "plan": plan_bench.run,
                                                           "pipeline": pipeline_bench.run, "service": service_bench.run,
                                                           "runners": runners_bench.run,
-                                                          "runners-docker": runners_docker_bench.run}
+                                                          "runners-docker": runners_docker_bench.run,
+                                                          "publish": publish_bench.run}
 
 
 def main(argv: list[str]) -> int:

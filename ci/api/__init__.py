@@ -21,15 +21,18 @@ from ci.api.pipeline import (
     lock_lease,
     open_site,
     plan,
+    prune_target,
+    publish_tested,
     run_pipeline,
     site_host,
     site_listing,
+    verify_target,
     write_reports,
 )
 
 __all__ = [
     "SITE_STEPS", "PlanResult", "build", "build_environment", "cancel_run_jobs", "catalog", "cleanup",
     "docker_engine", "ensure_base_image", "ensure_local_images", "hold_site", "lock_lease", "open_site", "plan",
-    "run_pipeline",
-    "site_host", "site_listing", "spack_cache_locks", "write_reports",
+    "prune_target", "publish_tested", "run_pipeline",
+    "site_host", "site_listing", "spack_cache_locks", "verify_target", "write_reports",
 ]

@@ -22,11 +22,14 @@ allocator, the image service) use the same functions as the command line:
 
 from __future__ import annotations
 
+import os
+import posixpath
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ci.config.settings import Settings
@@ -42,7 +45,11 @@ from ci.pipeline.executor import Executor, Listener, Note, Work
 from ci.pipeline.report import SUMMARY_KEY, RunReport, build_report, to_json, to_junit, to_markdown
 from ci.pipeline.runs import RunFolder
 from ci.pipeline.steps import BuildStep, Chain, SiteServices, chosen, image_steps
+from ci.pipeline.steps.publish import tested_image
 from ci.plan import Action, Plan, make_plan
+from ci.publish import Outcome, Publishing, publishing_for
+from ci.publish.prune import Pruning, prune
+from ci.publish.verify import Verification, verify
 from ci.resources import Resources
 from ci.schedulers import Scheduler, run_job_prefix, select_scheduler
 from ci.schedulers.base import settled
@@ -53,7 +60,7 @@ from ci.site import environment as site_env
 from ci.site.layout import DEFAULT_LEASE, Site, SiteLease, SiteListing, owner_is_dead
 from ci.spack import images as spack_images
 
-SITE_STEPS = ("build", "transfer", "convert", "test", "promote")
+SITE_STEPS = ("build", "transfer", "convert", "test", "promote", "publish")
 Environment = Callable[[Settings], AbstractContextManager[Settings]]
 
 
@@ -156,6 +163,7 @@ def _run_chains(settings: Settings, the_plan: Plan, run: RunFolder, engine: Dock
             works.append(Work(key=image.key, steps=selected, parents=[
                 p for p in image.parents if the_plan.images[p].action is not Action.SKIP and "build" in steps]))
     limits = dict(settings.limits)
+    limits.setdefault("publish", 1)  # one publication at a time: uploads share the uplink, catalogs are rewritten
     if jobs is not None:
         limits["build"] = jobs
     executor = Executor(limits, [*listeners, run.record], cancel=cancel)
@@ -300,14 +308,16 @@ def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, eng
     say(f"run {run.run_id}: {len(the_plan.images)} images planned, {work_count} with work "
         f"(site {site.host.name}:{site.root}, engine {engine_backend.name}, scheduler {scheduler.name})",
         run_id=run.run_id, work=work_count)
-    with registry.reachable(), watcher:
+    publishing = publishing_for(settings.publish, settings.project_dir) if "publish" in steps else None
+    with registry.reachable(), watcher, publishing or nullcontext():
         services = SiteServices(site=site, registry=registry, engine=engine_backend, scheduler=scheduler,
                                 watcher=watcher, job_prefix=settings.site.job_prefix, account=settings.site.account,
                                 partition=settings.site.partition, convert_job=_conversion_job(settings),
                                 binds=tuple(settings.site.binds), cancel=cancel,
                                 require_tests=settings.site.require_tests,
                                 arch_partitions={arch: partition for arch in settings.site.arch
-                                                 if (partition := settings.site.partition_for(arch))})
+                                                 if (partition := settings.site.partition_for(arch))},
+                                publishing=publishing)
         try:
             report = _run_chains(settings, the_plan, run, engine, services, previous, steps, jobs, no_cache,
                                  listeners, cancel)
@@ -371,3 +381,74 @@ def build_environment(settings: Settings, say: Callable[[str], None]) -> Abstrac
     build VM, started and prepared on entry and torn down on every way out (see ci/openstack/vm.py). Give it to
     `run_pipeline(environment=...)` so that the VM starts only once the site lock is held."""
     return vm.for_run(settings, say)
+
+
+# ------------------------------------------------------------------------------------------------
+# Publishing outside a run: what tested/ holds, to the configured targets (inv publish.*)
+# ------------------------------------------------------------------------------------------------
+
+
+def publish_tested(settings: Settings, *, targets: Sequence[str] = (), only: Sequence[str] = (),
+                   force: bool = False) -> list[Outcome]:
+    """Publish every tested image of the site (or those named in `only`) that a target lacks.
+
+    What a tag's workflow run calls, and what catches up after a target was added or was down
+    during a run: the same checks as the pipeline's publish step (only tested/, only what is
+    missing unless `force`), under the site lock, so no run promotes while this reads tested/.
+    """
+    publishing = publishing_for(settings.publish, settings.project_dir, targets=tuple(targets))
+    if publishing is None:
+        raise CIError("no publish targets configured (ci.publish.targets); see docs/publish.md")
+    host = site_host(settings)
+    outcomes: list[Outcome] = []
+    try:
+        site = open_site(settings, host)
+        registry = settings.site.registry
+        push_address = f"127.0.0.1:{registry.local_port}" if registry.tunnel else registry.address
+        found = host.run(["find", site.path("tested"), "-mindepth", "3", "-maxdepth", "3", "-name", "result.json",
+                          "-print0"], check=False).stdout.split("\0")
+        folders = sorted(posixpath.dirname(path) for path in found if path.endswith("/result.json"))
+        run = RunFolder(settings.state_dir / "runs", None)
+        tunnel = host.tunnel(registry.local_port, registry.remote_port) \
+            if registry.tunnel and isinstance(host, SSHHost) else nullcontext()
+        with hold_site(site, f"publish-{run.run_id}", lease=lock_lease(settings)), tunnel, publishing:
+            for folder in folders:
+                name, stem = posixpath.basename(posixpath.dirname(folder)), posixpath.basename(folder)
+                if only and name not in only:
+                    continue
+                image = tested_image(site, registry, push_address, name, stem, run.path / "publish")
+                if image is not None:
+                    outcomes += publishing.publish(image, force=force)
+        return outcomes
+    finally:
+        host.close()
+
+
+def verify_target(settings: Settings, target: str, *, trusted_key: bytes | None = None) -> Verification:
+    """`inv publish.verify`: one target against its catalog (see ci/publish/verify.py)."""
+    publishing = publishing_for(settings.publish, settings.project_dir, targets=(target,))
+    if publishing is None:
+        raise CIError("no publish targets configured (ci.publish.targets); see docs/publish.md")
+    with publishing:
+        signer = publishing.signer if trusted_key is None and _has_signing_key(publishing) else None
+        return verify(publishing.publisher(publishing.targets[0]), trusted_key=trusted_key, signer=signer)
+
+
+def prune_target(settings: Settings, target: str, *, keep: int, apply: bool) -> Pruning:
+    """`inv publish.prune`: keep the newest `keep` versions per image at one target (a dry run unless `apply`)."""
+    publishing = publishing_for(settings.publish, settings.project_dir, targets=(target,))
+    if publishing is None:
+        raise CIError("no publish targets configured (ci.publish.targets); see docs/publish.md")
+    with publishing:
+        return prune(publishing.publisher(publishing.targets[0]), keep, apply=apply,
+                     signer=publishing.signer if apply else None)
+
+
+def _has_signing_key(publishing: Publishing) -> bool:
+    signing = publishing.settings.signing
+    return bool(os.environ.get(signing.key_env)) or (settings_path(publishing.project_dir, signing.key_file)).is_file()
+
+
+def settings_path(project_dir: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else project_dir / path

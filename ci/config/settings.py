@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     Field,
     ValidationInfo,
     field_validator,
@@ -27,13 +26,29 @@ from pydantic import (
 )
 
 from ci.config.base import WHERE, ConfigModel, validated
+from ci.config.grammars import (
+    Address,
+    Bind,
+    EnvName,
+    Flag,
+    HostName,
+    ImageRef,
+    Port,
+    Seconds,
+    SlurmName,
+    Text,
+    UserName,
+    Word,
+    grammar,
+)
+from ci.config.publish import PublishSettings
 from ci.config.runners import RunnersSettings, runners_configured
 from ci.config.service import ServiceConfig
 from ci.config.site_env import SiteEnvSettings
 from ci.config.spack import SpackSettings
 from ci.errors import ConfigError, Problem
 from ci.resources import Resources
-from ci.validation import check_text, invalid, shown
+from ci.validation import invalid, shown
 
 DEFAULT_LIMITS = {"build": 2, "transfer": 1, "convert": 4, "test": 8, "promote": 2}
 PASSPHRASE_ENV = "CI_SSH_KEY_PASSPHRASE"
@@ -57,53 +72,7 @@ def default_site_root() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "site"
 
 
-# --------------------------------------------------------------------------------------------
-# grammars: every value that reaches a command line, a job header or an ssh_config is checked
-# --------------------------------------------------------------------------------------------
-
-def _grammar(pattern: str, what: str, fix: str, max_length: int = 255) -> AfterValidator:
-    compiled = re.compile(pattern)
-
-    def check(value: str) -> str:
-        return check_text(value, what=what, max_length=max_length, pattern=compiled, fix=fix)
-
-    return AfterValidator(check)
-
-
-HostName = Annotated[str, _grammar(r"\A(?![-.])[A-Za-z0-9._-]{1,253}\Z|\A\[?[0-9A-Fa-f:.]{2,45}\]?\Z",
-                                   "host name", "write a host name or an IP address, e.g. lumi.csc.fi")]
-UserName = Annotated[str, _grammar(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z", "user name",
-                                   "write the login name (letters, digits, '_.-')")]
-EnvName = Annotated[str, _grammar(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z", "environment variable name",
-                                  "write a variable name such as CI_REGISTRY_TOKEN")]
-Address = Annotated[str, _grammar(r"\A(?![-.])[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?\Z"
-                                  r"|\A\[[0-9A-Fa-f:]{2,45}\](:[0-9]{1,5})?\Z",
-                                  "registry address",
-                                  "write host:port as the site's engine reaches the registry, e.g. 127.0.0.1:5000")]
-ImageRef = Annotated[str, _grammar(r"\A(?!.*//)[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}\Z", "image reference",
-                                   "write an image name such as containers-ci/debian:bookworm")]
-SlurmName = Annotated[str, _grammar(r"\A[A-Za-z0-9_.+-]{1,64}(,[A-Za-z0-9_.+-]{1,64}){0,15}\Z", "Slurm name",
-                                    "use the name as `sinfo -s` or `sacctmgr show assoc` lists it "
-                                    "(letters, digits, '._+-')", 1024)]
-Word = Annotated[str, _grammar(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z", "name",
-                               "write a short name (letters, digits, '._-')")]
-Text = Annotated[str, _grammar(r"\A[^\n\r]*\Z", "value", "write it on one line", 4096)]
-Seconds = Annotated[float, Field(ge=0.01)]
-Flag = Annotated[bool, Field(strict=True)]  # true or false; "yes" is a typo, not a boolean
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-_BIND = re.compile(r"\A/[A-Za-z0-9._+@%=~/-]{0,4095}(:/[A-Za-z0-9._+@%=~/-]{0,4095})?\Z")
 _COMPRESSION = re.compile(r"\A(default|none|engine|(gzip|zstd|lzo|xz|lz4|lzma)(:[0-9]{1,2})?)\Z", re.IGNORECASE)
-
-
-def _bind(value: str) -> str:
-    """`/path` or `/source:/target`: what Singularity's -B and Charliecloud's -b both read."""
-    return check_text(value, what="bind", max_length=8191, pattern=_BIND,
-                      fix="write an absolute path, or source:target with two absolute paths "
-                          "(no spaces, commas or options), e.g. /scratch:/scratch")
-
-
-Bind = Annotated[str, AfterValidator(_bind)]
 
 
 def _expand(value: str | None) -> str | None:
@@ -179,7 +148,7 @@ class SiteSettings(ConfigModel):
     scheduler: Word = "auto"  # slurm, direct, or auto (slurm when sbatch answers on the site host)
     account: SlurmName | None = None
     partition: SlurmName | None = None
-    job_prefix: Annotated[str, _grammar(r"\A[a-z][a-z0-9-]{0,15}\Z", "job prefix",
+    job_prefix: Annotated[str, grammar(r"\A[a-z][a-z0-9-]{0,15}\Z", "job prefix",
                                         "write a short lower-case word such as cci")] = "cci"
     poll_interval: Seconds = 2.0
     staging_days: Annotated[float, Field(ge=0)] = 7.0
@@ -187,7 +156,7 @@ class SiteSettings(ConfigModel):
     convert_on: Literal["login", "compute"] = "login"  # login: on the site host; compute: as a batch job
     convert_job: Resources = Field(default_factory=lambda: Resources(time="01:00:00"))
     binds: tuple[Bind, ...] = ()  # host folders every test sees inside the image: /path or /src:/dst
-    arch: dict[Annotated[str, _grammar(r"\A[a-z0-9_]{1,16}\Z", "architecture", "write e.g. amd64 or arm64")],
+    arch: dict[Annotated[str, grammar(r"\A[a-z0-9_]{1,16}\Z", "architecture", "write e.g. amd64 or arm64")],
                ArchSettings] = Field(default_factory=dict)
     lock_lease: Annotated[float, Field(ge=30, le=7 * 86400)] = 600.0  # seconds a silent lock holder is trusted
     known_hosts: Text | None = None  # the site host's known_hosts file; default ~/.ssh/known_hosts
@@ -217,11 +186,11 @@ class BaseImageSettings(ConfigModel):
 
     tag: ImageRef = "containers-ci/debian:bookworm"
     suite: Word = "bookworm"
-    mirror: Annotated[str, _grammar(r"\A(https?|file)://[^\s'\"]{1,2000}\Z", "mirror URL",
+    mirror: Annotated[str, grammar(r"\A(https?|file)://[^\s'\"]{1,2000}\Z", "mirror URL",
                                     "write the Debian mirror's URL, e.g. http://deb.debian.org/debian")] = \
         "http://deb.debian.org/debian"
     variant: Word = "minbase"
-    include: tuple[Annotated[str, _grammar(r"\A[a-z0-9][a-z0-9+.-]{0,127}\Z", "Debian package name",
+    include: tuple[Annotated[str, grammar(r"\A[a-z0-9][a-z0-9+.-]{0,127}\Z", "Debian package name",
                                            "write package names such as python3")], ...] = ()
 
 
@@ -290,7 +259,7 @@ class VMConfig(ConfigModel):
     key_name: Word = "containers-ci"
     public_key: Path
     security_group: Word = "containers-ci-ssh"
-    ssh_cidr: Annotated[str, _grammar(r"\A[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}\Z", "CIDR",
+    ssh_cidr: Annotated[str, grammar(r"\A[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}\Z", "CIDR",
                                       "write an address range such as 192.0.2.0/24")] = "0.0.0.0/0"
     network: Text | None = None
     floating_ip_pool: Text = "public"
@@ -301,11 +270,11 @@ class VMConfig(ConfigModel):
     ssh_user: UserName = "ubuntu"
     ssh_port: Port = 22
     ssh_key: Path
-    mount_point: Annotated[str, _grammar(r"\A/[A-Za-z0-9._/-]{0,1023}\Z", "mount point",
+    mount_point: Annotated[str, grammar(r"\A/[A-Za-z0-9._/-]{0,1023}\Z", "mount point",
                                          "write an absolute path such as /mnt/containers-ci")] = "/mnt/containers-ci"
     poll_interval: Annotated[float, Field(ge=0.01)] = 5.0
     timeouts: VMTimeouts = Field(default_factory=VMTimeouts)
-    device: Annotated[str, _grammar(r"\A/dev/[A-Za-z0-9._/-]{1,255}\Z", "device", "write e.g. /dev/vdb")] | None \
+    device: Annotated[str, grammar(r"\A/dev/[A-Za-z0-9._/-]{1,255}\Z", "device", "write e.g. /dev/vdb")] | None \
         = None  # the volume's device on the VM, when /dev/disk/by-id cannot tell
     prepare_args: tuple[Text, ...] = ()  # extra prepare-vm arguments (e.g. for a loopback "VM")
 
@@ -438,9 +407,9 @@ class CISection(ConfigModel):
 
     profile: Word = "local"
     definitions: Text | None = None
-    arch: tuple[Annotated[str, _grammar(r"\A[a-z0-9_]{1,16}\Z", "architecture",
+    arch: tuple[Annotated[str, grammar(r"\A[a-z0-9_]{1,16}\Z", "architecture",
                                         "write e.g. amd64 or arm64")], ...] = ("amd64",)
-    registry_prefix: Annotated[str, _grammar(r"\A(?!.*//)[A-Za-z0-9][A-Za-z0-9._/:-]{0,200}\Z",
+    registry_prefix: Annotated[str, grammar(r"\A(?!.*//)[A-Za-z0-9][A-Za-z0-9._/:-]{0,200}\Z",
                                              "registry prefix", "write e.g. registry.example.org/project/")] \
         | None = None
     state_dir: Text | None = None
@@ -455,6 +424,7 @@ class CISection(ConfigModel):
     runners: RunnersSettings | None = None  # None until github.repository and targets are set
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     site_env: SiteEnvSettings = Field(default_factory=SiteEnvSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
 
     @field_validator("arch", mode="before")
     @classmethod
@@ -471,7 +441,7 @@ class CISection(ConfigModel):
         return value if runners_configured(value) else None
 
     @field_validator("site", "vm", "openstack_image", "docker", "limits", "base_image", "workflow", "spack",
-                     "service", "site_env", mode="before")
+                     "service", "site_env", "publish", mode="before")
     @classmethod
     def _empty_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -499,6 +469,7 @@ class Settings(ConfigModel):
     runners: RunnersSettings | None = None  # the allocator is configured (inv runners.* refuses to start if not)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     site_env: SiteEnvSettings = Field(default_factory=SiteEnvSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
     raw: Mapping[str, Any] = Field(default_factory=dict)
 
     def section(self, name: str) -> Mapping[str, Any]:
@@ -634,5 +605,6 @@ def load_settings(
         runners=section.runners,
         service=section.service,
         site_env=section.site_env,
+        publish=section.publish,
         raw=data,
     )

@@ -132,6 +132,19 @@ REGISTRY_ENV = {
     "CI_REGISTRY_USER": "${{ secrets.CI_REGISTRY_USER }}",
     "CI_REGISTRY_TOKEN": "${{ secrets.CI_REGISTRY_TOKEN }}",
 }
+PUBLISH_ENV = {  # ci.publish targets name these variables (docs/publish.md)
+    "CI_PUBLISH_SIGNING_KEY": "${{ secrets.CI_PUBLISH_SIGNING_KEY }}",
+    "CI_PUBLISH_SIGNING_PASSPHRASE": "${{ secrets.CI_PUBLISH_SIGNING_PASSPHRASE }}",
+    "CI_PUBLISH_REGISTRY_USER": "${{ secrets.CI_PUBLISH_REGISTRY_USER }}",
+    "CI_PUBLISH_REGISTRY_TOKEN": "${{ secrets.CI_PUBLISH_REGISTRY_TOKEN }}",
+    "AWS_ACCESS_KEY_ID": "${{ secrets.CI_PUBLISH_S3_ACCESS_KEY }}",
+    "AWS_SECRET_ACCESS_KEY": "${{ secrets.CI_PUBLISH_S3_SECRET_KEY }}",
+}
+# Pull requests from forks never reach the self-hosted runners (nor any secret): the chain's root jobs
+# and the teardown run only for pushes, tags, schedules, dispatches and pull requests of this repository.
+SAME_REPOSITORY = ("(github.event_name != 'pull_request' || "
+                   "github.event.pull_request.head.repo.full_name == github.repository)")
+PULL_REQUEST = "github.event_name == 'pull_request'"
 HELPER_CONTAINER = {
     "image": "${{ vars.HELPER_IMAGE }}:latest",
     "credentials": {"username": "${{ github.actor }}", "password": "${{ secrets.GITHUB_TOKEN }}"},
@@ -227,8 +240,9 @@ def workflow(catalog: Catalog, settings: WorkflowSettings, profiles: Sequence[st
     image_job_ids = [job for chain in chains for job in (chain.build, chain.transfer, chain.test)]
     jobs["retest"] = retest_job([chain.test for chain in chains])
     jobs["spack-janitor"] = spack_janitor_job([chain.build for chain in chains])
-    jobs["summary"] = summary_job([*image_job_ids, "retest"])
-    jobs["teardown"] = teardown_job(["start-vm", "prepare", *image_job_ids, "retest", "spack-janitor"])
+    jobs["publish"] = publish_job([chain.test for chain in chains])
+    jobs["summary"] = summary_job([*image_job_ids, "retest", "publish"])
+    jobs["teardown"] = teardown_job(["start-vm", "prepare", *image_job_ids, "retest", "spack-janitor", "publish"])
     if len(jobs) > settings.max_jobs:
         raise CIError(f"{len(chains)} images need {len(jobs)} jobs, more than ci.workflow.max_jobs "
                       f"({settings.max_jobs}; GitHub makes at most {MAX_JOBS} jobs of a matrix); split the "
@@ -266,7 +280,12 @@ def triggers(profiles: Sequence[str], default_profile: str) -> dict[str, Any]:
             "helper-image": {"description": "Rebuild the OpenStack helper image even if its inputs did not change",
                              "type": "boolean", "default": False},
         }},
-        "push": {"branches": ["main"], "paths": ["container_definitions/**", "ci/**", "pyproject.toml"]},
+        # a tag runs the whole chain and publishes (tags are not filtered by paths)
+        "push": {"branches": ["main"], "tags": ["**"],
+                 "paths": ["container_definitions/**", "ci/**", "pyproject.toml"]},
+        # a pull request runs plan, build and test; its result is the PR's status check; nothing is
+        # promoted into tested/ nor published
+        "pull_request": {"branches": ["main"], "paths": ["container_definitions/**", "ci/**", "pyproject.toml"]},
         "schedule": [{"cron": WEEKLY}],
     }
 
@@ -274,7 +293,8 @@ def triggers(profiles: Sequence[str], default_profile: str) -> dict[str, Any]:
 def helper_image_job() -> dict[str, Any]:
     rebuild = "steps.changed.outputs.rebuild == 'true' || inputs.helper-image"
     return {
-        "name": "helper image", "runs-on": "ubuntu-latest", "timeout-minutes": 30,
+        "name": "helper image", "if": "${{ " + SAME_REPOSITORY + " }}", "runs-on": "ubuntu-latest",
+        "timeout-minutes": 30,
         "permissions": {"contents": "read", "packages": "write", "actions": "read"},
         "steps": [
             checkout(**{"fetch-depth": 0}), *setup_python(),
@@ -379,7 +399,11 @@ def image_chain(chain: ImageJobs, built_on: Sequence[ImageJobs], settings: Workf
         "steps": [checkout(), install_venv(), site_known_hosts(),
                   inv("Convert to the site's image format", f'site.convert --run "$RUN_ID" {only} {FLAGS}'),
                   # after a failed conversion this step does not run: no test job is submitted for it
-                  inv("Run the tests as batch jobs, judge, promote", f'validate --run "$RUN_ID" {only} {FLAGS}'),
+                  inv("Run the tests as batch jobs, judge, promote", f'validate --run "$RUN_ID" {only} {FLAGS}',
+                      **{"if": f"${{{{ !({PULL_REQUEST}) }}}}"}),
+                  # a pull request's images are tested in staging and never promoted into tested/
+                  inv("Run the tests as batch jobs and judge them (pull request: no promotion)",
+                      f'site.test --run "$RUN_ID" {only}', **{"if": f"${{{{ {PULL_REQUEST} }}}}"}),
                   upload(chain.test)],
     }
     return {chain.build: build, chain.transfer: transfer, chain.test: test}
@@ -415,6 +439,20 @@ def spack_janitor_job(build_jobs: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def publish_job(test_jobs: Sequence[str]) -> dict[str, Any]:
+    """Pushes to the default branch and tags: what tested/ holds goes to the targets of ci.publish that
+    lack it (`inv publish`: only tested digests, only once), after every image's tests."""
+    return {
+        "name": "publish tested images", "needs": ["prepare", *test_jobs],
+        "if": condition("needs.prepare.result == 'success'", "github.event_name == 'push'"),
+        "runs-on": ["self-hosted", RUNNER_LABELS["main"]], "timeout-minutes": 360,
+        "env": {**SITE_ENV, **REGISTRY_ENV, **PUBLISH_ENV},
+        "steps": [checkout(), install_venv(), site_known_hosts(),
+                  inv("Publish what was tested and is not published yet", "publish"),
+                  upload("publish")],
+    }
+
+
 def summary_job(image_jobs: Sequence[str]) -> dict[str, Any]:
     return {
         "name": "summary", "needs": ["prepare", *image_jobs], "if": "always()",
@@ -432,7 +470,8 @@ def teardown_job(vm_users: Sequence[str]) -> dict[str, Any]:
         "name": "teardown",
         # Every job that uses the VM, so the VM outlives them; always(): after success, failure,
         # skipped jobs and cancellation alike. The volume (Docker's layer cache) is kept.
-        "needs": list(vm_users), "if": "always()", "runs-on": "ubuntu-latest", "timeout-minutes": 30,
+        "needs": list(vm_users), "if": "${{ always() && " + SAME_REPOSITORY + " }}", "runs-on": "ubuntu-latest",
+        "timeout-minutes": 30,
         "permissions": {"contents": "read", "packages": "read"}, "container": HELPER_CONTAINER,
         "env": dict(OPENSTACK_ENV),
         "steps": [checkout(), inv("Delete the build VM", "vm.teardown")],
@@ -445,7 +484,9 @@ HEADER = """\
 # and a unit test check that this file is current (`inv gh.workflow --check`).
 #
 # The pipeline in production: helper image -> start VM -> prepare -> per image: build -> transfer ->
-# test (convert, test, promote) -> summary; teardown always. See docs/frontends/github-workflow.md.
+# test (convert, test, promote) -> publish (pushes and tags) -> summary; teardown always. Pull requests of
+# this repository build and test without promoting or publishing; those of forks run nothing here.
+# See docs/frontends/github-workflow.md and docs/publish.md.
 """
 
 

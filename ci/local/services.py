@@ -596,5 +596,52 @@ def start_rootless() -> None:
 ROOTLESS = Service("rootless", ROOTLESS_PACKAGES, ("rootlesskit", "slirp4netns", "newuidmap", "busybox", "podman"),
                    rootless_ready, start_rootless, timeout=15.0)
 
+
+# --------------------------------------------------------------------------------------------
+# An S3-compatible object store on 127.0.0.1:9000 (moto's standalone server, from PyPI): the
+# `object-store` publish target and the Spack build cache use it; tests find it via CI_S3_ENDPOINT
+# --------------------------------------------------------------------------------------------
+
+S3_ENDPOINT_ENV = "CI_S3_ENDPOINT"
+S3_DEFAULT_ENDPOINT = "http://127.0.0.1:9000"
+S3_PORT = 9000
+
+
+def s3_endpoint() -> str:
+    """The loopback S3 server's URL: CI_S3_ENDPOINT, else http://127.0.0.1:9000 (what `inv local.up` starts)."""
+    return os.environ.get(S3_ENDPOINT_ENV) or S3_DEFAULT_ENDPOINT
+
+
+def _moto_server() -> str | None:
+    """moto's server script beside this interpreter (the venv's bin/), else on PATH."""
+    import sys
+
+    beside = Path(sys.executable).parent / "moto_server"
+    return str(beside) if beside.exists() else shutil.which("moto_server")
+
+
+def s3_ready() -> bool:
+    """The server answers S3's ListBuckets (an anonymous GET / is a 200 with an XML body on moto)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{S3_PORT}/", timeout=2) as response:
+            return bool(response.status == 200 and b"ListAllMyBucketsResult" in response.read(4096))
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_s3() -> None:
+    """moto_server on loopback only; it is a Python package (`moto[server]` in the dev dependencies), not Debian's."""
+    server = _moto_server()
+    if server is None:
+        raise CIError("moto_server is not installed; `pip install 'moto[server]'` (the project's dev dependencies)")
+    _spawn([server, "-H", "127.0.0.1", "-p", str(S3_PORT)], "s3.log")
+
+
+S3 = Service("s3", (), (), s3_ready, start_s3, timeout=60.0)
+
 # In dependency order: `inv local.up` ensures each in turn.
-ALL_SERVICES = (DOCKER, SSHD, MUNGE, SLURM, REGISTRY, CHARLIECLOUD, POSTGRESQL, CHROMIUM_SERVICE, QEMU, ROOTLESS)
+ALL_SERVICES = (DOCKER, SSHD, MUNGE, SLURM, REGISTRY, CHARLIECLOUD, POSTGRESQL, CHROMIUM_SERVICE, QEMU, ROOTLESS,
+                S3)

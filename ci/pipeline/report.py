@@ -182,7 +182,22 @@ def to_markdown(report: RunReport, events: Sequence[Mapping[str, Any]] = ()) -> 
         lines.append(f"\n> `{item['arch']}/{item['name']}` not handled: {item['reason']}")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items())) or "nothing to do"
     lines += ["", f"**{counts}** in {_seconds(report.finished - report.started)}", ""]
+    lines += _published_markdown(report)
     return "\n".join(lines) + timeline.markdown(events)
+
+
+def _published_markdown(report: RunReport) -> list[str]:
+    """What the publish steps sent where, with the pull command of each (ci.publish's outcomes)."""
+    rows = [outcome for image in report.images for step in image.steps if step.name == "publish"
+            for outcome in step.data.get("published") or [] if isinstance(outcome, Mapping)]
+    if not rows:
+        return []
+    lines = ["### Published", "", "| image | target | state | pull |", "|---|---|---|---|"]
+    for row in rows:
+        state = str(row.get("state", "")) + (f": {row.get('error')}" if row.get("error") else "")
+        lines.append(f"| `{row.get('name')}` {row.get('version')} | {row.get('target')} | "
+                     f"{state.replace('|', '/')[:300]} | `{str(row.get('pull') or '-').replace('`', '')}` |")
+    return [*lines, ""]
 
 
 def render_plan(plan: Plan, console: Console) -> None:

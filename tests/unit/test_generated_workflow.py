@@ -105,7 +105,7 @@ def test_a_run_with_work_runs_every_image_job(pipeline: dict[str, Any]) -> None:
 
 def test_a_failed_build_stops_only_that_image_and_its_descendants(pipeline: dict[str, Any]) -> None:
     results = simulate(pipeline, Scenario(fail=frozenset({job("mpi", "build")}), outputs=outputs()))
-    stopped = {name for name, result in results.items() if result == "skipped"} - {"retest", "spack-janitor"}
+    stopped = {name for name, result in results.items() if result == "skipped"} - {"retest", "spack-janitor", "publish"}
     assert stopped == {job("mpi", "transfer"), job("mpi", "test"), *(job("python", step) for step in CHAIN)}
     for image in ("base", "tools-debug", "tools-minimal"):  # these go through to tested/
         assert all(results[job(image, step)] == "success" for step in CHAIN)
@@ -130,7 +130,7 @@ def test_the_empty_plan_skips_every_image_job(pipeline: dict[str, Any]) -> None:
     empty["prepare"]["has_work"] = "false"
     results = simulate(pipeline, Scenario(outputs=empty))
     assert {name for name, result in results.items() if result == "skipped"} == \
-        {job(image, step) for image in IMAGES for step in CHAIN} | {"retest", "spack-janitor"}
+        {job(image, step) for image in IMAGES for step in CHAIN} | {"retest", "spack-janitor", "publish"}
     assert results["summary"] == results["teardown"] == "success"
 
 
@@ -179,9 +179,11 @@ def test_an_early_failure_skips_the_images_and_tears_down(pipeline: dict[str, An
 def test_teardown_waits_for_every_job_on_the_vm_and_nothing_waits_for_it(pipeline: dict[str, Any]) -> None:
     jobs = jobs_of(pipeline)
     on_vm = {name for name, body in jobs.items() if "self-hosted" in (body.get("runs-on") or [])}
-    assert on_vm == {"prepare", "retest", "spack-janitor", *(job(image, step) for image in IMAGES for step in CHAIN)}
+    assert on_vm == {"prepare", "retest", "spack-janitor", "publish",
+                     *(job(image, step) for image in IMAGES for step in CHAIN)}
     assert on_vm | {"start-vm"} <= set(needs_of(jobs["teardown"]))
-    assert jobs["teardown"]["if"] == jobs["summary"]["if"] == "always()"
+    assert jobs["summary"]["if"] == "always()"
+    assert jobs["teardown"]["if"].startswith("${{ always() && ")  # and not for a fork's pull request
     assert not any("teardown" in ancestors_of(jobs, name) for name in jobs)
 
 
@@ -193,7 +195,7 @@ def test_rerun_all_jobs_never_meets_an_artifact_of_an_earlier_attempt(pipeline: 
                 assert step["with"]["overwrite"] is True and step["if"] == "always()"
                 assert step["with"]["name"].startswith("runs-${{ github.run_attempt }}-"), name
                 names.append(step["with"]["name"])
-    assert len(names) == len(set(names)) == 3 + 3 * len(IMAGES)  # prepare, retest, the janitor, every image job
+    assert len(names) == len(set(names)) == 4 + 3 * len(IMAGES)  # prepare, retest, janitor, publish, each image job
     assert pipeline["env"]["RUN_ID"] == "gh-${{ github.run_id }}-${{ github.run_attempt }}"
     download = next(step for step in jobs_of(pipeline)["summary"]["steps"]
                     if str(step.get("uses", "")).startswith("actions/download-artifact@"))

@@ -1,4 +1,4 @@
-"""The pipeline's steps, one module each: build, transfer, convert, test, promote.
+"""The pipeline's steps, one module each: build, transfer, convert, test, promote, publish.
 
 Each step is a callable (`ChainStep`) the executor runs on its own thread. The steps of one image
 share a `Chain`, which only carries values from one step to the next (the registry reference, the
@@ -20,6 +20,7 @@ from ci.pipeline.steps.build import BuildStep
 from ci.pipeline.steps.chain import Chain, ChainStep, SiteServices
 from ci.pipeline.steps.convert import ConvertStep
 from ci.pipeline.steps.promote import PromoteStep
+from ci.pipeline.steps.publish import PublishStep
 from ci.pipeline.steps.test import TestStep
 from ci.pipeline.steps.transfer import TransferStep
 from ci.plan import Action
@@ -32,6 +33,9 @@ def image_steps(chain: Chain, build: ChainStep | None) -> list[Step]:
         steps.append(build)
     if chain.image.needs_site:
         steps += [TransferStep(chain), ConvertStep(chain), TestStep(chain), PromoteStep(chain)]
+    publishing = chain.services.publishing if chain.services is not None else None
+    if publishing and chain.image.selected and (chain.image.needs_site or chain.image.site_state == "tested"):
+        steps.append(PublishStep(chain, publishing))  # also an image tested earlier and not yet published
     return [step.step() for step in steps]
 
 
@@ -40,5 +44,5 @@ def chosen(steps: Sequence[Step], names: Sequence[str]) -> list[Step]:
     return [step for step in steps if step.name in names]
 
 
-__all__ = ["BuildStep", "Chain", "ChainStep", "ConvertStep", "PromoteStep", "SiteServices", "TestStep",
+__all__ = ["BuildStep", "Chain", "ChainStep", "ConvertStep", "PromoteStep", "PublishStep", "SiteServices", "TestStep",
            "TransferStep", "chosen", "image_steps"]

@@ -15,6 +15,7 @@ from ci.errors import CIError
 from ci.pipeline.executor import Step, StepResult
 from ci.pipeline.runs import RunFolder
 from ci.plan import PlannedImage
+from ci.publish import Publishing
 from ci.resources import Resources
 from ci.schedulers.base import JobStatus, Scheduler, never_starts
 from ci.schedulers.watch import JobWatcher
@@ -39,6 +40,7 @@ class SiteServices:
     cancel: CancelToken = field(default_factory=CancelToken)
     arch_partitions: Mapping[str, str] = field(default_factory=dict)  # ci.site.arch.<arch>.partition
     require_tests: bool = False  # ci.site.require_tests: an image without tests is filed under failed/
+    publishing: Publishing | None = None  # ci.publish: where tested images go after promote (none: nowhere)
 
     def partition_for(self, arch: str) -> str | None:
         """Where an architecture's conversions and tests run (e.g. arm64 images on arm64 nodes)."""

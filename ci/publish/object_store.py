@@ -1,0 +1,334 @@
+"""The `object-store` kind: the HPC image file in an S3-compatible store (Allas, AWS S3, Ceph RGW, moto).
+
+Layout under the target's bucket and prefix, LUMI's shape plus what verifying needs:
+
+```
+<prefix><name>/<name>-<version>-<digest12>.<sif|sqfs>        the image file
+<prefix><name>/<...>.asc                                      its detached OpenPGP signature
+<prefix><name>/<...>.provenance.json (+ .asc)                 its provenance record, signed
+<prefix>data.json (+ data.json.asc)                           the catalog, written last, signed
+<prefix>pgp-public.asc                                        the key every signature checks against
+```
+
+Every upload carries Content-MD5, so the store itself refuses bytes that changed on the way, and
+the object's metadata holds its sha256. Files above `part_size_mb` go up in parts; an upload cut
+off half-way stays an unfinished multipart upload (invisible to readers), and the next attempt
+reuses the parts already stored whose ETag is the md5 of our bytes for that part, uploads the rest,
+and completes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ci.config.publish import ObjectStoreTarget
+from ci.publish.base import Prepared, Publisher, PublishError, credential, kind
+from ci.publish.catalog import Catalog, CatalogError, Entry, parse
+from ci.publish.signing import Signer
+
+PUBLIC_KEY = "pgp-public.asc"
+CHUNK = 1024 * 1024
+
+
+def _b64(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+@kind("object-store")
+class ObjectStorePublisher(Publisher):
+    """One bucket and prefix of an S3-compatible store; credentials from the target's variables."""
+
+    target: ObjectStoreTarget
+
+    def __init__(self, target: ObjectStoreTarget, environ: Any):
+        super().__init__(target, environ)
+        access = credential(environ, target.access_key_env, target.name, "access key")
+        secret = credential(environ, target.secret_key_env, target.name, "secret key")
+        self.client = boto3.client(
+            "s3", endpoint_url=target.endpoint, region_name=target.region or "us-east-1",
+            aws_access_key_id=access, aws_secret_access_key=secret,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"},
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required", connect_timeout=15, read_timeout=120))
+        self.bucket = target.bucket
+        self.prefix = target.prefix
+        self.parts_reused = 0
+        self._bucket_checked = False
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _call(self, what: str, function: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return function(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise PublishError(f"target {self.name}: {what} failed ({code}) at bucket {self.bucket}") from None
+        except BotoCoreError as exc:
+            raise PublishError(f"target {self.name}: {what} failed ({type(exc).__name__}); is "
+                               f"{self.target.endpoint or 'the S3 endpoint'} reachable?") from None
+
+    def key(self, relative: str) -> str:
+        return self.prefix + relative
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.client.head_object(Bucket=self.bucket, Key=key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise PublishError(f"target {self.name}: HEAD {key} failed") from None
+
+    def _ensure_bucket(self) -> None:
+        if self._bucket_checked:
+            return
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            if not self.target.create_bucket:
+                raise PublishError(f"target {self.name}: bucket {self.bucket} does not exist or is not ours; "
+                                   "create it (or set create_bucket: true for a local store)") from None
+            self._call("creating the bucket", self.client.create_bucket, Bucket=self.bucket)
+        except BotoCoreError as exc:
+            raise PublishError(f"target {self.name}: {self.target.endpoint or 'S3'} did not answer "
+                               f"({type(exc).__name__})") from None
+        self._bucket_checked = True
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        md5 = hashlib.md5(data).hexdigest()
+        sha = hashlib.sha256(data).hexdigest()
+        self._call(f"uploading {key}", self.client.put_object, Bucket=self.bucket, Key=key, Body=data,
+                   ContentMD5=_b64(md5), ContentType=content_type, Metadata={"sha256": sha, "md5": md5})
+        self.bytes_sent += len(data)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise PublishError(f"target {self.name}: reading {key} failed") from None
+
+    def put_file(self, key: str, item: Prepared) -> None:
+        """Upload the image file in one read: one PUT when small, else a resumable multipart upload.
+
+        Each request carries Content-MD5 (the store refuses bytes that changed on the way); after a
+        multipart upload, the object's ETag must be the md5 of the parts' md5s, so the store holds
+        exactly the parts that were sent.
+        """
+        assert item.file is not None
+        part_size = self.target.part_size_mb * 1024 * 1024
+        size = item.size if item.hashed else item.file.stat().st_size
+        if size <= part_size:
+            data = b"".join(item.chunks(part_size))
+            self._call(f"uploading {key}", self.client.put_object, Bucket=self.bucket, Key=key, Body=data,
+                       ContentMD5=_b64(item.md5), Metadata={"sha256": item.sha256, "md5": item.md5})
+            self.bytes_sent += len(data)
+            return
+        upload_id, stored = self._resumable(key, size, part_size)
+        parts: list[dict[str, Any]] = []
+
+        def upload(number: int, chunk: bytes) -> int:
+            """One part: its md5 (here, off the reading thread), then the upload unless an earlier
+            attempt stored the same bytes; returns the bytes sent."""
+            part_md5 = hashlib.md5(chunk).hexdigest()
+            parts.append({"PartNumber": number, "ETag": f'"{part_md5}"'})
+            if stored.get(number) == part_md5:
+                return 0
+            self._call(f"uploading part {number} of {key}", self.client.upload_part, Bucket=self.bucket,
+                       Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, ContentMD5=_b64(part_md5))
+            return len(chunk)
+
+        # Parts go up `uploads` at a time (the file is still read once, in order): the store works on
+        # one part while the next is read, hashed and sent. At most `uploads` parts are in memory.
+        with ThreadPoolExecutor(max_workers=self.target.uploads, thread_name_prefix="s3-part") as pool:
+            running: list[Future[int]] = []
+            for number, chunk in enumerate(item.chunks(part_size), start=1):
+                if len(running) >= self.target.uploads:
+                    wait(running, return_when=FIRST_COMPLETED)
+                    for future in [f for f in running if f.done()]:
+                        self._count_part(future.result())
+                        running.remove(future)
+                running.append(pool.submit(upload, number, chunk))
+            for future in running:
+                self._count_part(future.result())  # the first failed part's error, after the others stopped
+        parts.sort(key=lambda part: int(part["PartNumber"]))
+        done = self._call(f"completing {key}", self.client.complete_multipart_upload, Bucket=self.bucket, Key=key,
+                          UploadId=upload_id, MultipartUpload={"Parts": parts})
+        expected = hashlib.md5(b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts)).hexdigest()
+        if str(done.get("ETag", "")).strip('"') != f"{expected}-{len(parts)}":
+            raise PublishError(f"target {self.name}: the store's ETag of {key} is not that of the parts sent")
+
+    def _count_part(self, sent: int) -> None:
+        if sent:
+            self.bytes_sent += sent
+        else:
+            self.parts_reused += 1
+
+    def _resumable(self, key: str, size: int, part_size: int) -> tuple[str, dict[int, str]]:
+        """An unfinished upload of `key` whose stored parts match our bytes (or a new one); stale ones aborted."""
+        listing = self._call("listing unfinished uploads", self.client.list_multipart_uploads,
+                             Bucket=self.bucket, Prefix=key)
+        uploads = sorted((u for u in listing.get("Uploads", []) if u.get("Key") == key),
+                         key=lambda u: u.get("Initiated"), reverse=True)
+        chosen: tuple[str, dict[int, str]] | None = None
+        for upload in uploads:
+            upload_id = upload["UploadId"]
+            if chosen is None:
+                parts = self._call("listing stored parts", self.client.list_parts, Bucket=self.bucket, Key=key,
+                                   UploadId=upload_id).get("Parts", [])
+                stored = {int(p["PartNumber"]): str(p["ETag"]).strip('"') for p in parts
+                          if int(p.get("Size", 0)) == min(part_size, size - part_size * (int(p["PartNumber"]) - 1))}
+                chosen = (upload_id, stored)
+                continue
+            self._call("aborting a stale upload", self.client.abort_multipart_upload, Bucket=self.bucket, Key=key,
+                       UploadId=upload_id)
+        if chosen is not None:
+            return chosen
+        created = self._call(f"starting the upload of {key}", self.client.create_multipart_upload,
+                             Bucket=self.bucket, Key=key)
+        return str(created["UploadId"]), {}
+
+    def objects(self) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                yield from page.get("Contents", [])
+        except (ClientError, BotoCoreError) as exc:
+            raise PublishError(f"target {self.name}: listing bucket {self.bucket} failed ({type(exc).__name__})") \
+                from None
+
+    # ---- the interface -------------------------------------------------------------------------
+
+    def read_catalog(self) -> Catalog:
+        self._ensure_bucket()
+        data = self.get_bytes(self.key(self.target.catalog))
+        if data is None:
+            return Catalog(source_url=self.target.public_url)
+        return parse(data, f"s3://{self.bucket}/{self.key(self.target.catalog)}")
+
+    def write_catalog(self, catalog: Catalog, signer: Signer | None) -> None:
+        catalog = catalog.model_copy(update={"source_url": self.target.public_url,
+                                             "public_key": PUBLIC_KEY if signer else None})
+        data = catalog.to_bytes()
+        if signer is not None:
+            self.put_bytes(self.key(PUBLIC_KEY), signer.public_key(), "application/pgp-keys")
+            # the signature first: a reader never sees a catalog without its signature beside it
+            self.put_bytes(self.key(self.target.catalog + ".asc"), signer.sign_bytes(data), "application/pgp-signature")
+        self.put_bytes(self.key(self.target.catalog), data, "application/json")
+
+    def present(self, entry: Entry) -> bool:
+        head = self._head(self.key(entry.file))
+        return head is not None and int(head.get("ContentLength", -1)) == entry.size \
+            and (head.get("Metadata") or {}).get("sha256") in (None, entry.sha256)
+
+    def publish(self, item: Prepared) -> Entry:
+        if item.file is None:
+            raise PublishError(f"target {self.name}: no image file to publish for {item.name}")
+        self._ensure_bucket()
+        folder = f"{item.name}/"
+        file_key = folder + item.file_name
+        self.put_file(self.key(file_key), item)
+        entry = Entry(name=item.name, md5sum=item.md5, sha256=item.sha256, size=item.size, version=item.version,
+                      digest=item.digest, arch=item.arch, published=item.published, file=file_key,
+                      description=self.target.descriptions.get(item.name, f"{item.name} {item.version} ({item.arch})"),
+                      pull=f"curl -fLO {self.target.public_url}{file_key}")
+        if item.file_signature is not None:
+            self.put_bytes(self.key(file_key + ".asc"), item.file_signature, "application/pgp-signature")
+            entry.signature = file_key + ".asc"
+        provenance = item.provenance({"name": item.file_name, "sha256": item.sha256, "size": item.size,
+                                      "location": f"{self.target.public_url}{file_key}"})
+        self.put_bytes(self.key(file_key + ".provenance.json"), provenance, "application/json")
+        entry.provenance = file_key + ".provenance.json"
+        provenance_signature = item.sign(provenance)
+        if provenance_signature is not None:
+            self.put_bytes(self.key(entry.provenance + ".asc"), provenance_signature, "application/pgp-signature")
+            entry.provenance_signature = entry.provenance + ".asc"
+        return entry
+
+    def problems(self, catalog: Catalog, valid: Callable[[Path | bytes, bytes], bool] | None) -> list[str]:
+        stored = {obj["Key"][len(self.prefix):]: obj for obj in self.objects()}
+        expected = {self.target.catalog}
+        found: list[str] = []
+        if valid is not None:
+            expected |= {self.target.catalog + ".asc", PUBLIC_KEY}
+        for entry in catalog.containers:
+            listed = [entry.file, entry.signature, entry.provenance, entry.provenance_signature]
+            expected |= {name for name in listed if name}
+            if entry.file not in stored:
+                found.append(f"missing: {entry.file} (listed for {entry.name} {entry.version})")
+                continue
+            found += self._check_file(entry, stored, valid)
+        for name in sorted(set(stored) - expected):
+            found.append(f"not in the catalog: {name}")
+        return found
+
+    def _check_file(self, entry: Entry, stored: dict[str, Any], valid: Callable[[Path | bytes, bytes], bool] | None
+                    ) -> list[str]:
+        found: list[str] = []
+        with tempfile.NamedTemporaryFile(prefix="ci-verify-") as handle:
+            md5, sha = hashlib.md5(), hashlib.sha256()
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self.key(entry.file))["Body"]
+                for chunk in body.iter_chunks(CHUNK):
+                    md5.update(chunk)
+                    sha.update(chunk)
+                    handle.write(chunk)
+            except (ClientError, BotoCoreError):
+                return [f"unreadable: {entry.file}"]
+            handle.flush()
+            size = handle.tell()
+            if size != entry.size or md5.hexdigest() != entry.md5sum or sha.hexdigest() != entry.sha256:
+                found.append(f"checksum mismatch: {entry.file} (sha256 {sha.hexdigest()[:16]}…, size {size}; "
+                             f"the catalog lists {entry.sha256[:16]}…, size {entry.size})")
+            if valid is not None:
+                found += self._check_signature(entry.file, entry.signature, Path(handle.name), stored, valid)
+        if entry.provenance:
+            provenance = self.get_bytes(self.key(entry.provenance))
+            if provenance is None:
+                found.append(f"missing: {entry.provenance} (provenance of {entry.file})")
+            elif valid is not None:
+                found += self._check_signature(entry.provenance, entry.provenance_signature, provenance, stored, valid)
+        return found
+
+    def _check_signature(self, name: str, signature_name: str | None, content: Path | bytes,
+                         stored: dict[str, Any], valid: Callable[[Path | bytes, bytes], bool]) -> list[str]:
+        if not signature_name:
+            return [f"unsigned: {name} (the catalog lists no signature)"]
+        if signature_name not in stored:
+            return [f"missing: {signature_name} (signature of {name})"]
+        signature = self.get_bytes(self.key(signature_name)) or b""
+        return [] if valid(content, signature) else [f"bad signature: {signature_name} does not sign {name}"]
+
+    def remove(self, entry: Entry) -> None:
+        for name in (entry.file, entry.signature, entry.provenance, entry.provenance_signature):
+            if name:
+                self._call(f"deleting {name}", self.client.delete_object, Bucket=self.bucket, Key=self.key(name))
+
+    def catalog_problems(self, valid: Callable[[Path | bytes, bytes], bool]) -> list[str]:
+        data = self.get_bytes(self.key(self.target.catalog))
+        signature = self.get_bytes(self.key(self.target.catalog + ".asc"))
+        if data is None:
+            return []
+        if signature is None:
+            return [f"missing: {self.target.catalog}.asc (signature of the catalog)"]
+        return [] if valid(data, signature) else [f"bad signature: {self.target.catalog}.asc does not sign "
+                                                  f"{self.target.catalog}"]
+
+    def public_key(self) -> bytes | None:
+        return self.get_bytes(self.key(PUBLIC_KEY))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+__all__ = ["PUBLIC_KEY", "CatalogError", "ObjectStorePublisher"]

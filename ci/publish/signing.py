@@ -1,0 +1,222 @@
+"""Detached OpenPGP signatures with the real `gpg`, in a throw-away keyring.
+
+Why a keyring of our own: the signing key must not land in the user's ~/.gnupg, and two runs must not
+share agent state. `Signer` makes a private GNUPGHOME (mode 0700) for its lifetime, imports the armored
+secret key through stdin (never argv, never a file of ours), signs files by path with the passphrase
+on stdin, exports the public key that is published beside the catalog, and stops its gpg-agent and
+removes the folder on close. `Keyring` does the same with a public key only, to check signatures.
+
+Where the key comes from (`ci.publish.signing`): the variable `key_env` (an armored key), else the
+file `key_file` of the secrets folder. Neither the key nor its passphrase reaches a command line, a
+log or an exception message; gpg's own stderr is not repeated either (it can echo key material's
+user ids, which are not secret, but we keep messages to our own words).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ci.config.publish import SigningSettings
+from ci.errors import CIError
+
+GPG = "gpg"
+
+
+class SigningError(CIError):
+    """The signing key is missing, unreadable or refused; the message says which setting to fix."""
+
+
+class _Home:
+    """A private GNUPGHOME and the gpg calls made in it."""
+
+    def __init__(self) -> None:
+        if shutil.which(GPG) is None:
+            raise SigningError("gpg is not installed (Debian package gnupg); signatures need it")
+        self.path = Path(tempfile.mkdtemp(prefix="ci-gnupg-"))
+        self.path.chmod(0o700)
+        # The agent re-protects an imported key with its own S2K and runs it on every signature: with
+        # its calibrated default that is ~0.1 s unloaded, seconds on a busy machine, per signature. This
+        # keyring lives in a 0700 folder for one run and is removed after it, so the minimum count is
+        # enough here; the key file the user keeps is untouched.
+        (self.path / "gpg-agent.conf").write_text("s2k-count 65536\n", encoding="utf-8")
+
+    @property
+    def env(self) -> dict[str, str]:
+        keep = {name: value for name, value in os.environ.items() if name in ("PATH", "LANG", "LC_ALL", "HOME")}
+        return {**keep, "GNUPGHOME": str(self.path)}
+
+    def gpg(self, arguments: Sequence[str], *, stdin: bytes | None = None, check: bool = True,
+            what: str = "gpg") -> subprocess.CompletedProcess[bytes]:
+        result = subprocess.run([GPG, "--batch", "--no-tty", "--quiet", *arguments], input=stdin,
+                                capture_output=True, env=self.env, check=False, timeout=600)
+        if check and result.returncode != 0:
+            raise SigningError(f"{what} failed (gpg exit {result.returncode})")
+        return result
+
+    def fingerprints(self, secret: bool) -> list[str]:
+        listing = self.gpg(["--with-colons", "--list-secret-keys" if secret else "--list-keys"], check=False)
+        lines = listing.stdout.decode(errors="replace").splitlines()
+        return [line.split(":")[9] for line in lines if line.startswith("fpr:")][:1] if lines else []
+
+    def close(self) -> None:
+        subprocess.run(["gpgconf", "--kill", "all"], env=self.env, capture_output=True, check=False)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Signer:
+    """Signs files with one secret key, in its own keyring; use as a context manager."""
+
+    def __init__(self, key: bytes, passphrase: str | None):
+        self._home = _Home()
+        self._passphrase = passphrase
+        self._public: bytes | None = None
+        try:
+            self._home.gpg(["--import"], stdin=key, what="importing the signing key")
+            found = self._home.fingerprints(secret=True)
+            if not found:
+                raise SigningError("the signing key holds no secret key; export it with "
+                                   "`gpg --armor --export-secret-keys KEYID`")
+            self.fingerprint = found[0]
+        except BaseException:
+            self._home.close()
+            raise
+
+    @classmethod
+    def from_settings(cls, settings: SigningSettings, project_dir: Path,
+                      environ: Mapping[str, str] | None = None) -> Signer | None:
+        """The configured key, or None when there is none and signing is not required."""
+        environ = os.environ if environ is None else environ
+        key: bytes | None = environ[settings.key_env].encode() if environ.get(settings.key_env) else None
+        source = f"the variable {settings.key_env}"
+        if key is None:
+            path = Path(os.path.expanduser(settings.key_file))
+            path = path if path.is_absolute() else project_dir / path
+            source = f"the file {path}"
+            if path.is_file():
+                key = path.read_bytes()
+        if key is None:
+            if settings.required:
+                raise SigningError(f"no signing key: set {settings.key_env} to an armored secret key or write "
+                                   f"it to {settings.key_file} (ci.publish.signing); or set "
+                                   "ci.publish.signing.required: false to publish unsigned")
+            return None
+        try:
+            return cls(key, environ.get(settings.passphrase_env) or None)
+        except SigningError as exc:
+            raise SigningError(f"{exc} (key from {source})") from None
+
+    def __enter__(self) -> Signer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._home.close()
+
+    def sign(self, path: Path) -> bytes:
+        """An armored detached signature of the file at `path`."""
+        arguments = ["--armor", "--local-user", self.fingerprint, "--output", "-", "--detach-sign", str(path)]
+        stdin = None
+        if self._passphrase is not None:
+            arguments = ["--pinentry-mode", "loopback", "--passphrase-fd", "0", *arguments]
+            stdin = self._passphrase.encode()
+        result = self._home.gpg(arguments, stdin=stdin, what=f"signing {path.name} (check the key's passphrase "
+                                f"variable, ci.publish.signing.passphrase_env)")
+        return result.stdout
+
+    def streaming(self) -> StreamSignature:
+        """A signature over bytes written to it in chunks: gpg hashes them in its own process while the
+        caller hashes (and reads) the same chunks once, so a large file is read one time, not twice."""
+        read_end, write_end = os.pipe()
+        arguments = [GPG, "--batch", "--no-tty", "--quiet", "--armor", "--local-user", self.fingerprint,
+                     "--output", "-"]
+        if self._passphrase is not None:
+            arguments += ["--pinentry-mode", "loopback", "--passphrase-fd", str(read_end)]
+        arguments.append("--detach-sign")
+        process = subprocess.Popen(arguments, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, env=self._home.env, pass_fds=(read_end,))
+        os.close(read_end)
+        with os.fdopen(write_end, "wb") as passphrase:
+            if self._passphrase is not None:
+                passphrase.write(self._passphrase.encode() + b"\n")
+        return StreamSignature(process)
+
+    def sign_bytes(self, data: bytes) -> bytes:
+        with tempfile.NamedTemporaryFile(prefix="ci-sign-") as handle:
+            handle.write(data)
+            handle.flush()
+            return self.sign(Path(handle.name))
+
+    def public_key(self) -> bytes:
+        if self._public is None:
+            self._public = self._home.gpg(["--armor", "--export", self.fingerprint],
+                                          what="exporting the public key").stdout
+        return self._public
+
+
+class StreamSignature:
+    """One running `gpg --detach-sign` reading the data on stdin (`Signer.streaming`)."""
+
+    def __init__(self, process: subprocess.Popen[bytes]):
+        self._process = process
+
+    def write(self, chunk: bytes) -> None:
+        assert self._process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # gpg stopped early (a bad passphrase): finish() says so
+            self._process.stdin.write(chunk)
+
+    def finish(self) -> bytes:
+        """The armored signature; an error if gpg failed (its stderr is not repeated)."""
+        output, _ = self._process.communicate(timeout=600)
+        if self._process.returncode != 0:
+            raise SigningError(f"signing failed (gpg exit {self._process.returncode}); check the key's passphrase "
+                               "variable (ci.publish.signing.passphrase_env)")
+        return output
+
+    def abort(self) -> None:
+        self._process.kill()
+        self._process.wait()
+
+
+class Keyring:
+    """Checks detached signatures against one public key (the one published beside the catalog)."""
+
+    def __init__(self, public_key: bytes):
+        self._home = _Home()
+        try:
+            self._home.gpg(["--import"], stdin=public_key, what="importing the public key")
+            found = self._home.fingerprints(secret=False)
+            if not found:
+                raise SigningError("the published public key holds no key")
+            self.fingerprint = found[0]
+        except BaseException:
+            self._home.close()
+            raise
+
+    def __enter__(self) -> Keyring:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._home.close()
+
+    def valid(self, path: Path, signature: bytes) -> bool:
+        """True when `signature` is a good signature of the file at `path` by this keyring's key."""
+        with tempfile.NamedTemporaryFile(prefix="ci-sig-", suffix=".asc") as handle:
+            handle.write(signature)
+            handle.flush()
+            result = self._home.gpg(["--status-fd", "1", "--verify", handle.name, str(path)], check=False)
+        status = result.stdout.decode(errors="replace")
+        return result.returncode == 0 and f"VALIDSIG {self.fingerprint}" in status
+
+    def valid_bytes(self, data: bytes, signature: bytes) -> bool:
+        with tempfile.NamedTemporaryFile(prefix="ci-data-") as handle:
+            handle.write(data)
+            handle.flush()
+            return self.valid(Path(handle.name), signature)
