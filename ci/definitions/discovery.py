@@ -27,7 +27,7 @@ def on_demand(raw: Any, catalog: Catalog) -> set[str]:
     """The builder definitions of ci.spack.builders (ci.spack.builders: built when needed, or named)."""
     from ci.spack.builders import on_demand as builders  # the Spack package imports this module's model
 
-    return builders(catalog, raw if isinstance(raw, Mapping) else None)
+    return builders(catalog, raw)
 
 
 def load_catalog(root: Path, arches: Sequence[str] | None = None, options: Mapping[str, Any] | None = None) -> Catalog:

@@ -16,10 +16,10 @@ from ci.definitions.model import Catalog
 from ci.errors import ConfigError
 
 
-def on_demand(catalog: Catalog, raw: Mapping[str, Any] | None) -> set[str]:
+def on_demand(catalog: Catalog, raw: SpackSettings | Mapping[str, Any] | None) -> set[str]:
     """Keys of the builder definitions: built when needed, not by a plain build-all."""
     try:
-        names = set(spack_settings(raw).builders)
+        names = set((raw if isinstance(raw, SpackSettings) else spack_settings(raw)).builders)
     except ConfigError:  # the Spack kind files a bad ci.spack section as a problem of every Spack definition
         names = set(SpackSettings().builders)
     keys = {key for key, spec in catalog.images.items() if spec.definition in names}

@@ -31,9 +31,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slurm, pytest.mar
 
 
 def expected_tests() -> dict[str, list[str]]:
-    """Every image of the bundled examples (variants expanded) and its tests, from the catalog."""
+    """Every image of the bundled examples (variants expanded) and its tests, from the catalog; the Spack
+    builder definitions are built only when an image needs them (ci.spack.builders), which the local
+    profile's stand-in builder never does."""
     catalog = load_catalog(EXAMPLES_DIR, ("amd64",))
-    return {image.name: [test.name for test in image.tests] for image in catalog.images.values()}
+    return {image.name: [test.name for test in image.tests] for key, image in catalog.images.items()
+            if key not in catalog.on_demand}
 
 
 def build_all(project: SiteProject) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
