@@ -471,6 +471,8 @@ class CISection(_Model):
     runners: dict[str, Any] = Field(default_factory=dict)  # checked by ci.runners.settings for inv runners.*
     service: dict[str, Any] = Field(default_factory=dict)  # checked by ci.service.core.config for inv service.*
     site_env: dict[str, Any] = Field(default_factory=dict)  # checked by ci.site_env
+    build_hosts: list[Any] | None = None  # checked by ci.buildhosts.settings (the pool of build engines)
+    build_pool: dict[str, Any] = Field(default_factory=dict)  # checked by ci.buildhosts.settings
 
     @field_validator("arch", mode="before")
     @classmethod
@@ -481,7 +483,7 @@ class CISection(_Model):
         return value
 
     @field_validator("site", "vm", "openstack_image", "docker", "limits", "base_image", "workflow", "spack",
-                     "runners", "service", "site_env", mode="before")
+                     "runners", "service", "site_env", "build_pool", mode="before")
     @classmethod
     def _empty_is_default(cls, value: Any) -> Any:
         return {} if value is None else value

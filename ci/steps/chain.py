@@ -5,10 +5,11 @@ step base class (`ChainStep`): resume from an earlier attempt, honour the cancel
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
+from ci.docker import DockerEngine
 from ci.engines.base import Engine
 from ci.errors import CIError
 from ci.executor import Step, StepResult
@@ -38,6 +39,9 @@ class SiteServices:
     binds: tuple[str, ...] = ()  # ci.site.binds: host paths (or src:dst) every host-side test's SCMD binds
     cancel: CancelToken = field(default_factory=CancelToken)
     arch_partitions: Mapping[str, str] = field(default_factory=dict)  # ci.site.arch.<arch>.partition
+    # The engine that holds an image now (the build host that built it, or another one after
+    # failover); None: the registry's own engine (one build host).
+    image_engine: Callable[[str, IO[str]], DockerEngine] | None = None
 
     def partition_for(self, arch: str) -> str | None:
         """Where an architecture's conversions and tests run (e.g. arm64 images on arm64 nodes)."""

@@ -1,0 +1,136 @@
+"""`ci.build_hosts` and `ci.build_pool`: the build engines a run spreads its builds over, and their shared store.
+
+```yaml
+build_hosts:                       # [] (the default): the one engine of ci.docker, ci.limits.build slots
+  - {name: vm1, address: "ssh://ubuntu@10.0.0.5", builds: 2, platforms: [linux/amd64]}
+  - {name: vm2, address: "unix:///run/containers-ci/docker-b.sock", builds: 2}
+build_pool:
+  registry: "127.0.0.1:5000"       # the build registry (host:port); needed by more than one host
+  repository: containers-ci/build  # where built images and their cache refs go in it
+  cache: true                      # registry-backed BuildKit cache, one ref per image
+  placement: parent                # parent: prefer a host holding the parents; away: prefer one that does not
+```
+
+`ci/config.py` keeps both sections as written (it may import nothing of ours); this module checks
+them once per run, each bad value one line naming the key (`ci.build_hosts[1].address`) and the fix.
+An address is one of the forms the Docker client itself takes in `-H`: `unix:///path`,
+`ssh://[user@]host[:port]`, `tcp://host:port`; anything else (spaces, options, control characters,
+`../`) is refused before any command line is made.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from ci.config import WHERE, Address, Settings, Text, Word, _Model, _validated
+from ci.errors import ConfigError, Problem
+from ci.validation import check_text, invalid, shown, type_name
+
+_ADDRESS = re.compile(
+    r"\Aunix:///(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9._/+-]{1,200}\Z"
+    r"|\Assh://(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}@)?(?![-.])[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?\Z"
+    r"|\Atcp://(?![-.])[A-Za-z0-9.-]{1,253}:[0-9]{1,5}\Z"
+    r"|\Assh://(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}@)?\[[0-9A-Fa-f:]{2,45}\](?::[0-9]{1,5})?\Z"
+    r"|\Atcp://\[[0-9A-Fa-f:]{2,45}\]:[0-9]{1,5}\Z")
+_PLATFORM = re.compile(r"\A[a-z0-9]{1,16}/[a-z0-9_]{1,16}(/[a-z0-9]{1,8})?\Z")
+_REPOSITORY = re.compile(r"\A[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*){0,7}\Z")
+
+
+def _address(value: str) -> str:
+    check_text(value, what="engine address", max_length=300, pattern=_ADDRESS,
+               fix="write unix:///path/to/docker.sock, ssh://user@host[:port] or tcp://host:port")
+    if value.startswith("unix://") and "/../" in value + "/":
+        raise invalid(f"{shown(value)} climbs out of its folder ('..')", "write the socket's absolute path")
+    return value
+
+
+def _platform(value: str) -> str:
+    return check_text(value, what="platform", max_length=40, pattern=_PLATFORM,
+                      fix="write os/arch as BuildKit names it, e.g. linux/amd64 or linux/arm64")
+
+
+def _repository(value: str) -> str:
+    return check_text(value, what="repository", max_length=200, pattern=_REPOSITORY,
+                      fix="write a lowercase repository path such as containers-ci/build")
+
+
+EngineAddress = Annotated[str, AfterValidator(_address)]
+Platform = Annotated[str, AfterValidator(_platform)]
+Repository = Annotated[str, AfterValidator(_repository)]
+Slots = Annotated[int, Field(strict=True, ge=1, le=1000)]
+
+
+class BuildHostSettings(_Model):
+    """One engine of the pool: where it is, how many builds it runs at once, what it can build."""
+
+    name: Word
+    address: EngineAddress | None = None  # None: ci.docker.host (the default engine when that is unset too)
+    builds: Slots = 2
+    platforms: tuple[Platform, ...] = ()  # what it builds; () = whatever a run asks (emulation is its business)
+    client: Text | None = None  # None: ci.docker.client
+
+
+class BuildPoolSettings(_Model):
+    """The store every host shares: built images by digest and the BuildKit cache, one ref per image."""
+
+    registry: Address | None = None
+    repository: Repository = "containers-ci/build"
+    cache: Annotated[bool, Field(strict=True)] = True
+    placement: Literal["parent", "away"] = "parent"
+
+
+class BuildHosts(_Model):
+    """The checked pool: its hosts (at least one) and the shared store."""
+
+    hosts: tuple[BuildHostSettings, ...]
+    pool: BuildPoolSettings = Field(default_factory=BuildPoolSettings)
+    configured: bool = False  # False: the one-element default made from ci.docker
+
+    @property
+    def capacity(self) -> int:
+        return sum(host.builds for host in self.hosts)
+
+
+def _problem(field: str, message: str, fix: str) -> ConfigError:
+    return ConfigError.from_problems([Problem(Path(WHERE), field, message, fix)])
+
+
+def build_hosts(settings: Settings, jobs: int | None = None) -> BuildHosts:
+    """The pool of a run from its settings: `ci.build_hosts`, else the one engine of `ci.docker`.
+
+    `jobs` (the `--jobs` flag) sets the default engine's slots; for a configured pool it caps the
+    whole pool (the executor's build capacity), applied by the caller.
+    """
+    raw_hosts = settings.raw.get("build_hosts")
+    raw_pool = settings.raw.get("build_pool") or {}
+    if raw_hosts is not None and not isinstance(raw_hosts, list | tuple):
+        raise _problem("ci.build_hosts", f"expected a list of hosts, got {type_name(raw_hosts)}",
+                       "write a list such as [{name: a, address: 'unix:///run/docker.sock', builds: 2}]")
+    pool = _validated(BuildPoolSettings, raw_pool, "ci.build_pool")
+    if not raw_hosts:
+        default = BuildHostSettings(name="default", address=settings.docker_host,
+                                    builds=jobs if jobs is not None else settings.limits.get("build", 2),
+                                    platforms=())
+        return BuildHosts(hosts=(default,), pool=pool, configured=False)
+    if len(raw_hosts) > 1000:
+        raise _problem("ci.build_hosts", f"{len(raw_hosts)} hosts listed (at most 1000)", "list fewer hosts")
+    hosts = tuple(_validated(BuildHostSettings, raw, f"ci.build_hosts[{index}]")
+                  for index, raw in enumerate(raw_hosts))
+    names = [host.name for host in hosts]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise _problem("ci.build_hosts", f"host name {shown(twice[0])} appears more than once",
+                       "give every host its own name")
+    addresses = [host.address or "(ci.docker.host)" for host in hosts]
+    doubled = sorted({a for a in addresses if addresses.count(a) > 1})
+    if doubled:
+        raise _problem("ci.build_hosts", f"engine {shown(doubled[0])} is listed twice",
+                       "list each engine once, with builds: N for its slots")
+    if len(hosts) > 1 and pool.registry is None:
+        raise _problem("ci.build_pool.registry", f"{len(hosts)} build hosts but no build registry",
+                       "set ci.build_pool.registry (host:port) so the hosts share images and cache")
+    return BuildHosts(hosts=hosts, pool=pool, configured=True)
