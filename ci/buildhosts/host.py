@@ -18,7 +18,8 @@ from ci.docker import BuildRequest, DockerEngine
 from ci.errors import CIError
 from ci.plan import KnownImage
 
-CACHED_STEP = re.compile(r"^#\d+ CACHED\s*$", re.MULTILINE)
+_STEP_TITLE = re.compile(r"^#(?P<id>\d+) \[[^\]]*\] (?P<instruction>[A-Za-z]+)\b", re.MULTILINE)
+_CACHED = re.compile(r"^#(?P<id>\d+) CACHED\s*$", re.MULTILINE)
 
 
 class HostError(CIError):
@@ -107,5 +108,10 @@ def _last_line(exc: DockerException) -> str:
 
 
 def cached_steps(build_output: str) -> int:
-    """How many build steps BuildKit took from a cache (`#N CACHED` in its plain progress)."""
-    return len(CACHED_STEP.findall(build_output))
+    """How many Dockerfile steps BuildKit took from a cache (`#N CACHED` in its plain progress).
+
+    A `FROM` step is reported CACHED whenever the base is already present; it is not a cache hit
+    of the build, so it is not counted.
+    """
+    titles = {match["id"]: match["instruction"].upper() for match in _STEP_TITLE.finditer(build_output)}
+    return sum(1 for match in _CACHED.finditer(build_output) if titles.get(match["id"], "FROM") != "FROM")
