@@ -287,6 +287,7 @@ ns.add_collection(site_tasks)
 # profile with ci.vm.enabled (cpouta); run them one by one to debug a step on the VM by hand.
 
 
+VM_COUNT_HELP = "How many build VMs (default: ci.vm.count = 1); N > 1 names them <name>-1 .. <name>-N."
 VM_HELP = {
     "profile": "Configuration profile from invoke.yaml (default: ci.profile); ci.vm of that profile applies.",
     "cloud": "clouds.yaml entry (default: ci.vm.cloud, else $OS_CLOUD, else the OS_* variables).",
@@ -302,11 +303,11 @@ def _vm_overrides(cloud: str | None, name: str | None, **more: Any) -> dict[str,
     return {"cloud": cloud, "name": name, **more}
 
 
-@task(help={**VM_HELP, "json": COMMON_HELP["json"],
+@task(help={**VM_HELP, "json": COMMON_HELP["json"], "count": VM_COUNT_HELP,
             "image": "Image (name or id) for a new server (default: ci.vm.image, else $OS_MY_IMAGE).",
             "flavor": "Flavor for a new server (default: ci.vm.flavor, else $OS_MY_FLAVOUR, else hpc.5.64core)."})
 @explained
-def vm_start(c, profile=None, cloud=None, name=None, image=None, flavor=None, json=False):  # type: ignore[no-untyped-def]
+def vm_start(c, profile=None, cloud=None, name=None, image=None, flavor=None, json=False, count=None):  # type: ignore[no-untyped-def]
     """Create the build VM, or find it again: server, key pair, security group, volume, floating IP.
 
     Idempotent: whatever exists is reused and only what is missing is created (a server in
@@ -317,7 +318,10 @@ def vm_start(c, profile=None, cloud=None, name=None, image=None, flavor=None, js
     Next step: `inv vm.prepare`.
     """
     settings = settings_from(c, profile=profile)
-    overrides = _vm_overrides(cloud, name, image=image, flavor=flavor)
+    overrides = _vm_overrides(cloud, name, image=image, flavor=flavor, count=_count(count))
+    if vm.config_from(settings, **overrides).count > 1:
+        _fleet_start(settings, overrides, json)
+        return
     info = vm.start(settings, _say, **overrides)
     if json:
         emit_json(info.as_dict())
@@ -344,12 +348,15 @@ def vm_prepare(c, profile=None, cloud=None, name=None, address=None, device=None
         stdout.print(line, highlight=False, markup=False)
 
 
-@task(help={**VM_HELP, "json": COMMON_HELP["json"]})
+@task(help={**VM_HELP, "json": COMMON_HELP["json"], "count": VM_COUNT_HELP})
 @explained
-def vm_status(c, profile=None, cloud=None, name=None, json=False):  # type: ignore[no-untyped-def]
+def vm_status(c, profile=None, cloud=None, name=None, json=False, count=None):  # type: ignore[no-untyped-def]
     """Show the build VM as the cloud sees it: server, address, volume, and how to reach it."""
     settings = settings_from(c, profile=profile)
-    overrides = _vm_overrides(cloud, name)
+    overrides = _vm_overrides(cloud, name, count=_count(count))
+    if vm.config_from(settings, **overrides).count > 1:
+        _fleet_status(settings, overrides, json)
+        return
     info = vm.status(settings, **overrides)
     if json:
         emit_json(info.as_dict())
@@ -358,9 +365,9 @@ def vm_status(c, profile=None, cloud=None, name=None, json=False):  # type: igno
         stdout.print(line, highlight=False, markup=False)
 
 
-@task(help=VM_HELP)
+@task(help={**VM_HELP, "count": VM_COUNT_HELP})
 @explained
-def vm_teardown(c, profile=None, cloud=None, name=None):  # type: ignore[no-untyped-def]
+def vm_teardown(c, profile=None, cloud=None, name=None, count=None):  # type: ignore[no-untyped-def]
     """Delete the build VM and wait until it is gone; release its floating IP; keep the volume.
 
     Idempotent: with nothing to delete it says so and succeeds. Only a server carrying our
@@ -368,7 +375,9 @@ def vm_teardown(c, profile=None, cloud=None, name=None):  # type: ignore[no-unty
     way out of a run on a VM profile: success, failure, exception, Ctrl-C and SIGTERM.
     """
     settings = settings_from(c, profile=profile)
-    for line in vm.teardown(settings, _say, **_vm_overrides(cloud, name)):
+    overrides = _vm_overrides(cloud, name, count=_count(count))
+    teardown = vm.teardown_fleet if vm.config_from(settings, **overrides).count > 1 else vm.teardown
+    for line in teardown(settings, _say, **overrides):
         stdout.print(line, highlight=False, markup=False)
 
 
@@ -1019,3 +1028,62 @@ def _finish_retest(result: Any, json: bool, run: Any = None) -> None:
 
 
 site_tasks.add_task(site_retest, name="retest")
+
+
+# ---- build hosts tasks (issue 23) ----
+# Several build VMs (`inv vm.start --count N`, ci.vm.count) and the pool of build hosts
+# (ci.build_hosts, ci.build_pool; docs/build-hosts.md). The vm.* tasks above call these helpers
+# when more than one VM is asked for.
+
+def _count(count: Any) -> int | None:
+    """--count as a number (None: ci.vm.count); a bad value is one sentence, exit 2."""
+    if count is None:
+        return None
+    try:
+        value = int(str(count), 10)
+    except ValueError:
+        raise Exit(f"--count: {str(count)[:40]!r} is not a whole number; write e.g. --count 2", code=2) from None
+    if not 1 <= value <= 64:
+        raise Exit(f"--count: {value} is out of range; write a number from 1 to 64", code=2)
+    return value
+
+
+def _fleet_start(settings: Any, overrides: dict[str, Any], json: bool) -> None:
+    infos = vm.start_fleet(settings, _say, **overrides)
+    if json:
+        emit_json([info.as_dict() for info in infos])
+        return
+    for info, name in zip(infos, vm.names(settings, **overrides), strict=True):
+        for line in vm.describe(settings, info, **{**overrides, "name": name, "count": 1}):
+            stdout.print(line, highlight=False, markup=False)
+
+
+def _fleet_status(settings: Any, overrides: dict[str, Any], json: bool) -> None:
+    found = vm.status_fleet(settings, **overrides)
+    if json:
+        emit_json([info.as_dict() for _, info in found])
+        return
+    for config, info in found:
+        for line in vm.describe(settings, info, **{**overrides, "name": config.name, "count": 1}):
+            stdout.print(line, highlight=False, markup=False)
+
+
+@task(help={"profile": COMMON_HELP["profile"], "count": VM_COUNT_HELP,
+            "output": "Also write the names as a JSON list to this GitHub step output (e.g. vms)."})
+@explained
+def vm_names(c, profile=None, count=None, output=None):  # type: ignore[no-untyped-def]
+    """The build VMs' server names, one per line: the label each VM's runners carry besides the common ones.
+
+    The generated workflow prepares each VM on a runner with its own label (a matrix over these names).
+    """
+    settings = settings_from(c, profile=profile)
+    found = vm.names(settings, count=_count(count))
+    if output:
+        import json as json_module
+
+        outputs.write_outputs({output: json_module.dumps(found)})
+    for name in found:
+        stdout.print(name, highlight=False, markup=False)
+
+
+vm_tasks.add_task(vm_names, name="names")

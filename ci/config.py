@@ -324,6 +324,7 @@ class VMConfig(_Model):
     device: Annotated[str, _grammar(r"\A/dev/[A-Za-z0-9._/-]{1,255}\Z", "device", "write e.g. /dev/vdb")] | None \
         = None  # the volume's device on the VM, when /dev/disk/by-id cannot tell
     prepare_args: tuple[Text, ...] = ()  # extra prepare-vm arguments (e.g. for a loopback "VM")
+    count: Annotated[int, Field(strict=True, ge=1, le=64)] = 1  # build VMs: >1 names them <name>-1 .. <name>-N
 
     @model_validator(mode="before")
     @classmethod
