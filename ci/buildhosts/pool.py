@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import re
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
@@ -35,6 +37,9 @@ from ci.plan import KnownImage
 from ci.shutdown import CancelToken
 
 Say = Callable[..., None]
+_MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json",
+                   "application/vnd.docker.distribution.manifest.list.v2+json",
+                   "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json")
 _UNSAFE = re.compile(r"[^a-z0-9._/-]+")
 
 
@@ -267,10 +272,14 @@ class BuildPool:
         digest = self.digest_of(tag)
         if digest is None:
             source = self._holder(tag, exclude=host)
-            if source is None:
-                return None
-            log.write(f"{tag}: not on {host.name}; publishing it from {source.name} to the build registry\n")
-            digest = self.publish(source, tag, log)
+            if source is not None:
+                log.write(f"{tag}: not on {host.name}; publishing it from {source.name} to the build registry\n")
+                digest = self.publish(source, tag, log)
+            else:  # built by another process (a workflow job on another VM): the registry knows its digest
+                digest = self.resolve(tag)
+                if digest is not None:
+                    with self._lock:
+                        self.record.digests[tag] = digest
             if digest is None:
                 return None
         by_digest = f"{registry_repository(self.settings, tag)}@{digest}"
@@ -279,6 +288,31 @@ class BuildPool:
         host.tag(by_digest, tag)
         self._remember(tag, host)
         return digest
+
+    def resolve(self, tag: str) -> str | None:
+        """The manifest digest the build registry holds for `tag` now (None: it holds none).
+
+        Our tags end in the definition's digest, so what this returns is the image that exact
+        definition made; the pull that follows is by this digest, never by the tag.
+        """
+        if not self.shared:
+            return None
+        repository, _, version = registry_reference(self.settings, tag).rpartition(":")
+        path = repository.split("/", 1)[1]
+        request = urllib.request.Request(
+            f"{self.settings.scheme}://{self.settings.registry}/v2/{path}/manifests/{version}", method="HEAD",
+            headers={"Accept": ", ".join(_MANIFEST_TYPES)})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # http(s) only: the URL is ours
+                digest = response.headers.get("Docker-Content-Digest", "")
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise HostError(f"the build registry {self.settings.registry} answered HTTP {error.code} for "
+                            f"{path}:{version}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise HostError(f"the build registry {self.settings.registry} does not answer: {error}") from None
+        return digest if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else None
 
     def _holder(self, tag: str, exclude: BuildHost | None = None) -> BuildHost | None:
         """A live host that holds `tag` now (the remembered ones asked first)."""

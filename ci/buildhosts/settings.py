@@ -9,6 +9,7 @@ build_pool:
   repository: containers-ci/build  # where built images and their cache refs go in it
   cache: true                      # registry-backed BuildKit cache, one ref per image
   placement: parent                # parent: prefer a host holding the parents; away: prefer one that does not
+  insecure: null                   # plain HTTP to the registry; null: only for a loopback address
 ```
 
 `ci/config.py` keeps both sections as written (it may import nothing of ours); this module checks
@@ -81,6 +82,15 @@ class BuildPoolSettings(_Model):
     repository: Repository = "containers-ci/build"
     cache: Annotated[bool, Field(strict=True)] = True
     placement: Literal["parent", "away"] = "parent"
+    insecure: Annotated[bool, Field(strict=True)] | None = None  # plain HTTP; None: only on loopback
+
+    @property
+    def scheme(self) -> str:
+        """How we (and the engines) speak to the registry: plain HTTP only on loopback unless told."""
+        if self.insecure is not None:
+            return "http" if self.insecure else "https"
+        host = (self.registry or "").rsplit(":", 1)[0].strip("[]")
+        return "http" if host in ("localhost", "::1") or host.startswith("127.") else "https"
 
 
 class BuildHosts(_Model):

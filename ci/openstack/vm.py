@@ -568,7 +568,8 @@ def _each(configs: list[VMConfig], work: Callable[[VMConfig], Any], *, first_alo
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    results, problems = [], []
+    results: list[Any] = []
+    problems: list[str] = []
     batches = [configs[:1], configs[1:]] if first_alone else [configs]
     for batch in batches:
         if problems:
@@ -644,6 +645,7 @@ def build_fleet(settings: Settings, say: Say = _quiet) -> Iterator[Settings]:
             failed = True
             raise
         finally:
-            for config, cloud in zip(configs, clouds or [None] * len(configs), strict=True):
+            for index, config in enumerate(configs):
                 remote = next((r for r in remotes if r.config.name == config.name), None)
+                cloud = clouds[index] if index < len(clouds) else None
                 _guarded_teardown(settings, config, cloud, remote, say, failed)

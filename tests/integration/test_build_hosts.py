@@ -77,7 +77,8 @@ class Project:
         self.placement = placement
 
     def add(self, name: str, parent: str = BASE_IMAGE, extra: str = "") -> None:
-        dockerfile = f"FROM {parent}\nRUN echo {self.token}-{name} > /{name}.txt\nCOPY note.txt /{name}-note.txt\n{extra}"
+        dockerfile = (f"FROM {parent}\nRUN echo {self.token}-{name} > /{name}.txt\n"
+                      f"COPY note.txt /{name}-note.txt\n{extra}")
         definition(self.definitions, name, dockerfile=dockerfile, files={"note.txt": f"{name}\n"})
 
     def settings(self) -> Settings:
@@ -107,7 +108,7 @@ class Project:
                 if prune:
                     subprocess.run(["/usr/bin/docker", "-H", address, "builder", "prune", "-af"], check=True,
                                    capture_output=True)
-            except Exception:  # noqa: BLE001 - a stopped engine has nothing left to clean
+            except Exception:  # a stopped engine has nothing left to clean
                 continue
 
 
