@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import pipeline_bench, plan_bench, runners_bench, service_bench
+from benchmarks import buildhosts_bench, pipeline_bench, plan_bench, runners_bench, service_bench
 from benchmarks.harness import Measurement, save
 
 BENCHMARKS: dict[str, Callable[[], list[Measurement]]] = {"plan": plan_bench.run, "pipeline": pipeline_bench.run,
-                                                          "service": service_bench.run, "runners": runners_bench.run}
+                                                          "service": service_bench.run, "runners": runners_bench.run,
+                                                          "buildhosts": buildhosts_bench.run}
 
 
 def main(argv: list[str]) -> int:
