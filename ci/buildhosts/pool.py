@@ -81,9 +81,18 @@ def registry_repository(pool: BuildPoolSettings, tag: str) -> str:
     if pool.registry is None:
         raise CIError("this needs a build registry (ci.build_pool.registry)")
     name = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
-    parts = [part.strip("._-") for part in _UNSAFE.sub("-", name.lower()).split("/")]
+    parts = [_component(part) for part in _UNSAFE.sub("-", name.lower()).split("/")]
     path = "/".join(part for part in parts if part and part not in (".", "..")) or "image"
     return f"{pool.registry}/{pool.repository}/{path}"
+
+
+def _component(part: str) -> str:
+    """One path component as a reference allows: separators '.', '_', '__' or dashes, never a mix or '..'."""
+    def separator(match: re.Match[str]) -> str:
+        run = match.group(0)
+        return run if run == "__" or set(run) == {"-"} else "-"
+
+    return re.sub(r"[._-]{2,}", separator, part).strip("._-")
 
 
 def registry_reference(pool: BuildPoolSettings, tag: str) -> str:
@@ -142,8 +151,9 @@ class BuildPool:
                 self.mark_down(host, "it did not answer at the start of the run")
         live = self.live()
         if not live:
-            raise NoBuildHost("no build host answers (ci.build_hosts); start the engines (`inv local.up`) "
-                              "or check their addresses")
+            names = ", ".join(self._order)
+            raise NoBuildHost(f"no build host answers ({names}): the Docker engine does not answer; start it "
+                              "with `inv local.up`, or check ci.docker.host / the addresses in ci.build_hosts")
         return [host.name for host in live]
 
     def mark_down(self, host: BuildHost, reason: str) -> None:
@@ -190,7 +200,8 @@ class BuildPool:
                     self._lock.wait(timeout=0.5)
                 waited += 0.5
                 continue
-            held = {host.name: self._held(host, parents) for host in free} if parents else {}
+            # Ask only when there is a choice to make (one free host gets the build anyway).
+            held = {host.name: self._held(host, parents) for host in free} if parents and len(free) > 1 else {}
             ranked = sorted(free, key=lambda host: self._score(host, held.get(host.name, ())))
             with self._lock:
                 for host in ranked:
@@ -264,10 +275,10 @@ class BuildPool:
         None when no host holds it either (BuildKit then resolves it as it would anyway).
         Returns the digest the image came by.
         """
+        if not self.shared:  # one engine, nothing shared: the image is there or BuildKit resolves it
+            return None
         if host.has_image(tag):
             self._remember(tag, host)
-            return None
-        if not self.shared:
             return None
         digest = self.digest_of(tag)
         if digest is None:

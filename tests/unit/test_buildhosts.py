@@ -87,7 +87,7 @@ def test_references_in_the_build_registry_hold_only_what_a_reference_may() -> No
     built = "127.0.0.1:5000/containers-ci/build/"
     assert registry_reference(pool, "base:1.0-0123456789ab") == built + "base:1.0-0123456789ab"
     weird = "Registry.Example.org:443/Proj/My..Image:2.6-abc"
-    assert registry_reference(pool, weird) == built + "registry.example.org-443/proj/my..image:2.6-abc"
+    assert registry_reference(pool, weird) == built + "registry.example.org-443/proj/my-image:2.6-abc"
     assert registry_reference(pool, "../../etc/passwd:x") == "127.0.0.1:5000/containers-ci/build/etc/passwd:x"
     assert cache_reference(pool, "pfx/mpi:4.1-abc", "linux/arm64") == \
         "127.0.0.1:5000/containers-ci/build/pfx/mpi:cache-linux-arm64"
