@@ -102,10 +102,9 @@ def _run(addresses: Sequence[str], scratch: Path) -> tuple[float, dict[str, dict
     finally:
         for address in addresses:
             engine = DockerEngine(client_call=["/usr/bin/docker"], host=address)
-            ours = [image.id for image in engine.client.image.list()
-                    if any(token in tag for tag in image.repo_tags or ())]
+            ours = [tag for image in engine.client.image.list() for tag in image.repo_tags or () if token in tag]
             if ours:
-                engine.client.image.remove(ours, force=True)
+                engine.client.image.remove(ours)  # our names only: the shared base stays
 
 
 def measured() -> list[Measurement]:

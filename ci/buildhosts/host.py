@@ -8,6 +8,7 @@ the classic client's BuildKit otherwise (see `ci.docker`).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import IO, Protocol
 
@@ -44,6 +45,8 @@ class BuildHost(Protocol):
     def tag(self, source: str, target: str) -> None: ...
 
     def push(self, reference: str, log: IO[str]) -> str: ...
+
+    def untag(self, reference: str) -> None: ...
 
     def pull(self, reference: str, log: IO[str]) -> None: ...
 
@@ -100,6 +103,11 @@ class DockerBuildHost:
 
     def pull(self, reference: str, log: IO[str]) -> None:
         self._engine.pull_image(reference, log)
+
+    def untag(self, reference: str) -> None:
+        """Drop one name of an image (the image stays while it has others); a failure changes nothing."""
+        with contextlib.suppress(DockerException):
+            self._engine.client.image.remove(reference)
 
 
 def _last_line(exc: DockerException) -> str:

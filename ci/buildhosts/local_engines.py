@@ -1,8 +1,11 @@
 """Extra Docker engines on this machine, so a pool of build hosts can be exercised for real.
 
-Each engine is its own `dockerd` with its own data root, exec root, socket, pid file and
-containerd, and no bridge (`--bridge=none`; builds use the host network, as the local profile's
-`ci.docker.network: host` does), so stopping one leaves the others and the main engine alone.
+Each engine is its own `dockerd` with its own data root, exec root, socket, pid file, containerd
+and its own bridge (`cci-<name>`, made here with an address of its own), so stopping one leaves the
+others and the main engine alone. Never `--bridge=none`: a dockerd started so deletes the
+interface `docker0` at start-up, the main engine's bridge, and every container or RUN step of the
+main engine then fails ("could not find bridge docker0"). `--iptables=false`: two daemons must not
+rewrite each other's firewall chains; builds here use the host network (`ci.docker.network: host`).
 `inv local.up` starts them idempotently (`ci/local.py`); their sockets are what `ci.build_hosts`
 names in the local profile's pool (`unix:///run/containers-ci/docker-<name>.sock`).
 """
@@ -46,10 +49,33 @@ class LocalEngine:
     def address(self) -> str:
         return f"unix://{self.socket}"
 
+    @property
+    def bridge(self) -> str:
+        return f"cci-{self.name}"[:15]  # an interface name has at most 15 characters
+
+    @property
+    def bridge_address(self) -> str:
+        """172.30.<n>.1/24, n from the name (b: 118, c: 119; a test's engine gets its own)."""
+        number = 20 + sum(self.name.encode()) % 230
+        return f"172.30.{number}.1/24"
+
+    def ensure_bridge(self) -> None:
+        """The engine's own bridge interface, made once (dockerd uses an existing one with --bridge)."""
+        if Path("/sys/class/net", self.bridge).exists():
+            return
+        for command in (["ip", "link", "add", "name", self.bridge, "type", "bridge"],
+                        ["ip", "addr", "add", self.bridge_address, "dev", self.bridge],
+                        ["ip", "link", "set", self.bridge, "up"]):
+            subprocess.run(command, check=True, capture_output=True)
+
+    def remove_bridge(self) -> None:
+        if Path("/sys/class/net", self.bridge).exists():
+            subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
+
     def command(self) -> list[str]:
         return ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
-                "-H", self.address, "--pidfile", str(self.pidfile), "--bridge=none", "--iptables=false",
-                "--ip-masq=false"]
+                "-H", self.address, "--pidfile", str(self.pidfile), f"--bridge={self.bridge}",
+                "--iptables=false", "--ip-masq=false"]
 
     def pid(self) -> int | None:
         """The engine's process id while it runs (its pid file names a live dockerd)."""
@@ -75,6 +101,7 @@ class LocalEngine:
             return
         for folder in (self.data_root, self.exec_root):
             folder.mkdir(parents=True, exist_ok=True)
+        self.ensure_bridge()
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         with (LOG_DIR / f"dockerd-{self.name}.log").open("ab") as log:
             subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -262,7 +262,10 @@ class BuildPool:
             return None
         reference = registry_reference(self.settings, tag)
         host.tag(tag, reference)
-        digest = host.push(reference, log)
+        try:
+            digest = host.push(reference, log)
+        finally:
+            host.untag(reference)  # only the extra name: the image keeps its own tag
         with self._lock:
             self.record.digests[tag] = digest
         return digest
@@ -398,4 +401,7 @@ class BuildPool:
             return
         ref = cache_reference(self.settings, tag, platform)
         host.tag(tag, ref)
-        host.push(ref, log)
+        try:
+            host.push(ref, log)
+        finally:
+            host.untag(ref)

@@ -100,11 +100,11 @@ class Project:
         for address in addresses:
             docker = client(address)
             try:
-                ours = [image.id for image in docker.image.list()
-                        if any(tag.startswith(self.prefix) or f"citest/{self.token}" in tag
-                               for tag in image.repo_tags or ())]
+                # Our names only: an image another name still holds (the shared base) stays.
+                ours = [tag for image in docker.image.list() for tag in image.repo_tags or ()
+                        if tag.startswith(self.prefix) or f"citest/{self.token}" in tag]
                 if ours:
-                    docker.image.remove(ours, force=True)
+                    docker.image.remove(ours)
                 if prune:
                     subprocess.run(["/usr/bin/docker", "-H", address, "builder", "prune", "-af"], check=True,
                                    capture_output=True)
@@ -177,16 +177,20 @@ def test_a_rebuild_on_hosts_without_local_cache_takes_its_steps_from_the_registr
 def doomed(engines: dict[str, str]) -> Iterator[local_engines.LocalEngine]:
     """One more engine, started here and stopped by the test (or at the end)."""
     engine = local_engines.LocalEngine(f"t{uuid.uuid4().hex[:6]}")
+    main_bridge = Path("/sys/class/net/docker0").exists()
     engine.start()
     deadline = time.monotonic() + 60
     while not engine.ready():
         if time.monotonic() > deadline:
             pytest.fail(f"the extra engine {engine.name} did not start; see /var/log/containers-ci/")
         time.sleep(0.3)
+    # Starting another engine leaves the main engine's bridge alone (a --bridge=none daemon deletes it).
+    assert Path("/sys/class/net/docker0").exists() == main_bridge
     try:
         yield engine
     finally:
         stop(engine)
+        engine.remove_bridge()
         shutil.rmtree(local_engines.STATE_ROOT / engine.name, ignore_errors=True)
         shutil.rmtree(engine.exec_root, ignore_errors=True)
         Path(local_engines.LOG_DIR / f"dockerd-{engine.name}.log").unlink(missing_ok=True)
