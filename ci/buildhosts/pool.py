@@ -382,7 +382,10 @@ class BuildPool:
                 continue
             for known in images:
                 seen.setdefault((known.name, known.digest), set()).update(known.tags)
-        return [KnownImage(name=name, digest=digest, tags=tuple(sorted(tags))) for (name, digest), tags in seen.items()]
+        # An image left without a name (a parent pulled by digest whose tag was removed) cannot be
+        # re-tagged by name: it does not count as built.
+        return [KnownImage(name=name, digest=digest, tags=tuple(sorted(tags)))
+                for (name, digest), tags in seen.items() if tags]
 
     def cache_options(self, tag: str, platform: str, no_cache: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(cache_from, cache_to) BuildKit specs for one image; empty without a registry or with no cache."""

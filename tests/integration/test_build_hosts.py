@@ -105,6 +105,10 @@ class Project:
                         if tag.startswith(self.prefix) or f"citest/{self.token}" in tag]
                 if ours:
                     docker.image.remove(ours)
+                pulled = [image.id for image in docker.image.list() if not image.repo_tags
+                          and any(f"citest/{self.token}/" in ref for ref in image.repo_digests or ())]
+                if pulled:  # parents pulled by digest, nameless now
+                    docker.image.remove(pulled)
                 if prune:
                     subprocess.run(["/usr/bin/docker", "-H", address, "builder", "prune", "-af"], check=True,
                                    capture_output=True)
