@@ -61,6 +61,10 @@ class BuildStep(ChainStep):
         image = self.chain.image
         if image.action is Action.TAG:
             return self._retag()
+        if self.pool.shared and not self.no_cache and image.reason != "forced":
+            reused = self._from_registry()
+            if reused is not None:
+                return reused
         if self.stage.exists():
             shutil.rmtree(self.stage)
         context = self.stage / "context"
@@ -115,6 +119,37 @@ class BuildStep(ChainStep):
                 "tag": image.tag, "image_id": image_id, "log": str(self.log_path), "host": host.name,
                 "digest": digest or "", "parents": parents, "pulled": pulled, "cached_steps": cached,
                 "held_parents": list(placement.held), "attempts": attempts})
+
+    def _from_registry(self) -> StepResult | None:
+        """The image of this exact definition digest, already in the build registry (built by another
+        process, e.g. a workflow job on another build VM): pulled by digest instead of built again.
+
+        Our tag ends in the definition's digest, and the pulled image's digest label is checked;
+        `--force` and `--no-cache` always build.
+        """
+        image = self.chain.image
+        try:
+            found = self.pool.resolve(image.tag)
+        except CIError:
+            return None  # no answer about it: build it
+        if found is None:
+            return None
+        placement = self.pool.acquire(image.spec.platform, [], self.chain.cancel)
+        host = placement.host
+        try:
+            with self.log_path.open("w", encoding="utf-8") as log:
+                log.write(f"== build host {host.name}: {image.tag} is in the build registry ({found})\n")
+                digest = self.pool.ensure(host, image.tag, log)
+            if host.engine().image_digest_label(image.tag) != image.digest:
+                host.untag(image.tag)
+                return None
+        except CIError:
+            return None
+        finally:
+            self.pool.release(host)
+        return StepResult(detail=f"pulled {image.tag} from the build registry onto {host.name}",
+                          data={"tag": image.tag, "host": host.name, "digest": digest or found, "reused": True,
+                                "log": str(self.log_path)})
 
     def _retag(self) -> StepResult:
         image = self.chain.image

@@ -166,7 +166,7 @@ def test_a_rebuild_on_hosts_without_local_cache_takes_its_steps_from_the_registr
               for name, item in build_data(first).items()}
     # Nothing of the first run is left on the engines, not even their local build cache.
     spread.remove_images(list(engines.values()), prune=True)
-    second = spread.build()
+    second = spread.build(force=True)  # forced: built again (not fetched from the registry), from its cache
     assert second.ok, [(i.name, i.state, i.detail) for i in second.images]
     data = build_data(second)
     for name, item in data.items():
@@ -175,6 +175,21 @@ def test_a_rebuild_on_hosts_without_local_cache_takes_its_steps_from_the_registr
     # the same layers again (the image ids differ only by the creation time label)
     assert layers == {name: client(engines[item["host"]]).image.inspect(item["tag"]).root_fs.layers
                       for name, item in data.items()}
+
+
+def test_an_image_already_in_the_build_registry_is_pulled_by_digest_not_built_again(spread: Project,
+                                                                                   engines: dict[str, str]) -> None:
+    """What a workflow job on another build VM sees: nothing local, the build registry holds the images."""
+    spread.add("base")
+    spread.add("mid", parent="base")
+    first = build_data(spread.build())
+    spread.remove_images(list(engines.values()))
+    second = spread.build()
+    assert second.ok, [(i.name, i.state, i.detail) for i in second.images]
+    for name, item in build_data(second).items():
+        assert item["reused"] is True and item["digest"] == first[name]["digest"], item
+        assert "pulled" in next(i.detail for i in second.images if i.name == name)
+        assert client(engines[item["host"]]).image.exists(item["tag"])
 
 
 @pytest.fixture
