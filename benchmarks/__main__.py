@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 
 from benchmarks import (
+    buildhosts_bench,
     cli_bench,
     pipeline_bench,
     plan_bench,
@@ -20,7 +21,8 @@ BENCHMARKS: dict[str, Callable[[], list[Measurement]]] = {"cli": cli_bench.run, 
                                                           "pipeline": pipeline_bench.run, "service": service_bench.run,
                                                           "runners": runners_bench.run,
                                                           "runners-docker": runners_docker_bench.run,
-                                                          "publish": publish_bench.run}
+                                                          "publish": publish_bench.run,
+                                                          "buildhosts": buildhosts_bench.run}
 
 
 def main(argv: list[str]) -> int:

@@ -32,12 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ci.buildhosts import BuildPool, open_pool
 from ci.config.settings import Settings
 from ci.definitions import Catalog, load_catalog
 from ci.docker.engine import DockerEngine
 from ci.docker.registry import Registry
 from ci.engines import select_engine
-from ci.errors import CIError
+from ci.errors import CIError, ConfigError
 from ci.hosts import Host, LocalHost, SSHHost
 from ci.local import base_image, images
 from ci.openstack import vm
@@ -67,6 +68,15 @@ Environment = Callable[[Settings], AbstractContextManager[Settings]]
 def catalog(settings: Settings) -> Catalog:
     options = {"spack": settings.spack, "base_image": {"tag": settings.base_image.tag}}
     return load_catalog(settings.definitions, settings.arches, options)
+
+
+def build_pool(settings: Settings, *, jobs: int | None = None, listeners: Sequence[Listener] = (),
+               cancel: CancelToken | None = None) -> BuildPool:
+    """The run's build hosts (`ci.build_hosts`, else the one engine of ci.docker / the build VM), checked:
+    a host that does not answer is marked down (a warning note), none answering is an error."""
+    pool = open_pool(vm.remote_settings(settings), jobs=jobs, say=_Notes(listeners), cancel=cancel)
+    pool.check()
+    return pool
 
 
 def docker_engine(settings: Settings) -> DockerEngine:
@@ -101,19 +111,25 @@ def plan(settings: Settings, *, only: Sequence[str] = (), force: bool = False,
     """
     found = catalog(settings)
     note = ""
-    inventory = None
+    inventory: DockerEngine | BuildPool | None = None
     try:
-        engine = engine or docker_engine(settings)
-        engine.ping()
-        inventory = engine
+        if engine is None:
+            pool = build_pool(settings)
+            engine, inventory = pool.live()[0].engine(), pool
+        else:
+            engine.ping()
+            inventory = engine
+    except ConfigError:
+        raise
     except CIError as exc:
         if require_engine:
             raise
         note = f"{exc}; skip decisions below ignore already built images"
+    env_engine = engine if inventory is not None else None
     the_plan = make_plan(found, only=only, inventory=inventory, force=force, registry_prefix=settings.registry_prefix,
                          site=site_listing(settings) if site else None, retry_failed=retry_failed,
-                         extra_parents=site_env.extra_parents(settings.site_env, inventory))
-    spack_images.resolve_versions(the_plan, inventory.known_images if inventory is not None else None,
+                         extra_parents=site_env.extra_parents(settings.site_env, env_engine))
+    spack_images.resolve_versions(the_plan, env_engine.known_images if env_engine is not None else None,
                                   settings.registry_prefix)
     return PlanResult(the_plan, note)
 
@@ -135,16 +151,25 @@ def build(settings: Settings, *, only: Sequence[str] = (), jobs: int | None = No
           cancel: CancelToken | None = None) -> RunReport:
     """Build what the plan says needs building, in dependency order, `jobs` at a time (no site)."""
     cancel = cancel or CancelToken()
-    engine = docker_engine(settings)
-    engine.ping()
-    the_plan = plan(settings, only=only, force=force, engine=engine, require_engine=True).plan
+    pool = build_pool(settings, jobs=jobs, listeners=listeners, cancel=cancel)
+    engine = pool.live()[0].engine()
+    the_plan = make_plan(catalog(settings), only=only, inventory=pool, force=force,
+                         registry_prefix=settings.registry_prefix,
+                         extra_parents=site_env.extra_parents(settings.site_env, engine))
     run = RunFolder(settings.state_dir / "runs", run_id)
     _Notes(listeners)(f"run {run.run_id}: {len(the_plan.images)} images planned, {len(the_plan.to_build())} to build "
-                      f"(logs in {run.logs})", run_id=run.run_id, work=len(the_plan.to_build()))
-    return _run_chains(settings, the_plan, run, engine, None, {}, ("build",), jobs, no_cache, listeners, cancel)
+                      f"(logs in {run.logs}){_hosts_note(pool)}", run_id=run.run_id, work=len(the_plan.to_build()))
+    return _run_chains(settings, the_plan, run, pool, None, {}, ("build",), jobs, no_cache, listeners, cancel)
 
 
-def _run_chains(settings: Settings, the_plan: Plan, run: RunFolder, engine: DockerEngine,
+def _hosts_note(pool: BuildPool) -> str:
+    """`, build hosts a (2), b (2)` when the run has more than one build host."""
+    if len(pool.hosts) < 2:
+        return ""
+    return ", build hosts " + ", ".join(f"{host.name} ({host.capacity})" for host in pool.live())
+
+
+def _run_chains(settings: Settings, the_plan: Plan, run: RunFolder, pool: BuildPool,
                 services: SiteServices | None, previous: dict[str, dict[str, dict[str, Any]]],
                 steps: Sequence[str], jobs: int | None, no_cache: bool, listeners: Sequence[Listener],
                 cancel: CancelToken) -> RunReport:
@@ -157,15 +182,14 @@ def _run_chains(settings: Settings, the_plan: Plan, run: RunFolder, engine: Dock
         build_step = None
         if image.action is not Action.SKIP:
             parent_tags = {the_plan.images[p].name: the_plan.images[p].tag for p in image.parents}
-            build_step = BuildStep(chain, engine, parent_tags, stage_root, no_cache)
+            build_step = BuildStep(chain, pool, parent_tags, stage_root, no_cache)
         selected = chosen(image_steps(chain, build_step), steps)
         if selected:
             works.append(Work(key=image.key, steps=selected, parents=[
                 p for p in image.parents if the_plan.images[p].action is not Action.SKIP and "build" in steps]))
     limits = dict(settings.limits)
     limits.setdefault("publish", 1)  # one publication at a time: uploads share the uplink, catalogs are rewritten
-    if jobs is not None:
-        limits["build"] = jobs
+    limits["build"] = pool.capacity if jobs is None else min(jobs, pool.capacity)  # each host's slots: the pool
     executor = Executor(limits, [*listeners, run.record], cancel=cancel)
     try:
         outcomes = executor.run(works)
@@ -282,44 +306,46 @@ def run_pipeline(settings: Settings, *, only: Sequence[str] = (), steps: Sequenc
                        lease=lock_lease(settings), cancel=cancel, say=say), \
                 (environment(settings) if environment is not None else nullcontext(settings)) as settings:
             cancel.check()
-            engine = docker_engine(settings)
-            engine.ping()
-            the_plan = make_plan(catalog(settings), only=only, inventory=engine, force=force,
+            pool = build_pool(settings, jobs=jobs, listeners=listeners, cancel=cancel)
+            engine = pool.live()[0].engine()
+            the_plan = make_plan(catalog(settings), only=only, inventory=pool, force=force,
                                  registry_prefix=settings.registry_prefix, site=site.listing(),
                                  retry_failed=retry_failed,
                                  extra_parents=site_env.extra_parents(settings.site_env, engine))
             spack_images.resolve_versions(the_plan, engine.known_images, settings.registry_prefix)
             previous = _previous_steps(run) if resume or run_id else {}
-            return _execute(settings, the_plan, run, site, engine, previous, steps, jobs, no_cache, listeners, cancel)
+            return _execute(settings, the_plan, run, site, pool, previous, steps, jobs, no_cache, listeners, cancel)
     finally:
         host.close()
 
 
-def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, engine: DockerEngine,
+def _execute(settings: Settings, the_plan: Plan, run: RunFolder, site: Site, pool: BuildPool,
              previous: dict[str, dict[str, dict[str, Any]]], steps: Sequence[str], jobs: int | None,
              no_cache: bool, listeners: Sequence[Listener], cancel: CancelToken) -> RunReport:
     say = _Notes(listeners)
-    registry = Registry(settings.site.registry, engine, site.host)
+    registry = Registry(settings.site.registry, pool.live()[0].engine(), site.host)
     engine_backend = select_engine(settings.site.engine, site.host, compression=settings.site.compression)
     scheduler = select_scheduler(settings.site.scheduler, site.host)
     watcher = JobWatcher(scheduler.poll, interval=settings.site.poll_interval, settled=settled,
                          on_error=lambda exc: say(f"status query failed, retrying: {exc}", level="warning"))
     work_count = sum(1 for image in the_plan.images.values() if the_plan.has_work(image))
     say(f"run {run.run_id}: {len(the_plan.images)} images planned, {work_count} with work "
-        f"(site {site.host.name}:{site.root}, engine {engine_backend.name}, scheduler {scheduler.name})",
+        f"(site {site.host.name}:{site.root}, engine {engine_backend.name}, scheduler {scheduler.name}"
+        f"{_hosts_note(pool)})",
         run_id=run.run_id, work=work_count)
     publishing = publishing_for(settings.publish, settings.project_dir) if "publish" in steps else None
     with registry.reachable(), watcher, publishing or nullcontext():
         services = SiteServices(site=site, registry=registry, engine=engine_backend, scheduler=scheduler,
                                 watcher=watcher, job_prefix=settings.site.job_prefix, account=settings.site.account,
                                 partition=settings.site.partition, convert_job=_conversion_job(settings),
+                                image_engine=pool.engine_holding,
                                 binds=tuple(settings.site.binds), cancel=cancel,
                                 require_tests=settings.site.require_tests,
                                 arch_partitions={arch: partition for arch in settings.site.arch
                                                  if (partition := settings.site.partition_for(arch))},
                                 publishing=publishing)
         try:
-            report = _run_chains(settings, the_plan, run, engine, services, previous, steps, jobs, no_cache,
+            report = _run_chains(settings, the_plan, run, pool, services, previous, steps, jobs, no_cache,
                                  listeners, cancel)
         finally:
             if cancel.is_set():

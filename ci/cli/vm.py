@@ -4,19 +4,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from invoke.collection import Collection
+from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from ci.cli.common import emit_json, explained, say, settings_from, stdout
 from ci.cli.help import COMMON_HELP, VM_HELP
 from ci.cli.shared import vm_overrides
 
+VM_COUNT_HELP = "How many build VMs (default: ci.vm.count = 1); N > 1 names them <name>-1 .. <name>-N."
 
-@task(help={**VM_HELP, "json": COMMON_HELP["json"],
+
+@task(help={**VM_HELP, "json": COMMON_HELP["json"], "count": VM_COUNT_HELP,
             "image": "Image (name or id) for a new server (default: ci.vm.image, else $OS_MY_IMAGE).",
             "flavor": "Flavor for a new server (default: ci.vm.flavor, else $OS_MY_FLAVOUR, else hpc.5.64core)."})
 @explained
-def vm_start(c, profile=None, cloud=None, name=None, image=None, flavor=None, json=False):  # type: ignore[no-untyped-def]
+def vm_start(c, profile=None, cloud=None, name=None, image=None, flavor=None, json=False,  # type: ignore[no-untyped-def]
+             count=None):
     """Create the build VM, or find it again: server, key pair, security group, volume, floating IP.
 
     Idempotent: whatever exists is reused and only what is missing is created (a server in
@@ -28,7 +34,10 @@ def vm_start(c, profile=None, cloud=None, name=None, image=None, flavor=None, js
     """
     from ci.openstack import vm
     settings = settings_from(c, profile=profile)
-    overrides = vm_overrides(cloud, name, image=image, flavor=flavor)
+    overrides = vm_overrides(cloud, name, image=image, flavor=flavor, count=_count(count))
+    if vm.config_from(settings, **overrides).count > 1:
+        _fleet_start(settings, overrides, json)
+        return
     info = vm.start(settings, say, **overrides)
     if json:
         emit_json(info.as_dict())
@@ -56,13 +65,16 @@ def vm_prepare(c, profile=None, cloud=None, name=None, address=None, device=None
         stdout.print(line, highlight=False, markup=False)
 
 
-@task(help={**VM_HELP, "json": COMMON_HELP["json"]})
+@task(help={**VM_HELP, "json": COMMON_HELP["json"], "count": VM_COUNT_HELP})
 @explained
-def vm_status(c, profile=None, cloud=None, name=None, json=False):  # type: ignore[no-untyped-def]
+def vm_status(c, profile=None, cloud=None, name=None, json=False, count=None):  # type: ignore[no-untyped-def]
     """Show the build VM as the cloud sees it: server, address, volume, and how to reach it."""
     from ci.openstack import vm
     settings = settings_from(c, profile=profile)
-    overrides = vm_overrides(cloud, name)
+    overrides = vm_overrides(cloud, name, count=_count(count))
+    if vm.config_from(settings, **overrides).count > 1:
+        _fleet_status(settings, overrides, json)
+        return
     info = vm.status(settings, **overrides)
     if json:
         emit_json(info.as_dict())
@@ -71,9 +83,9 @@ def vm_status(c, profile=None, cloud=None, name=None, json=False):  # type: igno
         stdout.print(line, highlight=False, markup=False)
 
 
-@task(help=VM_HELP)
+@task(help={**VM_HELP, "count": VM_COUNT_HELP})
 @explained
-def vm_teardown(c, profile=None, cloud=None, name=None):  # type: ignore[no-untyped-def]
+def vm_teardown(c, profile=None, cloud=None, name=None, count=None):  # type: ignore[no-untyped-def]
     """Delete the build VM and wait until it is gone; release its floating IP; keep the volume.
 
     Idempotent: with nothing to delete it says so and succeeds. Only a server carrying our
@@ -82,8 +94,65 @@ def vm_teardown(c, profile=None, cloud=None, name=None):  # type: ignore[no-unty
     """
     from ci.openstack import vm
     settings = settings_from(c, profile=profile)
-    for line in vm.teardown(settings, say, **vm_overrides(cloud, name)):
+    overrides = vm_overrides(cloud, name, count=_count(count))
+    teardown = vm.teardown_fleet if vm.config_from(settings, **overrides).count > 1 else vm.teardown
+    for line in teardown(settings, say, **overrides):
         stdout.print(line, highlight=False, markup=False)
+
+
+@task(help={"profile": COMMON_HELP["profile"], "count": VM_COUNT_HELP,
+            "output": "Also write the names as a JSON list to this GitHub step output (e.g. vms)."})
+@explained
+def vm_names(c, profile=None, count=None, output=None):  # type: ignore[no-untyped-def]
+    """The build VMs' server names, one per line: the label each VM's runners carry besides the common ones.
+
+    The generated workflow prepares each VM on a runner with its own label (a matrix over these names).
+    """
+    import json as json_module
+
+    from ci.github import outputs
+    from ci.openstack import vm
+    settings = settings_from(c, profile=profile)
+    found = vm.names(settings, count=_count(count))
+    if output:
+        outputs.write_outputs({output: json_module.dumps(found)})
+    for name in found:
+        stdout.print(name, highlight=False, markup=False)
+
+
+def _count(count: Any) -> int | None:
+    """--count as a number (None: ci.vm.count); a bad value is one sentence, exit 2."""
+    if count is None:
+        return None
+    try:
+        value = int(str(count), 10)
+    except ValueError:
+        raise Exit(f"--count: {str(count)[:40]!r} is not a whole number; write e.g. --count 2", code=2) from None
+    if not 1 <= value <= 64:
+        raise Exit(f"--count: {value} is out of range; write a number from 1 to 64", code=2)
+    return value
+
+
+def _fleet_start(settings: Any, overrides: dict[str, Any], json: bool) -> None:
+    from ci.openstack import vm
+    infos = vm.start_fleet(settings, say, **overrides)
+    if json:
+        emit_json([info.as_dict() for info in infos])
+        return
+    for info, name in zip(infos, vm.names(settings, **overrides), strict=True):
+        for line in vm.describe(settings, info, **{**overrides, "name": name, "count": 1}):
+            stdout.print(line, highlight=False, markup=False)
+
+
+def _fleet_status(settings: Any, overrides: dict[str, Any], json: bool) -> None:
+    from ci.openstack import vm
+    found = vm.status_fleet(settings, **overrides)
+    if json:
+        emit_json([info.as_dict() for _, info in found])
+        return
+    for config, info in found:
+        for line in vm.describe(settings, info, **{**overrides, "name": config.name, "count": 1}):
+            stdout.print(line, highlight=False, markup=False)
 
 
 @task(help={"profile": COMMON_HELP["profile"], "force": "Build even if an image with the same digest exists.",
@@ -112,5 +181,6 @@ ns.add_task(vm_start, name="start")
 ns.add_task(vm_prepare, name="prepare")
 ns.add_task(vm_status, name="status", default=True)
 ns.add_task(vm_teardown, name="teardown")
+ns.add_task(vm_names, name="names")
 openstack = Collection("openstack")
 openstack.add_task(openstack_image_task, name="image")

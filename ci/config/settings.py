@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from ci.config.base import WHERE, ConfigModel, validated
+from ci.config.build_hosts import BuildHostSettings, BuildPoolSettings
 from ci.config.grammars import (
     Address,
     Bind,
@@ -277,6 +278,7 @@ class VMConfig(ConfigModel):
     device: Annotated[str, grammar(r"\A/dev/[A-Za-z0-9._/-]{1,255}\Z", "device", "write e.g. /dev/vdb")] | None \
         = None  # the volume's device on the VM, when /dev/disk/by-id cannot tell
     prepare_args: tuple[Text, ...] = ()  # extra prepare-vm arguments (e.g. for a loopback "VM")
+    count: Annotated[int, Field(strict=True, ge=1, le=64)] = 1  # build VMs: >1 names them <name>-1 .. <name>-N
 
     @model_validator(mode="before")
     @classmethod
@@ -425,6 +427,8 @@ class CISection(ConfigModel):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     site_env: SiteEnvSettings = Field(default_factory=SiteEnvSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    build_hosts: Annotated[tuple[BuildHostSettings, ...], Field(max_length=1000)] = ()
+    build_pool: BuildPoolSettings = Field(default_factory=BuildPoolSettings)
 
     @field_validator("arch", mode="before")
     @classmethod
@@ -440,8 +444,13 @@ class CISection(ConfigModel):
         """The allocator's section counts once it names a repository and targets (invoke.yaml ships it empty)."""
         return value if runners_configured(value) else None
 
+    @field_validator("build_hosts", mode="before")
+    @classmethod
+    def _no_hosts_is_empty(cls, value: Any) -> Any:
+        return () if value is None else value
+
     @field_validator("site", "vm", "openstack_image", "docker", "limits", "base_image", "workflow", "spack",
-                     "service", "site_env", "publish", mode="before")
+                     "service", "site_env", "publish", "build_pool", mode="before")
     @classmethod
     def _empty_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -470,6 +479,8 @@ class Settings(ConfigModel):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     site_env: SiteEnvSettings = Field(default_factory=SiteEnvSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    build_hosts: tuple[BuildHostSettings, ...] = ()  # ci.buildhosts makes a run's pool of them
+    build_pool: BuildPoolSettings = Field(default_factory=BuildPoolSettings)
     raw: Mapping[str, Any] = Field(default_factory=dict)
 
     def section(self, name: str) -> Mapping[str, Any]:
@@ -606,5 +617,7 @@ def load_settings(
         service=section.service,
         site_env=section.site_env,
         publish=section.publish,
+        build_hosts=section.build_hosts,
+        build_pool=section.build_pool,
         raw=data,
     )

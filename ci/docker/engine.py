@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,6 +41,8 @@ class BuildRequest:
     no_cache: bool = False
     secrets: tuple[str, ...] = ()  # environment variables handed over as BuildKit secrets (id = the name)
     network: str | None = None  # the network of RUN steps (e.g. host); None: the engine's setting
+    cache_from: tuple[str, ...] = ()  # BuildKit cache imports, e.g. type=registry,ref=HOST/REPO:cache
+    cache_to: tuple[str, ...] = ()  # BuildKit cache exports, e.g. type=registry,ref=HOST/REPO:cache,mode=max
 
 
 def image_labels(name: str, version: str, digest: str, test_digest: str, source: str) -> dict[str, str]:
@@ -64,6 +67,39 @@ def secret_options(names: Iterable[str]) -> list[str]:
     ci.spack.signed asks for a key).
     """
     return [f"id={name},env={name}" for name in names if os.environ.get(name)]
+
+
+_PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64}) size: [0-9]+")
+
+
+def classic_cache_options(request: BuildRequest, log: IO[str]) -> list[str]:
+    """The classic client's form of a registry cache: `--cache-from REF`, and the inline cache.
+
+    Debian's docker.io 20.10 has no buildx, and its `docker build` cannot export a cache to a
+    registry (`--cache-to`); BuildKit's inline cache (`BUILDKIT_INLINE_CACHE=1`) writes the cache
+    metadata into the image itself, which then goes to the cache ref with the image: mode=min
+    (the final stage's layers), said once in the log. Where buildx exists, mode=max applies.
+    """
+    options: list[str] = []
+    for spec in request.cache_from:
+        ref = _registry_ref(spec)
+        if ref:
+            options += ["--cache-from", ref]
+    if any(_registry_ref(spec) for spec in request.cache_to):
+        options += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+        log.write("note: the classic builder exports the cache inline (mode=min), pushed with the image\n")
+    return options
+
+
+def _spec_fields(spec: str) -> dict[str, str]:
+    """`type=registry,ref=X` -> {"type": "registry", "ref": "X"} (python-on-whales wants a mapping)."""
+    return dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+
+
+def _registry_ref(spec: str) -> str | None:
+    """`ref` of a `type=registry,ref=...` cache spec (None for other cache types)."""
+    fields = _spec_fields(spec)
+    return fields.get("ref") if fields.get("type") == "registry" else None
 
 
 def find_docker_client(preferred: str | None = None) -> list[str]:
@@ -204,6 +240,8 @@ class DockerEngine:
             build_args=dict(request.build_args), platforms=[request.platform], load=True,
             cache=not request.no_cache, progress="plain", stream_logs=True,
             secrets=secret_options(request.secrets), network=network,
+            cache_from=[_spec_fields(spec) for spec in request.cache_from] or None,
+            cache_to=request.cache_to[0] if request.cache_to else None,
         )
         for line in lines:  # type: ignore[union-attr]
             log.write(line if line.endswith("\n") else line + "\n")
@@ -221,6 +259,7 @@ class DockerEngine:
                 command += ["--label", f"{name}={value}"]
             if request.no_cache:
                 command.append("--no-cache")
+            command += classic_cache_options(request, log) if self.buildkit else []
             network = request.network or self.network
             if network:
                 command += ["--network", network]
@@ -240,6 +279,36 @@ class DockerEngine:
                 log.write(raw.decode(errors="replace"))
                 log.flush()
             return iidfile.read_text().strip()
+
+    def push_image(self, reference: str, log: IO[str]) -> str:
+        """`docker push reference` (its output to `log`); return the manifest digest the registry stored."""
+        digest = ""
+        command = [*self.client.client_config.docker_cmd, "push", reference]
+        try:
+            for _, raw in stream_stdout_and_stderr(command):
+                line = raw.decode(errors="replace")
+                log.write(line)
+                found = _PUSHED_DIGEST.search(line)
+                if found:
+                    digest = found.group(1)
+        except DockerException as exc:
+            raise BuildError(f"push of {reference} failed (exit {exc.return_code}); see {log.name}") from None
+        finally:
+            log.flush()
+        if not digest:
+            raise BuildError(f"push of {reference} did not report a digest; see {log.name}")
+        return digest
+
+    def pull_image(self, reference: str, log: IO[str]) -> None:
+        """`docker pull reference` (by digest, as the build pool asks), its output to `log`."""
+        command = [*self.client.client_config.docker_cmd, "pull", reference]
+        try:
+            for _, raw in stream_stdout_and_stderr(command):
+                log.write(raw.decode(errors="replace"))
+        except DockerException as exc:
+            raise BuildError(f"pull of {reference} failed (exit {exc.return_code}); see {log.name}") from None
+        finally:
+            log.flush()
 
     def import_rootfs(self, tarball: Path, tag: str, changes: Iterable[str] = ()) -> None:
         self.client.image.import_(tarball, tag=tag, changes=list(changes))

@@ -46,7 +46,8 @@ class Registry:
         self.settings = settings
         self.engine = engine
         self.site_host = site_host
-        self._logged_in = False
+        self._logged_in: set[int] = set()  # the engines (by id) holding this run's registry login
+        self._engines: list[DockerEngine] = [engine]
 
     @property
     def push_address(self) -> str:
@@ -65,8 +66,9 @@ class Registry:
             with self.site_host.tunnel(self.settings.local_port, self.settings.remote_port):
                 yield
         finally:
-            self.engine.forget_logins()  # the run's registry login ends with the run
-            self._logged_in = False
+            for engine in self._engines:
+                engine.forget_logins()  # the run's registry login ends with the run
+            self._logged_in.clear()
 
     def credentials(self) -> RegistryCredentials | None:
         """The registry login from the environment, for the site's engine to pull with (on stdin)."""
@@ -74,24 +76,29 @@ class Registry:
         token = os.environ.get(self.settings.token_env)
         return RegistryCredentials(username, token) if username and token else None
 
-    def login(self) -> None:
-        """Log in once when credentials are configured; the token goes on stdin, never argv."""
+    def login(self, engine: DockerEngine | None = None) -> None:
+        """Log in once per engine when credentials are configured; the token goes on stdin, never argv."""
+        engine = engine or self.engine
         credentials = self.credentials()
-        if self._logged_in or credentials is None:
+        if id(engine) in self._logged_in or credentials is None:
             return
+        if engine not in self._engines:
+            self._engines.append(engine)
         try:
-            self.engine.login(self.push_address, credentials.username, credentials.password)
+            engine.login(self.push_address, credentials.username, credentials.password)
         except DockerException:
             raise SiteError(f"registry {self.push_address} refused the credentials from "
                             f"{self.settings.username_env}/{self.settings.token_env}") from None
-        self._logged_in = True
+        self._logged_in.add(id(engine))
 
-    def push(self, local_tag: str, name: str, tag: str, log: IO[str]) -> PushResult:
-        self.login()
+    def push(self, local_tag: str, name: str, tag: str, log: IO[str], engine: DockerEngine | None = None) -> PushResult:
+        """Push from `engine` (the build host holding the image; default: the registry's engine)."""
+        engine = engine or self.engine
+        self.login(engine)
         push_ref = f"{self.push_address}/{name}:{tag}"
-        self.engine.tag(local_tag, push_ref)
+        engine.tag(local_tag, push_ref)
         pushed = existing = 0
-        command = [*self.engine.client.client_config.docker_cmd, "push", push_ref]
+        command = [*engine.client.client_config.docker_cmd, "push", push_ref]
         try:
             for _, raw in stream_stdout_and_stderr(command):
                 line = raw.decode(errors="replace")
@@ -108,6 +115,6 @@ class Registry:
             log.flush()
             if push_ref != local_tag:
                 with contextlib.suppress(DockerException):
-                    self.engine.client.image.remove(push_ref)  # only the extra tag; layers stay
+                    engine.client.image.remove(push_ref)  # only the extra tag; layers stay
         return PushResult(reference=site_reference(self.settings, name, tag), pushed_layers=pushed,
                           existing_layers=existing)

@@ -232,6 +232,7 @@ def workflow(catalog: Catalog, settings: WorkflowSettings, profiles: Sequence[st
     jobs: dict[str, Any] = {}
     jobs["helper-image"] = helper_image_job()
     jobs["start-vm"] = start_vm_job()
+    jobs["prepare-vms"] = prepare_vms_job()
     jobs["prepare"] = prepare_job(chains)
     by_key = {chain.key: chain for chain in chains}
     for chain in chains:
@@ -242,7 +243,8 @@ def workflow(catalog: Catalog, settings: WorkflowSettings, profiles: Sequence[st
     jobs["spack-janitor"] = spack_janitor_job([chain.build for chain in chains])
     jobs["publish"] = publish_job([chain.test for chain in chains])
     jobs["summary"] = summary_job([*image_job_ids, "retest", "publish"])
-    jobs["teardown"] = teardown_job(["start-vm", "prepare", *image_job_ids, "retest", "spack-janitor", "publish"])
+    jobs["teardown"] = teardown_job(["start-vm", "prepare-vms", "prepare", *image_job_ids, "retest", "spack-janitor",
+                                     "publish"])
     if len(jobs) > settings.max_jobs:
         raise CIError(f"{len(chains)} images need {len(jobs)} jobs, more than ci.workflow.max_jobs "
                       f"({settings.max_jobs}; GitHub makes at most {MAX_JOBS} jobs of a matrix); split the "
@@ -258,6 +260,10 @@ def workflow(catalog: Catalog, settings: WorkflowSettings, profiles: Sequence[st
             "CONTAINERS": "${{ inputs.containers }}",
             "INVOKE_CI_STATE_DIR": ".ci-state",
             "INVOKE_CI_DOCKER_HOST": "unix:///var/run/docker.sock",
+            # Several build VMs (docs/build-hosts.md): how many, and the build registry they share
+            # (images by digest, BuildKit cache); one VM and no build registry when unset.
+            "INVOKE_CI_VM_COUNT": "${{ vars.BUILD_VMS || '1' }}",
+            "INVOKE_CI_BUILD_POOL_REGISTRY": "${{ vars.BUILD_REGISTRY }}",
             "PYTHONUNBUFFERED": "1",
         },
         "jobs": jobs,
@@ -323,6 +329,7 @@ def start_vm_job() -> dict[str, Any]:
     return {
         "name": "start VM", "needs": "helper-image", "runs-on": "ubuntu-latest", "timeout-minutes": 45,
         "permissions": {"contents": "read", "packages": "read"}, "container": HELPER_CONTAINER,
+        "outputs": {"vms": "${{ steps.vms.outputs.vms }}"},
         "env": {**OPENSTACK_ENV, "OS_MY_IMAGE": "${{ vars.OS_MY_IMAGE }}",
                 "OS_MY_FLAVOUR": "${{ vars.OS_MY_FLAVOUR }}"},
         "steps": [
@@ -335,7 +342,26 @@ def start_vm_job() -> dict[str, Any]:
             # instead of letting the prepare job queue for 24 hours.
             inv("Wait for the VM's runners to come online", f"gh.runners --wait {labels} --timeout 900",
                 env={"GITHUB_TOKEN": "${{ secrets.RUNNERS_TOKEN }}"}),
+            # Each VM's runners carry the common labels plus the VM's name: the matrix of prepare-vms.
+            inv("The build VMs' names", "vm.names --output vms", id="vms"),
         ],
+    }
+
+
+def prepare_vms_job() -> dict[str, Any]:
+    """prepare-vm on every build VM (vars.BUILD_VMS of them), each on a runner of that VM (its name as label).
+
+    Build jobs then run on whichever VM has a free runner (the common label); a child built on
+    another VM than its parent gets the parent from the build registry by digest.
+    """
+    return {
+        "name": "prepare ${{ matrix.vm }}", "needs": "start-vm",
+        "strategy": {"matrix": {"vm": "${{ fromJSON(needs.start-vm.outputs.vms) }}"}, "fail-fast": True},
+        "runs-on": ["self-hosted", "${{ matrix.vm }}"], "timeout-minutes": 60,
+        "env": {"CI_SSH_KEY_PASSPHRASE": "${{ secrets.CI_SSH_KEY_PASSPHRASE }}"},
+        "steps": [checkout(), install_venv(), vm_key(),
+                  inv("Prepare this VM (volume, Docker)", "vm.prepare --address 127.0.0.1"),
+                  upload("prepare-${{ matrix.vm }}")],
     }
 
 
@@ -346,7 +372,8 @@ def prepare_job(chains: Sequence[ImageJobs]) -> dict[str, Any]:
         outputs[chain.build_output] = f"${{{{ steps.plan.outputs.{chain.build_output} }}}}"
         outputs[chain.test_output] = f"${{{{ steps.plan.outputs.{chain.test_output} }}}}"
     return {
-        "needs": "start-vm", "runs-on": ["self-hosted", RUNNER_LABELS["main"]], "timeout-minutes": 60,
+        "needs": ["start-vm", "prepare-vms"], "runs-on": ["self-hosted", RUNNER_LABELS["main"]],
+        "timeout-minutes": 60,
         "env": {"CI_SSH_KEY_PASSPHRASE": "${{ secrets.CI_SSH_KEY_PASSPHRASE }}"}, "outputs": outputs,
         "steps": [
             checkout(), install_venv(), site_known_hosts(), vm_key(),

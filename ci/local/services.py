@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ci.buildhosts import local_engines
 from ci.errors import CIError
 
 LOG_DIR = Path("/var/log/containers-ci")
@@ -54,6 +55,11 @@ def start_docker() -> None:
 
 
 DOCKER = Service("docker", ("docker.io", "debootstrap"), ("dockerd", "debootstrap"), docker_ready, start_docker)
+
+# Two more engines (own data root, exec root, socket, no bridge): the build-hosts pool's tests and
+# `inv -f ci/buildhosts/local-pool.yaml build-all` spread builds over them (ci/buildhosts/local_engines.py).
+BUILD_ENGINES = Service("build engines", ("docker.io",), ("dockerd",), local_engines.all_ready,
+                        local_engines.start_all)
 
 
 def apt_install(packages: Sequence[str], say: Callable[[str], None]) -> None:
@@ -643,5 +649,5 @@ def start_s3() -> None:
 S3 = Service("s3", (), (), s3_ready, start_s3, timeout=60.0)
 
 # In dependency order: `inv local.up` ensures each in turn.
-ALL_SERVICES = (DOCKER, SSHD, MUNGE, SLURM, REGISTRY, CHARLIECLOUD, POSTGRESQL, CHROMIUM_SERVICE, QEMU, ROOTLESS,
-                S3)
+ALL_SERVICES = (DOCKER, BUILD_ENGINES, SSHD, MUNGE, SLURM, REGISTRY, CHARLIECLOUD, POSTGRESQL, CHROMIUM_SERVICE,
+                QEMU, ROOTLESS, S3)

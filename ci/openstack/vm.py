@@ -30,14 +30,15 @@ import os
 import shlex
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ci.config.build_hosts import BuildHostSettings
 from ci.config.settings import Settings, VMConfig, vm_config
 from ci.docker.remote import RemoteDocker, docker_host_url, known_hosts_file, ssh_settings, state_dir
-from ci.errors import CIError, CloudError
+from ci.errors import CIError, CloudError, ConfigError
 from ci.hosts import SSHHost
 from ci.openstack.cloud import BuildVMCloud, Say, VMInfo, open_cloud
 from ci.shutdown import Terminated, on_signals, raise_on_signal, wait_until
@@ -319,8 +320,122 @@ def for_run(settings: Settings, say: Say = _quiet) -> Iterator[Settings]:
     `build_vm` around the run when the profile builds on a VM (and no Docker host is pinned);
     otherwise a no-op, so a front end can always wrap its run in it.
     """
-    if settings.docker_host or not config_from(settings).enabled:
+    config = config_from(settings)
+    if settings.docker_host or not config.enabled:
         yield settings
         return
-    with build_vm(settings, say) as vm_settings:
+    with (build_fleet(settings, say) if config.count > 1 else build_vm(settings, say)) as vm_settings:
         yield vm_settings
+
+
+# --------------------------------------------------------------------------------------------
+# several build VMs (ci.vm.count, `inv vm.start --count N`): one pool of build hosts
+# --------------------------------------------------------------------------------------------
+
+def fleet(config: VMConfig) -> list[VMConfig]:
+    """The configurations of `config.count` build VMs: `<name>-<i>` with volume `<volume>-<i>`.
+
+    One VM keeps the configured names (as before). Each VM has its own volume (a volume attaches
+    to one server) and its own state folder; a pre-allocated floating IP can serve only one VM.
+    """
+    if config.count == 1:
+        return [config]
+    if config.floating_ip:
+        raise ConfigError(f"ci.vm.floating_ip: one pre-allocated address cannot serve {config.count} VMs; "
+                          "unset it (each VM gets an address from ci.vm.floating_ip_pool) or set ci.vm.count: 1")
+    longest = f"{config.name}-{config.count}"
+    if len(longest) > 64 or len(f"{config.volume}-{config.count}") > 64:
+        raise ConfigError(f"ci.vm.name: '{longest}' (with its index) is longer than 64 characters; "
+                          "shorten ci.vm.name or ci.vm.volume")
+    return [config.model_copy(update={"name": f"{config.name}-{index}", "volume": f"{config.volume}-{index}"})
+            for index in range(1, config.count + 1)]
+
+
+def _each(configs: list[VMConfig], work: Callable[[VMConfig], Any], *, first_alone: bool = False) -> list[Any]:
+    """`work` for every VM at once (each waits on the cloud and on SSH); every failure is reported.
+
+    `first_alone`: the first VM's work runs before the others start, so what the VMs share (the key
+    pair, the security group) is created once, not raced for.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    results: list[Any] = []
+    problems: list[str] = []
+    batches = [configs[:1], configs[1:]] if first_alone else [configs]
+    for batch in batches:
+        if problems:
+            break
+        with ThreadPoolExecutor(max_workers=max(1, min(len(batch), 16))) as pool:
+            futures = [pool.submit(work, config) for config in batch]
+        for config, future in zip(batch, futures, strict=True):
+            try:
+                results.append(future.result())
+            except CIError as exc:
+                problems.append(f"{config.name}: {exc}")
+    if problems:
+        raise CloudError("; ".join(problems))
+    return results
+
+
+def start_fleet(settings: Settings, say: Say = _quiet, **overrides: Any) -> list[VMInfo]:
+    """Find or create every build VM (`count` of them, at once); return once SSH accepts our key on each."""
+    configs = fleet(config_from(settings, **overrides))
+    return _each(configs, lambda config: start(settings, say, vm_cloud=open_cloud(config, say)), first_alone=True)
+
+
+def teardown_fleet(settings: Settings, say: Say = _quiet, **overrides: Any) -> list[str]:
+    """Delete every build VM of the fleet (a no-op for those that do not exist); volumes stay."""
+    configs = fleet(config_from(settings, **overrides))
+    return [line for lines in _each(configs, lambda config: teardown(settings, say, vm_cloud=open_cloud(config, say)))
+            for line in lines]
+
+
+def status_fleet(settings: Settings, **overrides: Any) -> list[tuple[VMConfig, VMInfo]]:
+    configs = fleet(config_from(settings, **overrides))
+    return list(zip(configs, _each(configs, lambda config: open_cloud(config).status()), strict=True))
+
+
+def names(settings: Settings, **overrides: Any) -> list[str]:
+    """The server names of the fleet (the label each VM's runners carry besides the common ones)."""
+    return [config.name for config in fleet(config_from(settings, **overrides))]
+
+
+def pool_settings(settings: Settings, remotes: list[RemoteDocker]) -> Settings:
+    """Settings whose build hosts are the VMs' engines (over SSH), sharing ci.build_pool's registry."""
+    builds = int(settings.limits.get("build", 2))
+    hosts = tuple(BuildHostSettings(name=remote.config.name, address=remote.url, client=remote.client, builds=builds)
+                  for remote in remotes)
+    for remote in remotes:
+        remote.apply(settings)  # its ssh-agent, when the key has a passphrase
+    return settings.model_copy(update={"build_hosts": hosts})
+
+
+@contextlib.contextmanager
+def build_fleet(settings: Settings, say: Say = _quiet) -> Iterator[Settings]:
+    """start -> prepare every VM -> yield settings whose build hosts are the VMs -> ALWAYS tear all down."""
+    configs = fleet(config_from(settings))
+    if not settings.build_pool.registry:
+        raise ConfigError(f"ci.build_pool.registry: {len(configs)} build VMs share images and cache through a "
+                          "build registry; set it to a host:port every VM reaches (see docs/build-hosts.md)")
+    remotes: list[RemoteDocker] = []
+    clouds: list[BuildVMCloud] = []
+    failed = False
+    with on_signals(raise_on_signal):
+        try:
+            clouds = [open_cloud(config, say) for config in configs]
+            infos = _each(configs, lambda config: start(settings, say, vm_cloud=clouds[configs.index(config)]),
+                          first_alone=True)
+            for config, info in zip(configs, infos, strict=True):
+                say(f"VM {config.name} is up at {info.address}")
+                for line in prepare(settings, say, info=info, name=config.name, volume=config.volume):
+                    say(line)
+                remotes.append(RemoteDocker(settings, config, info.address))
+            yield pool_settings(settings, remotes)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            for index, config in enumerate(configs):
+                remote = next((r for r in remotes if r.config.name == config.name), None)
+                cloud = clouds[index] if index < len(clouds) else None
+                _guarded_teardown(settings, config, cloud, remote, say, failed)

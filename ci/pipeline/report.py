@@ -49,6 +49,7 @@ class ImageReport:
     duration: float
     steps: list[StepReport] = field(default_factory=list)
     arch: str = ""
+    build_host: str = ""  # the build host that built (or re-tagged) it in this run
 
 
 @dataclass
@@ -96,7 +97,8 @@ def build_report(run_id: str, profile: str, plan: Plan, outcomes: dict[str, Imag
         report.images.append(ImageReport(
             name=planned.name, version=planned.spec.version, digest12=planned.digest12, tag=planned.tag,
             action=planned.action.value, reason=planned.reason, state=state, detail=detail,
-            duration=round(duration, 3), steps=steps, arch=planned.spec.arch))
+            duration=round(duration, 3), steps=steps, arch=planned.spec.arch,
+            build_host=next((str(step.data.get("host", "")) for step in steps if step.name == "build"), "")))
     return report
 
 
@@ -183,6 +185,13 @@ def to_markdown(report: RunReport, events: Sequence[Mapping[str, Any]] = ()) -> 
     counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items())) or "nothing to do"
     lines += ["", f"**{counts}** in {_seconds(report.finished - report.started)}", ""]
     lines += _published_markdown(report)
+    hosts: dict[str, list[str]] = {}
+    for image in report.images:
+        if image.build_host:
+            hosts.setdefault(image.build_host, []).append(f"`{image.name}`")
+    if hosts:
+        built = "; ".join(f"**{host}**: {', '.join(names)}" for host, names in sorted(hosts.items()))
+        lines += [f"Build hosts: {built}", ""]
     return "\n".join(lines) + timeline.markdown(events)
 
 

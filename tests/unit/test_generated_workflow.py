@@ -179,7 +179,7 @@ def test_an_early_failure_skips_the_images_and_tears_down(pipeline: dict[str, An
 def test_teardown_waits_for_every_job_on_the_vm_and_nothing_waits_for_it(pipeline: dict[str, Any]) -> None:
     jobs = jobs_of(pipeline)
     on_vm = {name for name, body in jobs.items() if "self-hosted" in (body.get("runs-on") or [])}
-    assert on_vm == {"prepare", "retest", "spack-janitor", "publish",
+    assert on_vm == {"prepare-vms", "prepare", "retest", "spack-janitor", "publish",
                      *(job(image, step) for image in IMAGES for step in CHAIN)}
     assert on_vm | {"start-vm"} <= set(needs_of(jobs["teardown"]))
     assert jobs["summary"]["if"] == "always()"
@@ -195,7 +195,7 @@ def test_rerun_all_jobs_never_meets_an_artifact_of_an_earlier_attempt(pipeline: 
                 assert step["with"]["overwrite"] is True and step["if"] == "always()"
                 assert step["with"]["name"].startswith("runs-${{ github.run_attempt }}-"), name
                 names.append(step["with"]["name"])
-    assert len(names) == len(set(names)) == 4 + 3 * len(IMAGES)  # prepare, retest, janitor, publish, each image job
+    assert len(names) == len(set(names)) == 5 + 3 * len(IMAGES)  # prepare(-vms), retest, janitor, publish, images
     assert pipeline["env"]["RUN_ID"] == "gh-${{ github.run_id }}-${{ github.run_attempt }}"
     download = next(step for step in jobs_of(pipeline)["summary"]["steps"]
                     if str(step.get("uses", "")).startswith("actions/download-artifact@"))
@@ -223,6 +223,28 @@ def test_no_cloud_credential_reaches_the_vm(pipeline: dict[str, Any]) -> None:
             assert "OS_APPLICATION_CREDENTIAL_SECRET" not in yaml.safe_dump(body), name
     prepare = [step.get("run", "") for step in jobs["prepare"]["steps"]]
     assert "exec inv vm.prepare --address 127.0.0.1\n" in prepare
+
+
+def test_every_build_vm_is_prepared_on_its_own_runner_and_builds_go_to_any_vm(pipeline: dict[str, Any]) -> None:
+    """Several build VMs (vars.BUILD_VMS): start-vm starts them and names them, prepare-vms prepares each
+    on a runner carrying that VM's name, and the image jobs keep the common labels (any VM's runner)."""
+    jobs = jobs_of(pipeline)
+    assert pipeline["env"]["INVOKE_CI_VM_COUNT"] == "${{ vars.BUILD_VMS || '1' }}"
+    assert pipeline["env"]["INVOKE_CI_BUILD_POOL_REGISTRY"] == "${{ vars.BUILD_REGISTRY }}"
+    start = jobs["start-vm"]
+    names = next(step for step in start["steps"] if step.get("id") == "vms")
+    assert names["run"] == "exec inv vm.names --output vms\n"
+    assert start["outputs"]["vms"] == "${{ steps.vms.outputs.vms }}"
+    per_vm = jobs["prepare-vms"]
+    assert per_vm["strategy"]["matrix"]["vm"] == "${{ fromJSON(needs.start-vm.outputs.vms) }}"
+    assert per_vm["runs-on"] == ["self-hosted", "${{ matrix.vm }}"]
+    assert "exec inv vm.prepare --address 127.0.0.1\n" in [step.get("run", "") for step in per_vm["steps"]]
+    assert "prepare-vms" in needs_of(jobs["prepare"]) and "prepare-vms" in needs_of(jobs["teardown"])
+    for image in IMAGES:
+        assert jobs[job(image, "build")]["runs-on"] == ["self-hosted", "cpouta"]
+    failed = simulate(pipeline, Scenario(fail=frozenset({"prepare-vms"}), outputs=outputs()))
+    assert all(failed[job(image, step)] == "skipped" for image in IMAGES for step in CHAIN)
+    assert failed["teardown"] == "success"
 
 
 def test_inputs_and_triggers(pipeline: dict[str, Any]) -> None:

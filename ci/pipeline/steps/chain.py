@@ -5,10 +5,11 @@ step base class (`ChainStep`): resume from an earlier attempt, honour the cancel
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
+from ci.docker.engine import DockerEngine
 from ci.docker.registry import Registry, site_reference
 from ci.engines.base import Engine
 from ci.errors import CIError
@@ -41,6 +42,9 @@ class SiteServices:
     arch_partitions: Mapping[str, str] = field(default_factory=dict)  # ci.site.arch.<arch>.partition
     require_tests: bool = False  # ci.site.require_tests: an image without tests is filed under failed/
     publishing: Publishing | None = None  # ci.publish: where tested images go after promote (none: nowhere)
+    # The engine that holds an image now (the build host that built it, or another one after
+    # failover); None: the registry's own engine (one build host).
+    image_engine: Callable[[str, IO[str]], DockerEngine] | None = None
 
     def partition_for(self, arch: str) -> str | None:
         """Where an architecture's conversions and tests run (e.g. arm64 images on arm64 nodes)."""

@@ -20,7 +20,9 @@ class TransferStep(ChainStep):
         services = chain.site_services
         image = chain.image
         with chain.run.log_path(image.key, "transfer").open("w", encoding="utf-8") as log:
-            pushed = services.registry.push(image.tag, image.name, f"{image.spec.version}-{image.digest12}", log)
+            engine = services.image_engine(image.tag, log) if services.image_engine is not None else None
+            pushed = services.registry.push(image.tag, image.name, f"{image.spec.version}-{image.digest12}", log,
+                                            engine=engine)
         host = services.site.host
         tests_folder = image.spec.root / "tests"
         host.run(["mkdir", "-p", posixpath.join(chain.staging, "tests"), posixpath.join(chain.staging, "logs")])
