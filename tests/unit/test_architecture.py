@@ -12,7 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+from tests.support.paths import PROJECT_DIR
+
 PACKAGE = PROJECT_DIR / "ci"
 DOC = PROJECT_DIR / "docs" / "architecture.md"
 _ROW = re.compile(r"^\| `(?P<path>ci/[^`]+)` \| (?P<layer>\d) \|", re.MULTILINE)

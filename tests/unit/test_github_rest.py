@@ -14,10 +14,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from helpers import PROJECT_DIR
 
 from ci.errors import CIError
 from ci.github.rest import GitHub, last_successful_commit, runners, wait_for_runners
+from tests.support.paths import PROJECT_DIR
 
 TOKEN = "ghs_canary_token_0123456789"
 

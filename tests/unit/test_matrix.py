@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLES, PROJECT_DIR
 
 from ci.definitions import load_catalog
 from ci.github.matrix import github_matrix, matrix_for, plan_markdown, publish
 from ci.github.outputs import write_outputs
 from ci.plan import Plan, make_plan
 from ci.site.layout import FAILED, TESTED, SiteListing, image_stem
+from tests.support.paths import EXAMPLES, PROJECT_DIR
 
 ALL = ["base", "hello-apptainer", "hello-spack", "mpi", "python", "spack-tools", "tools-debug", "tools-minimal"]
 

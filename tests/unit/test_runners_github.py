@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from github_emulator import REPOSITORY, TOKEN, Emulator, GitHub
 
 from ci.runners.github import GitHubActions, GitHubApp, GitHubClient, GitHubError, RateLimited, Scope
+from tests.github_emulator import REPOSITORY, TOKEN, Emulator, GitHub
 
 
 @pytest.fixture
