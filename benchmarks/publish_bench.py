@@ -43,7 +43,7 @@ from ci.publish.oci import OCIClient
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(PROJECT / "tests"), str(PROJECT / "tests" / "integration")]
 
-from publish_helpers import (  # noqa: E402 - the key maker and image pusher live with the tests
+from tests.support.publish_helpers import (  # noqa: E402 - the key maker and image pusher live with the tests
     REGISTRY,
     layer,
     make_signing_key,

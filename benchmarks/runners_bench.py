@@ -34,12 +34,8 @@ from ci.resources import Resources
 from ci.runners import control
 from ci.runners.state import State
 from ci.schedulers import JobSpec, JobState, JobStatus
-
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT / "tests"))
-
-from github_emulator import TOKEN, Emulator  # noqa: E402 - the emulator lives with the tests
-from github_emulator.testing import (  # noqa: E402
+from tests.github_emulator import TOKEN, Emulator
+from tests.github_emulator.testing import (
     Running,
     cancel_all,
     settings_for,
@@ -47,6 +43,9 @@ from github_emulator.testing import (  # noqa: E402
     target,
     unique_prefix,
 )
+from tests.support.http_emulator import wait_until_listening
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 LABELS = ["self-hosted", "slurm"]
 
@@ -179,12 +178,13 @@ def _soak(total: int = 10_000, batch: int = 400, per_run: int = 10) -> tuple[lis
     os.environ["CI_GITHUB_TOKEN"] = TOKEN
     # 10,000 jobs cost ~1.1 calls each (a JIT config, and the listings that changed): above GitHub's
     # 5,000 an hour for a token, so the emulated limit is raised (the poll's own cost is measured above).
-    server = subprocess.Popen([sys.executable, "-m", "github_emulator", "--port", "0", "--rate-limit", "1000000"],
-                              cwd=PROJECT / "tests",
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "tests.github_emulator", "--port", "0", "--rate-limit",
+                               "1000000"], cwd=PROJECT, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     info = json.loads(server.stdout.readline())
     url = info["api_url"]
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    wait_until_listening(host, int(port), timeout=30)
 
     def control_call(path: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
         request = urllib.request.Request(f"{url}{path}", method="POST" if data is not None else "GET",

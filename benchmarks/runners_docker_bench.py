@@ -24,9 +24,9 @@ from ci.local import services as local
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "tests"))
 
-from github_emulator import TOKEN, Emulator  # noqa: E402 - the emulator lives with the tests
-from github_emulator.jobuser import job_user_settings, job_user_site  # noqa: E402
-from github_emulator.testing import Running, cancel_all, unique_prefix  # noqa: E402
+from tests.github_emulator import TOKEN, Emulator  # noqa: E402 - the emulator lives with the tests
+from tests.github_emulator.jobuser import job_user_settings, job_user_site  # noqa: E402
+from tests.github_emulator.testing import Running, cancel_all, unique_prefix  # noqa: E402
 
 JOBS = 20
 GAP = 5.0  # seconds between arrivals

@@ -377,7 +377,7 @@ class BuildVMCloud:
             volume = self._wait_volume(volume, "available")
             self.say(f"attaching volume {config.volume} to {config.name}")
             with _step(f"attaching volume {config.volume}", config):
-                self.conn.compute.create_volume_attachment(server, volume_id=volume.id)
+                self.conn.compute.create_volume_attachment(server, volume=volume)
         try:
             volume = self._wait_volume(volume, "in-use")
         except os_exc.SDKException as exc:

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 import yaml
 
@@ -88,18 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"try: inv -f {folder}/invoke.yaml vm.start && inv -f {folder}/invoke.yaml vm.prepare")
     print(f"emulated cloud on {emulator.url} (Keystone at {emulator.auth_url}); Ctrl-C stops it", flush=True)
 
-    stop = threading.Event()
-
-    def handler(number: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    emulator.start()
     try:
-        stop.wait()
+        emulator.serve_until_signalled()
     finally:
-        emulator.stop()
         if device and args.write:
             release_loopback(args.write.resolve(), device)
     return 0

@@ -30,16 +30,16 @@ import hashlib
 import itertools
 import json
 import re
-import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.http_emulator import Answer, HTTPEmulator
 
 PROJECT_ID = "5b2a9c1f0e3d4c8b9a7f6e5d4c3b2a10"
 USER_ID = "c0ffee00c0ffee00c0ffee00c0ffee00"
@@ -233,96 +233,17 @@ class Cloud:
         return view
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: EmulatorServer
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body in one segment: no 40 ms delayed-ACK stalls
-    wbufsize = 1 << 16
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.verbose:
-            super().log_message(format, *args)
-
-    # ---- plumbing ------------------------------------------------------------------------------
-    def _handle(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length).decode() if length else ""
-        record = Request(method, parts.path, parse_qs(parts.query, keep_blank_values=True),
-                         {k: v for k, v in self.headers.items()}, raw)
-        emulator = self.server.emulator
-        with emulator.lock:
-            emulator.requests.append(record)
-            emulator.cloud.tick()
-            try:
-                body = json.loads(raw) if raw else {}
-                status, payload, headers = emulator.route(method, parts.path, record.query, body, record.headers)
-                content_type = "application/json"
-            except HttpError as error:
-                status, payload, headers, content_type = error.status, error.body, {}, error.content_type
-            except Exception as exc:  # a bug in the emulator: answer 500 like a broken service would
-                traceback.print_exc()
-                status, payload, headers, content_type = 500, {"error": f"{type(exc).__name__}: {exc}"}, {}, \
-                    "application/json"
-            record.status = status
-        data = b"" if payload is None else (
-            payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
-        self.send_response(status)
-        if data:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("X-Openstack-Request-Id", "req-" + str(uuid.uuid4()))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
-    def do_HEAD(self) -> None:
-        self._handle("HEAD")
-
-
-class EmulatorServer(ThreadingHTTPServer):
-    daemon_threads = True
-    emulator: Emulator
-    verbose: bool = False
-
-
 Route = Callable[..., tuple[int, Any, dict[str, str]]]
 
 
-class Emulator:
+class Emulator(HTTPEmulator[Request]):
     """The HTTP front of a `Cloud`: start() serves it from a thread on 127.0.0.1."""
 
-    def __init__(self, cloud: Cloud | None = None, port: int = 0, host: str = "127.0.0.1", verbose: bool = False):
-        self.cloud = cloud or Cloud()
-        self.lock = threading.RLock()
-        self.requests: list[Request] = []
-        self._httpd = EmulatorServer((host, port), Handler)
-        self._httpd.emulator = self
-        self._httpd.verbose = verbose
-        self._thread: threading.Thread | None = None
+    thread_name = "cloud-emulator"
 
-    # ---- lifecycle -----------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def __init__(self, cloud: Cloud | None = None, port: int = 0, host: str = "127.0.0.1", verbose: bool = False):
+        super().__init__(port=port, host=host, verbose=verbose)
+        self.cloud = cloud or Cloud()
 
     @property
     def auth_url(self) -> str:
@@ -332,24 +253,30 @@ class Emulator:
     def faults(self) -> dict[str, Any]:
         return self.cloud.faults
 
-    def start(self) -> Emulator:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="cloud-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> Emulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever()
+    def answer(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
+        """Record the request, let the cloud's clock advance, route it; an emulator bug answers 500."""
+        parts = urlsplit(target)
+        raw = body.decode()
+        record = Request(method, parts.path, parse_qs(parts.query, keep_blank_values=True), headers, raw)
+        with self.lock:
+            self.requests.append(record)
+            self.cloud.tick()
+            try:
+                status, payload, extra = self.route(method, parts.path, record.query,
+                                                    json.loads(raw) if raw else {}, record.headers)
+                content_type = "application/json"
+            except HttpError as error:
+                status, payload, extra, content_type = error.status, error.body, {}, error.content_type
+            except Exception as exc:  # a bug in the emulator: answer 500 like a broken service would
+                traceback.print_exc()
+                status, payload, extra, content_type = 500, {"error": f"{type(exc).__name__}: {exc}"}, {}, \
+                    "application/json"
+            record.status = status
+        data = b"" if payload is None else (
+            payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
+        headers_out = {"Content-Type": content_type} if data else {}
+        headers_out["X-Openstack-Request-Id"] = "req-" + str(uuid.uuid4())
+        return Answer(status, data, {**headers_out, **extra})
 
     # ---- configuration for clients ---------------------------------------------------------------
     def _secret(self, auth: str) -> str:

@@ -11,18 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from ci.config.settings import Settings, deep_merge, load_settings
+from tests.support.config import project_config
+from tests.support.paths import PROJECT_DIR
 
 from .emulator import Emulator
-
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-
-
-def project_config() -> dict[str, Any]:
-    with (PROJECT_DIR / "invoke.yaml").open(encoding="utf-8") as handle:
-        return dict(yaml.safe_load(handle)["ci"])
 
 
 def ssh_keypair(folder: Path, passphrase: str = "") -> Path:

@@ -1,6 +1,6 @@
 """Fixtures of the end-to-end tests: `inv build-all` as a person runs it, in a fresh site and state dir.
 
-The site helpers of the integration tests (tests/integration/site_helpers.py) are shared: the
+The site helpers of the integration tests (tests/support/site_helpers.py) are shared: the
 same isolated project, with the bundled definitions and the default image tags, so the Docker
 images and registry tags are the developer's cache (reused and kept), while the site root, the
 run records and the Slurm job names are the test's own.
@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from integration.site_helpers import EXAMPLES_DIR, SiteProject, isolated_project
+
+from tests.support.site_helpers import EXAMPLES_DIR, SiteProject, isolated_project
 
 
 @pytest.fixture(scope="module")

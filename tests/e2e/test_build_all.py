@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.site_helpers import (
+
+from ci.definitions import load_catalog
+from tests.support.site_helpers import (
     EXAMPLES_DIR,
     SiteProject,
     assert_complete,
@@ -24,8 +26,6 @@ from integration.site_helpers import (
     job_label,
     promoted,
 )
-
-from ci.definitions import load_catalog
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

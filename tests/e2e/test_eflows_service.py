@@ -29,13 +29,13 @@ from typing import Any
 
 import pytest
 import requests
-from eflows_fixtures import commit_change, make_catalog, make_registry
-from helpers import unmet
-from integration.service_helpers import TERMINAL, ServiceProject, free_port, service_project
 
 from ci.docker.engine import DockerEngine
 from ci.local import services as local
 from ci.local.spack_builder import STANDIN_TAG, ensure_standin_builder
+from tests.helpers import unmet
+from tests.support.eflows_fixtures import commit_change, make_catalog, make_registry
+from tests.support.service_helpers import TERMINAL, ServiceProject, free_port, service_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.service]
 DOCKER = "/usr/bin/docker"

@@ -1,6 +1,6 @@
 """A LUMI-style host-side test, migrated by `inv migrate.lumi`, through `inv build-all` on the local default.
 
-The recipes are ours, in LUMI's layout (tests/lumi_layout.py): toolbox-v1's test writes a helper
+The recipes are ours, in LUMI's layout (tests/support/lumi_layout.py): toolbox-v1's test writes a helper
 script into its working folder, binds that folder into the container and calls `$SCMD` twice with
 different environment, the image file as `$1`; its failing twin (science_app-rocm-1.0) fails on the
 first of its two calls only, so it fails only when the script runs unchanged, under its own
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.site_helpers import SiteProject, isolated_project, promoted
-from lumi_layout import write_checkout
 
 from ci.migrate import lumi
+from tests.support.lumi_layout import write_checkout
+from tests.support.site_helpers import SiteProject, isolated_project, promoted
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

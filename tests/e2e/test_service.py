@@ -21,16 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-from integration.service_helpers import (
-    TERMINAL,
-    ServiceProject,
-    require_chromium,
-    service_project,
-    wait_status,
-)
-from integration.site_helpers import EXAMPLES_DIR, slurm_jobs
 
 from ci.local import services as local
+from tests.support.service_helpers import TERMINAL, ServiceProject, service_project, wait_status
+from tests.support.services import require_chromium
+from tests.support.site_helpers import EXAMPLES_DIR, slurm_jobs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.service]
 SHARED: dict[str, Any] = {}

@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-from integration.service_helpers import TERMINAL, ServiceProject, postgresql_database, service_project, wait_status
 from sqlalchemy import select
 
 from ci.service.db import Database
 from ci.service.models import Build, Claim, Request
+from tests.support.service_helpers import TERMINAL, ServiceProject, postgresql_database, service_project, wait_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.service]
 POOL = 2

@@ -7,7 +7,6 @@ Prints the URL and the token to use (CI_GITHUB_TOKEN); scenarios are driven with
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 
 from .emulator import Emulator, GitHub
@@ -23,8 +22,7 @@ def main() -> None:
     emulator = Emulator(github, port=args.port)
     print(json.dumps({"api_url": emulator.url, "repository": args.repository, "token_env": "CI_GITHUB_TOKEN",
                       "token": emulator.github.token}), flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        emulator.serve_forever()
+    emulator.serve_until_signalled()
 
 
 if __name__ == "__main__":

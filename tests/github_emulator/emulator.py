@@ -44,9 +44,10 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.support.http_emulator import Answer, HTTPEmulator
 
 TOKEN = "ghp_emulatorTOKENcanary0123456789abcdef"
 REPOSITORY = "octo-org/hpc-app"
@@ -169,46 +170,18 @@ class GitHub:
         return [run for run in self.runs.values() if run.status != "completed"]
 
 
-class Emulator:
+class Emulator(HTTPEmulator[tuple[str, str, int]]):
     """The HTTP front of a `GitHub`: start() serves it from a thread on 127.0.0.1."""
+
+    thread_name = "github-emulator"
 
     def __init__(self, github: GitHub | None = None, *, port: int = 0, host: str = "127.0.0.1",
                  webhook: tuple[str, bytes] | None = None, keep_requests: int = 2000):
+        super().__init__(port=port, host=host, keep_requests=keep_requests)
         self.github = github or GitHub()
-        self.lock = threading.RLock()
         self.webhook = webhook
-        self.requests: collections.deque[tuple[str, str, int]] = collections.deque(maxlen=keep_requests)
         self.counts: collections.Counter[str] = collections.Counter()
         self.webhook_deliveries: list[int] = []
-        self._httpd = ThreadingHTTPServer((host, port), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.emulator = self  # type: ignore[attr-defined]
-        self._thread: threading.Thread | None = None
-
-    # ---- lifecycle -----------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> Emulator:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="github-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> Emulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever()
 
     # ---- scenario control (also over HTTP under /_emulator) ------------------------------------------
     def add_run(self, jobs: list[dict[str, Any]], name: str = "CI") -> Run:
@@ -339,6 +312,31 @@ class Emulator:
         return {"X-RateLimit-Limit": str(github.limit), "X-RateLimit-Remaining": str(max(github.remaining, 0)),
                 "X-RateLimit-Reset": str(int(github.reset)), "X-RateLimit-Used": str(github.limit - github.remaining),
                 "X-RateLimit-Resource": "core"}
+
+    def answer(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
+        """GitHub's answer: JSON (none for 204/304), rate-limit headers on the API, errors worded as GitHub does;
+        a raw answer of `faults["answers"]` (hostile bytes) instead, when one is set for this call."""
+        raw = self.hostile(method, target)
+        if raw is not None:
+            status, extra, payload = raw
+            self.requests.append((method, target, status))
+            return Answer(status, payload, extra)
+        try:
+            status, data, extra = self.handle(method, target, {k.lower(): v for k, v in headers.items()}, body)
+        except HttpError as error:
+            status, data, extra = error.status, {"message": error.message,
+                                                 "documentation_url": "https://docs.github.com/rest"}, error.headers
+        except Exception as error:  # an emulator bug answers 500, as a server would
+            status, data, extra = 500, {"message": f"emulator error: {type(error).__name__}: {error}"}, {}
+        self.requests.append((method, target, status))
+        payload = b"" if status in (204, 304) or data is None else json.dumps(data).encode()
+        if not target.startswith("/_emulator/"):
+            rate = self.rate_headers()
+            rate.update({k: v for k, v in extra.items() if k.startswith("X-RateLimit")})
+            extra = {**extra, **rate}
+        if payload:
+            extra = {**extra, "Content-Type": "application/json; charset=utf-8"}
+        return Answer(status, payload, extra)
 
     def _authorise(self, headers: dict[str, str]) -> None:
         value = headers.get("authorization", "")
@@ -507,53 +505,6 @@ def _valid_jwt(token: str, app_id: int, public_key: Any) -> bool:
     except (ValueError, InvalidSignature):
         return False
     return str(claims.get("iss")) == str(app_id) and claims.get("exp", 0) > time.time()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def _serve(self) -> None:
-        emulator: Emulator = self.server.emulator  # type: ignore[attr-defined]
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        raw = emulator.hostile(self.command, self.path)
-        if raw is not None:
-            status, extra, payload = raw
-            emulator.requests.append((self.command, self.path, status))
-            self.send_response(status)
-            for key, value in {**extra, "Content-Length": str(len(payload))}.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload)
-            return
-        try:
-            status, data, extra = emulator.handle(self.command, self.path, headers, body)
-        except HttpError as error:
-            status, data, extra = error.status, {"message": error.message,
-                                                 "documentation_url": "https://docs.github.com/rest"}, error.headers
-        except Exception as error:  # an emulator bug answers 500, as a server would
-            status, data, extra = 500, {"message": f"emulator error: {type(error).__name__}: {error}"}, {}
-        emulator.requests.append((self.command, self.path, status))
-        payload = b"" if status in (204, 304) or data is None else json.dumps(data).encode()
-        self.send_response(status)
-        if not self.path.startswith("/_emulator/"):
-            rate = emulator.rate_headers()
-            rate.update({k: v for k, v in extra.items() if k.startswith("X-RateLimit")})
-            extra = {**extra, **rate}
-        for key, value in extra.items():
-            self.send_header(key, value)
-        if payload:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if payload:
-            self.wfile.write(payload)
-
-    do_GET = do_POST = do_DELETE = _serve
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:

@@ -12,24 +12,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ci.config.settings import Settings, deep_merge, load_settings
 from ci.runners import control
 from ci.runners.allocator import Allocator
+from tests.support.config import project_config
+from tests.support.paths import PROJECT_DIR
 
 from .emulator import Emulator
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 STANDIN = Path(__file__).resolve().parent / "runner.py"
 
 # Tiny runner jobs: one CPU, little memory, a short limit (the local Slurm has 2 CPUs).
 TINY = {"cpus": 1, "mem": "100M", "time": "00:05:00"}
-
-
-def project_config() -> dict[str, Any]:
-    with (PROJECT_DIR / "invoke.yaml").open(encoding="utf-8") as handle:
-        return dict(yaml.safe_load(handle)["ci"])
 
 
 def standin_runner_dir(folder: Path, *, fail_marker: Path | None = None, max_wait: float = 120) -> Path:

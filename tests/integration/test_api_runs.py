@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from site_helpers import PROJECT_DIR, SiteProject, isolated_project, passing, sleeping, wait_for
 
 from ci import api
 from ci.pipeline.executor import Event, Note
 from ci.pipeline.report import RunReport
 from ci.shutdown import CancelToken
+from tests.support.paths import PROJECT_DIR
+from tests.support.site_helpers import SiteProject, isolated_project, passing, sleeping, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import BASE_IMAGE, definition, unmet
 from python_on_whales import DockerClient
 from rich.console import Console
 
@@ -24,6 +23,8 @@ from ci.docker.engine import DockerEngine
 from ci.pipeline.progress import ProgressPrinter
 from ci.pipeline.report import RunReport
 from ci.plan import DIGEST_LABEL, NAME_LABEL, TEST_DIGEST_LABEL
+from tests.support.definitions import definition
+from tests.support.services import BASE_IMAGE, unmet
 
 pytestmark = pytest.mark.docker
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import BASE_IMAGE, definition, missing, unmet
 from python_on_whales import DockerClient
 
 from ci import api
@@ -33,6 +32,7 @@ from ci.config.settings import Settings, load_settings
 from ci.docker.engine import DockerEngine
 from ci.local import services as local
 from ci.pipeline.report import RunReport, to_markdown
+from tests.helpers import BASE_IMAGE, definition, missing, unmet
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from site_helpers import require
 
 from ci import definitions
 from ci.definitions import Expectation, MetricCheck, SlurmResources
@@ -27,6 +26,7 @@ from ci.hosts import LocalHost
 from ci.local import services as local
 from ci.pipeline.testjobs import judge, render_job_script
 from ci.schedulers import JobSpec, JobState, SlurmScheduler
+from tests.support.services import require_charliecloud, require_docker, require_registry, require_slurm
 
 DOCKER = "/usr/bin/docker"
 TAG = f"cci-engine-test:{uuid.uuid4().hex[:10]}"
@@ -39,12 +39,11 @@ PROBE = ["sh", "-c", 'echo "mark=$CI_MARK"; cat /opt/hello; [ -e /etc/debian_ver
 TIMINGS: dict[str, float] = {}
 
 
-_require = require  # skip with the reason; fail when CI_REQUIRE_SERVICES=1
 
 
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
-    _require(local.docker_ready(), "the Docker engine")
+    require_docker()
     subprocess.run([DOCKER, "build", "-q", "-t", TAG, "-"], input=DOCKERFILE, text=True, check=True,
                    capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
     yield TAG
@@ -53,7 +52,7 @@ def image() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def charliecloud() -> CharliecloudEngine:
-    _require(local.charliecloud_ready(), "Charliecloud (ch-convert, ch-run, squashfs-tools, python3-lark)")
+    require_charliecloud()
     return CharliecloudEngine()
 
 
@@ -89,7 +88,7 @@ def test_charliecloud_converts_from_the_docker_engine_and_runs(squashfs: str, si
 
 @pytest.mark.docker
 def test_charliecloud_default_is_plain_ch_convert(image: str, site: Path) -> None:
-    _require(local.charliecloud_ready(), "Charliecloud")
+    require_charliecloud()
     engine = make_engine("charliecloud", compression="default")
     started = time.monotonic()
     result = engine.convert(LocalHost(), ImageSource.daemon(image), str(site / "gzip.sqfs"))
@@ -114,7 +113,7 @@ def test_charliecloud_converts_a_docker_archive(charliecloud: CharliecloudEngine
 @pytest.mark.docker
 @pytest.mark.slurm
 def test_a_test_runs_as_a_slurm_job_inside_the_image(squashfs: str, site: Path, tmp_path: Path) -> None:
-    _require(local.slurm_ready(), "Slurm")
+    require_slurm()
     script = tmp_path / "check.sh"
     script.write_text('#!/bin/sh\nset -eu\necho "mark=$CI_MARK task=$SLURM_PROCID"\ncat /opt/hello\n'
                       'echo "throughput 12.5 GB/s"\n')
@@ -160,7 +159,7 @@ def test_docker_engine_saves_and_runs_the_archive(image: str, site: Path) -> Non
 @pytest.mark.registry
 def test_engines_pull_from_the_plain_http_registry(image: str, site: Path) -> None:
     """The local default's path: transfer pushes to 127.0.0.1:5000, the engine converts from there."""
-    _require(local.registry_ready(), f"the registry on {local.REGISTRY_ADDRESS}")
+    require_registry()
     remote = f"{local.REGISTRY_ADDRESS}/{image}"
     subprocess.run([DOCKER, "tag", image, remote], check=True)
     try:

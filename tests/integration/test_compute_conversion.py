@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from site_helpers import SiteProject, assert_complete, image_report, isolated_project, passing, step_data
+
+from tests.support.site_helpers import SiteProject, assert_complete, image_report, isolated_project, passing, step_data
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

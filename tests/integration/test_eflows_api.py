@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import requests
-from eflows_fixtures import commit_change, git, make_catalog, make_registry
-from integration.service_helpers import ServiceProject, service_project
 
 from ci.errors import DefinitionError
 from ci.service.eflows import git as eflows_git
+from tests.support.eflows_fixtures import commit_change, git, make_catalog, make_registry
+from tests.support.service_helpers import ServiceProject, service_project
 
 pytestmark = [pytest.mark.service]
 MACHINE = {"platform": "linux/amd64", "architecture": "skylake", "container_engine": "singularity"}

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from site_helpers import SiteProject, image_report, isolated_project
+
+from tests.support.site_helpers import SiteProject, image_report, isolated_project
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

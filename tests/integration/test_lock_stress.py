@@ -37,10 +37,12 @@ from typing import Any
 
 import pytest
 import yaml
-from site_helpers import BASE_IMAGE, PROJECT_DIR, REGISTRY, SiteProject, isolated_project
 
 from ci.hosts import LocalHost, SSHSettings
 from ci.site.layout import Site
+from tests.support.paths import PROJECT_DIR
+from tests.support.services import BASE_IMAGE, REGISTRY
+from tests.support.site_helpers import SiteProject, isolated_project
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.slurm, pytest.mark.stress]
 

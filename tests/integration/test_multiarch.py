@@ -11,9 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import write_tree
 from rich.console import Console
-from site_helpers import require
 
 from ci import api
 from ci.config.settings import load_settings
@@ -21,6 +19,8 @@ from ci.docker.engine import DockerEngine
 from ci.local import services as local
 from ci.local.foreign_base import ARM64_BASE, ensure_foreign_base
 from ci.pipeline.progress import ProgressPrinter
+from tests.support.definitions import write_tree
+from tests.support.services import require
 
 pytestmark = pytest.mark.docker
 DOCKER = "/usr/bin/docker"

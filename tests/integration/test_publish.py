@@ -24,7 +24,15 @@ from typing import Any
 
 import pytest
 import yaml
-from publish_helpers import (
+
+from ci.publish import Publishing, TestedImage, publish_settings
+from ci.publish.base import SourceImage
+from ci.publish.oci import OCIClient
+from ci.publish.oras import SIF_CONFIG, SIF_LAYER
+from ci.publish.signing import Keyring
+from ci.publish.verify import verify
+from tests.support.paths import PROJECT_DIR
+from tests.support.publish_helpers import (
     CANARY_ACCESS_KEY,
     CANARY_PASSPHRASE,
     CANARY_SECRET_KEY,
@@ -41,14 +49,6 @@ from publish_helpers import (
     signing_environment,
 )
 
-from ci.publish import Publishing, TestedImage, publish_settings
-from ci.publish.base import SourceImage
-from ci.publish.oci import OCIClient
-from ci.publish.oras import SIF_CONFIG, SIF_LAYER
-from ci.publish.signing import Keyring
-from ci.publish.verify import verify
-
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 DIGEST = "c0ffee" + "0" * 58
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from publish_helpers import (
+
+from ci.publish.oci import OCIClient
+from tests.support.publish_helpers import (
     REGISTRY,
     bucket_name,
     make_signing_key,
@@ -19,9 +21,7 @@ from publish_helpers import (
     s3_endpoint,
     signing_environment,
 )
-from site_helpers import SiteProject, failing, passing, require_site_services
-
-from ci.publish.oci import OCIClient
+from tests.support.site_helpers import SiteProject, failing, passing, require_site_services
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

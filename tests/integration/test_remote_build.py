@@ -12,16 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloud_emulator import Cloud, Emulator
-from cloud_emulator.testing import PROJECT_DIR, Witness, assert_nowhere, loop_device, project_config, vm_settings
-from helpers import BASE_IMAGE, definition
-from site_helpers import require
 
 from ci import api
 from ci.config.settings import Settings, SSHSettings, deep_merge, load_settings
 from ci.docker.engine import DockerEngine
 from ci.docker.remote import RemoteDocker
 from ci.openstack import vm
+from tests.cloud_emulator import Cloud, Emulator
+from tests.cloud_emulator.testing import Witness, assert_nowhere, loop_device, vm_settings
+from tests.support.config import project_config
+from tests.support.definitions import definition
+from tests.support.paths import PROJECT_DIR
+from tests.support.services import BASE_IMAGE, require
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]
 

@@ -16,17 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from github_emulator import TOKEN, Emulator, wait_for
-from github_emulator.jobuser import (
-    JobUserSite,
-    job_user_settings,
-    job_user_site,
-    leftovers,
-    user_processes,
-)
-from github_emulator.testing import cancel_all, our_jobs, serving, unique_prefix
-from helpers import missing as _missing
-from helpers import unmet
 
 from ci.config.runners import parse_runners
 from ci.config.settings import SSHSettings
@@ -35,6 +24,17 @@ from ci.local import services as local
 from ci.runners import batch as jobs
 from ci.runners import control, imagecache
 from ci.schedulers import JobState, SlurmScheduler
+from tests.github_emulator import TOKEN, Emulator, wait_for
+from tests.github_emulator.jobuser import (
+    JobUserSite,
+    job_user_settings,
+    job_user_site,
+    leftovers,
+    user_processes,
+)
+from tests.github_emulator.testing import cancel_all, our_jobs, serving, unique_prefix
+from tests.helpers import unmet
+from tests.support.services import require_slurm, require_sshd
 
 pytestmark = pytest.mark.slurm
 
@@ -44,10 +44,8 @@ LABELS = ["self-hosted", "slurm", "docker"]
 
 @pytest.fixture(autouse=True)
 def services(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not local.slurm_ready():
-        _missing("Slurm (munge, slurmctld, slurmd)", "the node does not take jobs")
-    if not local.sshd_ready():
-        _missing("sshd on 127.0.0.1:2222", "no SSH banner on the port, or no loopback key")
+    require_slurm()
+    require_sshd()
     if not local.rootless_ready():
         unmet(f"the job user {local.RUNNER_USER} with subordinate ids and the rootless tools is not set up here; "
               "`inv local.up` makes it")

@@ -11,22 +11,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-from github_emulator import TOKEN, Emulator
-from github_emulator.testing import PROJECT_DIR, cancel_all, our_jobs, settings_for, target, unique_prefix
-from helpers import missing as _missing
 
 from ci.hosts import without_secrets
-from ci.local import services as local
 from ci.runners import control
 from ci.runners.logic import Phase
+from tests.github_emulator import TOKEN, Emulator
+from tests.github_emulator.testing import cancel_all, our_jobs, settings_for, target, unique_prefix
+from tests.support.paths import PROJECT_DIR
+from tests.support.services import require_slurm
 
 pytestmark = pytest.mark.slurm
 
 
 @pytest.fixture(autouse=True)
 def slurm(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not local.slurm_ready():
-        _missing("Slurm (munge, slurmctld, slurmd)", "the node does not take jobs")
+    require_slurm()
     monkeypatch.setenv("CI_GITHUB_TOKEN", TOKEN)
 
 

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cloud_emulator.testing import Witness, assert_nowhere
-from github_emulator import TOKEN, Emulator, wait_for
-from github_emulator.testing import (
-    PROJECT_DIR,
+
+from ci.hosts import without_secrets
+from ci.runners.state import State
+from tests.cloud_emulator.testing import Witness, assert_nowhere
+from tests.github_emulator import TOKEN, Emulator, wait_for
+from tests.github_emulator.testing import (
     cancel_all,
     our_jobs,
     serving,
@@ -34,11 +36,8 @@ from github_emulator.testing import (
     target,
     unique_prefix,
 )
-from helpers import missing as _missing
-
-from ci.hosts import without_secrets
-from ci.local import services as local
-from ci.runners.state import State
+from tests.support.paths import PROJECT_DIR
+from tests.support.services import require_slurm
 
 pytestmark = pytest.mark.slurm
 
@@ -48,8 +47,7 @@ SPOOLS = (Path("/var/spool/slurmctld"), Path("/var/spool/slurmd"))
 
 @pytest.fixture(autouse=True)
 def slurm(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not local.slurm_ready():
-        _missing("Slurm (munge, slurmctld, slurmd)", "the node does not take jobs")
+    require_slurm()
     monkeypatch.setenv("CI_GITHUB_TOKEN", TOKEN)
 
 

@@ -20,7 +20,6 @@ secret that reached the jobs would show up in their logs and in the reports.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -30,23 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloud_emulator.testing import Witness, assert_nowhere
-from site_helpers import (
-    REGISTRY,
-    Check,
-    SiteProject,
-    failing,
-    isolated_project,
-    promoted,
-    require,
-    step_data,
-    wait_for,
-)
 
 from ci.config.settings import SSHSettings
 from ci.errors import SiteError
 from ci.hosts import SSHHost
 from ci.local import services as local
+from tests.cloud_emulator.testing import Witness, assert_nowhere
+from tests.support.services import REGISTRY, free_port, require
+from tests.support.site_helpers import Check, SiteProject, failing, isolated_project, promoted, step_data, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 
@@ -56,12 +46,6 @@ PASSPHRASE = f"canary-passphrase-{uuid.uuid4().hex}"
 SECRETS = {"CI_REGISTRY_TOKEN": TOKEN, "CI_SSH_KEY_PASSPHRASE": PASSPHRASE}
 
 PRINTENV = Check("printenv", 'env | sort\necho "env printed"\n', {"patterns": ["env printed"]})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def anonymous_status(address: str) -> int:

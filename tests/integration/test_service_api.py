@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from integration.service_helpers import ServiceProject, service_project
-from integration.site_helpers import EXAMPLES_DIR
 from sqlalchemy import select
 
 from ci.service import crud
 from ci.service.main import create_app
 from ci.service.models import Build, Slot
 from ci.service.service import Service
+from tests.support.service_helpers import ServiceProject, service_project
+from tests.support.site_helpers import EXAMPLES_DIR
 
 EFLOWS = {"machine": {"platform": "linux/amd64", "architecture": "rome", "container_engine": "singularity",
                       "mpi": "openmpi@4", "gpu": "cuda@10"},

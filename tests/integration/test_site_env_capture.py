@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 import yaml
-from integration.site_helpers import DOCKER, Check, SiteProject, isolated_project, passing, promoted
 
 from ci.config.site_env import site_env_settings
 from ci.docker.engine import DockerEngine
 from ci.errors import SiteError
 from ci.hosts import SSHHost
 from ci.site.environment import capture, current_digest
+from tests.support.services import DOCKER
+from tests.support.site_helpers import Check, SiteProject, isolated_project, passing, promoted
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

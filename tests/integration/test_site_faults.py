@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from site_helpers import (
+
+from ci import api
+from ci.pipeline.report import RunReport
+from ci.schedulers import job_name
+from tests.support.site_helpers import (
     Check,
     SiteProject,
     assert_complete,
@@ -34,10 +38,6 @@ from site_helpers import (
     slurm_jobs,
     wait_for,
 )
-
-from ci import api
-from ci.pipeline.report import RunReport
-from ci.schedulers import job_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from site_helpers import (
+
+from ci.schedulers import job_name
+from tests.support.services import require_site_services
+from tests.support.site_helpers import (
     SiteProject,
     assert_complete,
     assert_site_consistent,
@@ -28,11 +31,8 @@ from site_helpers import (
     metric,
     passing,
     promoted,
-    require_site_services,
     step_data,
 )
-
-from ci.schedulers import job_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]
 

@@ -13,18 +13,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from site_helpers import require
 
 from ci.definitions import SlurmResources
 from ci.hosts import CommandResult, LocalHost
-from ci.local import services as local
 from ci.schedulers import DirectScheduler, JobSpec, JobState, JobStatus, SlurmScheduler
+from tests.support.services import require_slurm
 
 RUN = uuid.uuid4().hex[:8]
 PREFIX = f"cci-test{RUN}"
 
 
-_require = require  # skip with the reason; fail when CI_REQUIRE_SERVICES=1
 
 
 class CountingHost(LocalHost):
@@ -46,7 +44,7 @@ def host() -> CountingHost:
 
 @pytest.fixture(scope="module")
 def slurm(host: CountingHost) -> SlurmScheduler:
-    _require(local.slurm_ready(), "Slurm (slurmctld, slurmd and munge)")
+    require_slurm()
     return SlurmScheduler(host, backoff=0.5)
 
 

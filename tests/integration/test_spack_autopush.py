@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import BASE_IMAGE, unmet, write_tree
 from rich.console import Console
-from site_helpers import require
 
 from ci import api
 from ci.buildcache import caches as buildcache
@@ -40,6 +38,8 @@ from ci.local.spack_builder import ensure_standin_builder, standin_tag
 from ci.local.spack_standin import spack_standin
 from ci.pipeline.progress import ProgressPrinter
 from ci.spack.images import LOCK_LABEL, SPACK_VERSION_LABEL
+from tests.helpers import BASE_IMAGE, unmet, write_tree
+from tests.support.site_helpers import require
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 DOCKER = "/usr/bin/docker"

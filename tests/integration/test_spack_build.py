@@ -16,9 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import BASE_IMAGE, write_tree
 from rich.console import Console
-from site_helpers import require
 
 from ci import api
 from ci.buildcache import caches as buildcache
@@ -27,6 +25,8 @@ from ci.config.settings import Settings, load_settings
 from ci.local import services as local
 from ci.local.spack_builder import ensure_standin_builder, standin_tag
 from ci.pipeline.progress import ProgressPrinter
+from tests.support.definitions import write_tree
+from tests.support.services import BASE_IMAGE, require, require_registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 DOCKER = "/usr/bin/docker"
@@ -95,7 +95,7 @@ def summaries(logs: dict[str, str]) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, docker_available: None) -> Iterator[SpackProject]:
-    require(local.registry_ready(), f"the registry on {local.REGISTRY_ADDRESS}")
+    require_registry()
     from ci.docker.engine import DockerEngine
 
     engine = DockerEngine([DOCKER], network="host")

@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-from site_helpers import require
 
 from ci.buildcache.caches import INDEX_TAG, OciRegistry
 from ci.buildcache.janitor import DAY, plan, run
 from ci.local import services as local
 from ci.local.spack_standin import spack_standin
+from tests.support.services import require_registry
 
 pytestmark = pytest.mark.registry
 ARCH = {"platform": "linux", "platform_os": "debian12", "target": "x86_64_v3"}
@@ -28,7 +28,7 @@ def node(name: str, deps: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def test_janitor_on_an_oci_cache(tmp_path: Path) -> None:
-    require(local.registry_ready(), f"the registry on {local.REGISTRY_ADDRESS}")
+    require_registry()
     url = f"oci+http://{local.REGISTRY_ADDRESS}/spack-janitor-{uuid.uuid4().hex[:8]}"
     now = time.time()
     nodes = [node("runtime"), node("keep", ("runtime",)), node("old", ("runtime",)), node("child", ("old",))]

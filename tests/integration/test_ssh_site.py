@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from site_helpers import (
-    REGISTRY,
+
+from ci.config.settings import Settings, SSHSettings
+from ci.hosts import SSHHost
+from ci.pipeline.report import RunReport
+from tests.support.services import REGISTRY, free_port
+from tests.support.site_helpers import (
     SiteProject,
     assert_site_consistent,
     failing,
@@ -29,19 +33,9 @@ from site_helpers import (
     step_data,
 )
 
-from ci.config.settings import Settings, SSHSettings
-from ci.hosts import SSHHost
-from ci.pipeline.report import RunReport
-
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry, pytest.mark.ssh]
 
 TESTS = {"good": ["smoke", "bandwidth"], "bad": ["broken"]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def listening(port: int) -> bool:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
-from cloud_emulator import Cloud, Emulator
-from cloud_emulator.testing import PROJECT_DIR
 
 from ci.config.settings import SSHSettings
+from tests.cloud_emulator import Cloud, Emulator
+from tests.cloud_emulator.testing import PROJECT_DIR
 
 pytestmark = pytest.mark.ssh
 

@@ -7,14 +7,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cloud_emulator.testing import PROJECT_DIR, project_config
-from helpers import BASE_IMAGE
-from site_helpers import require
 
 from ci.config.settings import deep_merge, load_settings
 from ci.docker.engine import DockerEngine
 from ci.errors import BuildError
 from ci.openstack import helper_image as openstack_image
+from tests.support.config import project_config
+from tests.support.paths import PROJECT_DIR
+from tests.support.services import BASE_IMAGE, require
 
 pytestmark = [pytest.mark.docker]
 

@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloud_emulator.testing import loop_device
-from site_helpers import require
 
 from ci.config.settings import SSHSettings, vm_config
 from ci.errors import CloudError
 from ci.hosts import SSHHost
 from ci.openstack import vm
 from ci.openstack.cloud import VMInfo
+from tests.cloud_emulator.testing import loop_device
+from tests.support.services import require
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]
 
@@ -171,14 +171,14 @@ def test_a_device_mounted_elsewhere_is_refused(bed: Bed, ssh_host: SSHHost, tmp_
 def test_inv_vm_prepare_runs_the_same_over_the_task_path(bed: Bed, loopback_ssh: SSHSettings,
                                                          tmp_path: Path) -> None:
     """vm.prepare with --address: copies the script, runs it, then checks Docker over SSH from here."""
-    from cloud_emulator.testing import project_config
-
     from ci.config.settings import deep_merge, load_settings
+    from tests.support.config import project_config
+    from tests.support.paths import PROJECT_DIR
 
     raw = deep_merge(project_config(), {"state_dir": str(tmp_path / "state"), "vm": {
         "ssh_user": "root", "ssh_port": loopback_ssh.port, "ssh_key": loopback_ssh.key_filename,
         "mount_point": str(bed.mount_point), "device": bed.device, "prepare_args": bed.args(), "poll_interval": 0.2}})
-    settings = load_settings(raw, Path(__file__).resolve().parents[2], profile="local")
+    settings = load_settings(raw, PROJECT_DIR, profile="local")
     lines = vm.prepare(settings, address="127.0.0.1")
     assert any("ready: Docker" in line for line in lines)
     assert lines[-1].startswith("Docker ") and "answers over SSH: DOCKER_HOST=ssh://root@127.0.0.1:2222" in lines[-1]

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from integration.site_helpers import PROJECT_DIR, SiteProject, isolated_project, passing, promoted, sleeping, wait_for
-from workflow_model import jobs_of, load_workflow
 
 from ci.github.workflow import WORKFLOW_FILE
+from tests.support.paths import PROJECT_DIR
+from tests.support.site_helpers import SiteProject, isolated_project, passing, promoted, sleeping, wait_for
+from tests.support.workflow_model import jobs_of, load_workflow
 
 PIPELINE = PROJECT_DIR / WORKFLOW_FILE
 

@@ -6,17 +6,20 @@ catalog, version discovery, Nova/Neutron/Cinder/Glance calls and their real erro
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloud_emulator import Cloud, Emulator
-from cloud_emulator.testing import PROJECT_DIR, vm_settings
 
 from ci.config.settings import vm_config
 from ci.errors import CloudError, ConfigError
 from ci.openstack import vm
 from ci.openstack.cloud import BuildVMCloud, VMInfo, connect, open_cloud
+from tests.cloud_emulator import Cloud, Emulator
+from tests.cloud_emulator.testing import vm_settings
+from tests.support.paths import PROJECT_DIR
 
 
 @pytest.fixture(autouse=True)
@@ -80,9 +83,8 @@ def test_bad_configuration_is_one_sentence_naming_the_key(tmp_path: Path, sectio
 
 
 def test_invoke_yaml_defaults_are_valid_and_cpouta_enables_the_vm() -> None:
-    from cloud_emulator.testing import project_config
-
     from ci.config.settings import load_settings
+    from tests.support.config import project_config
 
     raw = project_config()
     local = vm.config_from(load_settings(raw, PROJECT_DIR, profile="local"))
@@ -341,3 +343,28 @@ def test_status_reports_what_the_cloud_knows(emulator: Emulator, tmp_path: Path)
     started = cloud.start(VMInfo(name=cloud.config.name))
     status = cloud.status()
     assert (status.status, status.address, status.volume_device) == ("ACTIVE", started.address, "/dev/vdb")
+
+
+# ---- the SDK's next major version ----------------------------------------------------------------
+
+def test_the_volume_is_attached_by_the_form_the_next_sdk_keeps(emulator: Emulator, tmp_path: Path) -> None:
+    """`create_volume_attachment(server, volume=...)`: the same request as the `volume_id=` form SDK 5 drops."""
+    cloud = cloud_for(emulator, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = cloud.start(VMInfo(name=cloud.config.name))
+    [attach] = emulator.calls("POST", "/os-volume_attachments$")
+    assert json.loads(attach.body) == {"volumeAttachment": {"volumeId": info.volume_id}}
+    assert attach.path == f"/compute/v2.1/servers/{info.server_id}/os-volume_attachments"
+    assert [str(w.message) for w in caught if "volume_id" in str(w.message)] == []
+
+
+def test_a_missing_resource_is_none_without_the_deprecated_ignore_missing(emulator: Emulator,
+                                                                         tmp_path: Path) -> None:
+    """Our lookups pass ignore_missing=False and catch ResourceNotFound; SDK 6 makes that the only way."""
+    cloud = cloud_for(emulator, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert (cloud.find_server(), cloud.find_volume()) == (None, None)
+    assert emulator.calls("GET", "/servers") and emulator.calls("GET", "/volumes")
+    assert [str(w.message) for w in caught if "ignore_missing" in str(w.message)] == []

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from helpers import PROJECT_DIR
 
 from ci.config.settings import RegistrySettings, load_settings
 from ci.errors import ConfigError
 from ci.resources import Resources
+from tests.support.config import project_config
+from tests.support.paths import PROJECT_DIR
 
-PROJECT_CONFIG = yaml.safe_load((PROJECT_DIR / "invoke.yaml").read_text(encoding="utf-8"))["ci"]
+PROJECT_CONFIG = project_config()
 
 # Run in a fresh interpreter: a finder first on sys.meta_path refuses the backends' libraries, so the
 # import fails if ci.config (or anything it imports) needs them, even lazily during load_settings.

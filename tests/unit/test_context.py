@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import write_tree
 
 from ci.definitions.context import context_digest, context_files, is_ignored, parse_dockerignore, stage_context
+from tests.support.definitions import write_tree
 
 TREE = {
     "Dockerfile": "FROM base\n",

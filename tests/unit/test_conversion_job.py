@@ -15,8 +15,7 @@ from ci.errors import ConfigError
 from ci.pipeline.steps.convert import render_conversion_script
 from ci.schedulers import JobSpec
 from ci.schedulers.slurm import sbatch_directives
-
-PROJECT = Path(__file__).resolve().parents[2]
+from tests.support.paths import PROJECT_DIR
 
 
 def _script(tmp_path: Path) -> str:
@@ -61,7 +60,7 @@ def test_a_failing_conversion_leaves_no_image_file(tmp_path: Path) -> None:
 
 def test_convert_on_compute_is_a_setting_with_resources() -> None:
     settings = load_settings({"site": {"convert_on": "compute", "convert_job": {"time": "02:00:00",
-                                                                                "extra": ["--mem=64G"]}}}, PROJECT)
+                                                                                "extra": ["--mem=64G"]}}}, PROJECT_DIR)
     assert settings.site.convert_on == "compute"
     assert settings.site.convert_job == SlurmResources(time="02:00:00", extra=("--mem=64G",))
 
@@ -69,4 +68,4 @@ def test_convert_on_compute_is_a_setting_with_resources() -> None:
 @pytest.mark.parametrize("site", [{"convert_on": "gpu"}, {"convert_job": {"cpus": 8}}])
 def test_bad_conversion_settings_are_named(site: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match=r"ci\.site\.convert_"):
-        load_settings({"site": site}, PROJECT)
+        load_settings({"site": site}, PROJECT_DIR)

@@ -16,8 +16,8 @@ from ci.pipeline.runs import RunFolder
 from ci.pipeline.steps import Chain, ConvertStep, SiteServices
 from ci.plan import make_plan
 from ci.site.layout import Site
+from tests.support.paths import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "container_definitions"
 CANARY = "canary-token-5f1d"
 
 

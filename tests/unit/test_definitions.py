@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import BASE_IMAGE, EXAMPLES, definition, write_tree
 
 from ci.definitions import (
     Expectation,
@@ -17,6 +16,9 @@ from ci.definitions import (
     load_catalog,
 )
 from ci.errors import Problem
+from tests.support.definitions import definition, write_tree
+from tests.support.paths import EXAMPLES
+from tests.support.services import BASE_IMAGE
 
 
 @pytest.fixture(scope="module")

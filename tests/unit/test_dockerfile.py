@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import BASE_IMAGE, definition, write_tree
 
 from ci.definitions import load_catalog
 from ci.definitions.dockerfile import FromReference, expand, parse_from_references, rewrite_from
 from ci.pipeline.steps.build import pinned_dockerfile
 from ci.plan import make_plan
+from tests.support.definitions import definition, write_tree
+from tests.support.services import BASE_IMAGE
 
 
 def images(text: str, build_args: dict[str, str] | None = None) -> list[tuple[str, bool]]:

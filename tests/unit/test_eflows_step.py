@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
-from eflows_fixtures import STEPS, write_files
 
 from ci.errors import DefinitionError
 from ci.service.eflows import grammar, step
 from ci.service.eflows.requests import coerce
 from ci.service.models import WorkflowRequest
+from tests.support.eflows_fixtures import STEPS, write_files
 
 MPI = SimpleNamespace(architecture="skylake_avx512", mpi="intel-mpi@2018", gpu=None)
 GPU = SimpleNamespace(architecture="power9le", mpi="openmpi@4.0.0", gpu="cuda@10.2")

@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import PROJECT_DIR, definition
-from workflow_model import Scenario, ancestors_of, jobs_of, load_workflow, needs_of, shell_commands, simulate
 
 from ci.config.settings import WorkflowSettings, load_settings, workflow_settings
 from ci.definitions import load_catalog
@@ -22,16 +20,23 @@ from ci.github.workflow import (
     image_jobs,
     render,
 )
+from tests.support.config import project_config
+from tests.support.definitions import definition
+from tests.support.paths import EXAMPLES, PROJECT_DIR
+from tests.support.workflow_model import (
+    Scenario,
+    ancestors_of,
+    jobs_of,
+    load_workflow,
+    needs_of,
+    shell_commands,
+    simulate,
+)
 
 PIPELINE = PROJECT_DIR / WORKFLOW_FILE
-EXAMPLES = PROJECT_DIR / "container_definitions"
 IMAGES = ["base", "hello-apptainer", "hello-spack", "mpi", "python", "spack-builder", "spack-runtime", "spack-tools",
           "tools-debug", "tools-minimal"]
 CHAIN = ("build", "transfer", "test")
-
-
-def invoke_config() -> dict[str, Any]:
-    return dict(yaml.safe_load((PROJECT_DIR / "invoke.yaml").read_text(encoding="utf-8"))["ci"])
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +255,7 @@ def test_every_build_vm_is_prepared_on_its_own_runner_and_builds_go_to_any_vm(pi
 def test_inputs_and_triggers(pipeline: dict[str, Any]) -> None:
     on = pipeline["on"]
     profile = on["workflow_dispatch"]["inputs"]["profile"]
-    assert profile["type"] == "choice" and profile["options"] == list(invoke_config()["profiles"])
+    assert profile["type"] == "choice" and profile["options"] == list(project_config()["profiles"])
     assert profile["default"] == "cpouta"
     assert "pyproject.toml" in on["push"]["paths"]
     assert on["schedule"] == [{"cron": "17 3 * * 1"}]
@@ -333,7 +338,7 @@ def test_job_ids_are_safe_and_distinct(tmp_path: Path) -> None:
 
 def test_lumi_and_cpouta_convert_on_compute_nodes() -> None:
     for profile in ("lumi", "cpouta"):
-        settings = load_settings(invoke_config(), PROJECT_DIR, profile=profile)
+        settings = load_settings(project_config(), PROJECT_DIR, profile=profile)
         assert settings.site.convert_on == "compute", profile
 
 

@@ -24,14 +24,14 @@ from typing import Any
 
 import httpx
 import pytest
-from github_emulator import REPOSITORY, Emulator, wait_for
-from github_emulator import TOKEN as EMULATOR_TOKEN
-from github_emulator.testing import settings_for, target
-from helpers import PROJECT_DIR
 
 from ci.errors import CIError
 from ci.github.actions import Actions, Scope, check_workflow
 from ci.github.client import AppAuth, BadAnswer, GitHubClient, GitHubError, RateLimited, TokenAuth
+from tests.github_emulator import REPOSITORY, Emulator, wait_for
+from tests.github_emulator import TOKEN as EMULATOR_TOKEN
+from tests.github_emulator.testing import settings_for, target
+from tests.helpers import PROJECT_DIR
 
 API = "https://ghe.example.org/api/v3"
 TOKEN = "ghp_hostileCANARY0123456789abcdefABCDEF"
@@ -327,7 +327,7 @@ def test_a_malformed_installation_token_answer(app_key: tuple[Path, Any], body: 
 
 
 def test_an_app_token_is_cached_and_fetched_again_when_github_revokes_it(app_key: tuple[Path, Any]) -> None:
-    from github_emulator import GitHub
+    from tests.github_emulator import GitHub
 
     with Emulator(GitHub(app=(42, 7, app_key[1]))) as emulator:
         auth = AppAuth(42, 7, str(app_key[0]))

@@ -16,11 +16,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from helpers import PROJECT_DIR
 
 from ci.errors import CIError
 from ci.github.actions import Actions, Scope, from_environment, wait_for_runners
 from ci.github.client import GitHubClient, TokenAuth
+from tests.support.paths import PROJECT_DIR
 
 TOKEN = "ghs_canary_token_0123456789"
 

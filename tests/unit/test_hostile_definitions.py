@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import PROJECT_DIR
 
 from ci import api
 from ci.config.settings import load_settings
 from ci.definitions import load_catalog
 from ci.errors import DefinitionError, Problem
+from tests.support.paths import PROJECT_DIR
 
 FROM = "FROM containers-ci/debian:bookworm\n"
 ROOT_USER = os.geteuid() == 0  # root reads mode-000 files: then they are accepted, safely

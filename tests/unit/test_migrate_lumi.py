@@ -1,4 +1,4 @@
-"""`inv migrate.lumi`: LUMI-style recipes (our own, tests/lumi_layout.py) written as our definitions.
+"""`inv migrate.lumi`: LUMI-style recipes (our own, tests/support/lumi_layout.py) written as our definitions.
 
 The proof of fidelity runs each recipe's own build-*.sh with bash and a recording $DOCKERBUILD,
 and compares what it composed into $DOCKERFILE_TMP and the build args it passed with the
@@ -16,7 +16,12 @@ from typing import Any
 
 import pytest
 import yaml
-from lumi_layout import (
+
+from ci.definitions import load_catalog
+from ci.definitions.render import render
+from ci.migrate import lumi
+from ci.migrate.lumi import MigrationError, read_build_script, read_test_defaults
+from tests.support.lumi_layout import (
     HOST_TEST,
     REFUSED,
     REFUSED_LINES,
@@ -25,13 +30,7 @@ from lumi_layout import (
     tree_state,
     write_checkout,
 )
-
-from ci.definitions import load_catalog
-from ci.definitions.render import render
-from ci.migrate import lumi
-from ci.migrate.lumi import MigrationError, read_build_script, read_test_defaults
-
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+from tests.support.paths import PROJECT_DIR
 
 
 @pytest.fixture
@@ -344,7 +343,7 @@ def test_mangled_scripts_give_problems_never_exceptions() -> None:
     """Recipes with characters inserted, deleted and replaced (fixed seed): read, never a traceback."""
     import random
 
-    from lumi_layout import SCIENCE, TOOLBOX_V1, TOOLBOX_V2, TRANSFER
+    from tests.support.lumi_layout import SCIENCE, TOOLBOX_V1, TOOLBOX_V2, TRANSFER
 
     assert read_build_script("cat ../common/a $DOCKERFILE > $DOCKERFILE_TMP\necho 2").problems  # digits at the end
     pieces = ["$", "{", "}", "\\", '"', "'", "\n", "$(", "`", "|", "&", ";", "2>&1", "\x00", "${", "$((", "=", " "]

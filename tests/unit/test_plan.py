@@ -10,10 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import BASE_IMAGE, EXAMPLES, PROJECT_DIR, definition, write_tree
 
 from ci.definitions import Catalog, load_catalog
 from ci.plan import KnownImage, Plan, image_digest, image_tag, make_plan, topological_order
+from tests.support.definitions import definition, write_tree
+from tests.support.paths import EXAMPLES, PROJECT_DIR
+from tests.support.services import BASE_IMAGE
 
 
 class FakeInventory:

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import PROJECT_DIR
-from workflow_model import Scenario, jobs_of, load_workflow, simulate
 
 from ci.github.workflow import WORKFLOW_FILE
+from tests.helpers import PROJECT_DIR
+from tests.support.workflow_model import Scenario, jobs_of, load_workflow, simulate
 
 IMAGES = ["base", "hello-apptainer", "hello-spack", "mpi", "python", "spack-tools", "tools-debug", "tools-minimal"]
 

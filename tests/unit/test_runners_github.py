@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from github_emulator import REPOSITORY, TOKEN, Emulator, GitHub
 
 from ci.github.actions import Actions, Scope
 from ci.github.client import AppAuth, GitHubClient, GitHubError, RateLimited, TokenAuth
+from tests.github_emulator import REPOSITORY, TOKEN, Emulator, GitHub
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from ci.service.models import DefinitionRequest, Machine, WorkflowRequest
 from ci.service.settings import service_settings
 from ci.service.store import ImageStore
 from ci.service.workflows import constrained, image_name, resolve
-
-PROJECT = Path(__file__).resolve().parents[2]
+from tests.support.paths import PROJECT_DIR
 
 
 def test_machine_constraints_become_spack_requirements() -> None:
@@ -96,10 +95,10 @@ def test_credentials_from_bearer_and_basic() -> None:
 
 def test_service_settings_are_checked_and_defaulted(tmp_path: Path) -> None:
     base = {"state_dir": str(tmp_path / "state"), "site": {"root": str(tmp_path / "site")}}
-    settings = service_settings(load_settings({**base, "service": {"pool": 3}}, PROJECT, profile="local"))
+    settings = service_settings(load_settings({**base, "service": {"pool": 3}}, PROJECT_DIR, profile="local"))
     assert settings.pool == 3 and settings.database_url == f"sqlite:///{tmp_path / 'state' / 'service' / 'service.db'}"
     assert settings.slot_root(1) == str(tmp_path / "site" / "service" / "slot-1")
     for bad in ({"pool": -1}, {"pool": "2"}, {"database": "mysql://x"}, {"colour": "red"}, {"host": "a b"}):
         with pytest.raises(ConfigError) as error:
-            service_settings(load_settings({**base, "service": bad}, PROJECT, profile="local"))
+            service_settings(load_settings({**base, "service": bad}, PROJECT_DIR, profile="local"))
         assert "ci.service." in str(error.value)

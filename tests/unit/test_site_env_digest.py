@@ -7,13 +7,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import definition
 
 from ci.config.site_env import site_env_settings
 from ci.definitions import load_catalog
 from ci.errors import ConfigError
 from ci.plan import make_plan
 from ci.site.environment import content_digest, uses
+from tests.support.definitions import definition
 
 
 def tarball(path: Path, files: dict[str, bytes], *, mtime: int = 0, uid: int = 0, mode: int = 0o644) -> Path:

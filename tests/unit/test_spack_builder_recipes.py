@@ -13,20 +13,20 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import EXAMPLES, PROJECT_DIR, unmet
 
 from ci.config.settings import load_settings
 from ci.definitions import load_catalog
 from ci.definitions import render as render_recipe
 from ci.plan import make_plan
+from tests.helpers import EXAMPLES, PROJECT_DIR, unmet
+from tests.support.config import project_config
 
 RECIPES = ("spack-builder", "spack-runtime")
 
 
 def production_options() -> dict[str, object]:
     """The `spack` section every profile but `local` sees (invoke.yaml's top level)."""
-    config = yaml.safe_load((PROJECT_DIR / "invoke.yaml").read_text(encoding="utf-8"))["ci"]
+    config = project_config()
     settings = load_settings(config, PROJECT_DIR, profile="lumi")
     return {"spack": dict(settings.section("spack"))}
 
@@ -101,7 +101,7 @@ def test_spacks_ref_is_a_build_argument_and_the_definitions_are_parents_in_produ
 
 
 def test_the_local_profile_uses_the_stand_in_and_never_builds_the_real_ones() -> None:
-    config = yaml.safe_load((PROJECT_DIR / "invoke.yaml").read_text(encoding="utf-8"))["ci"]
+    config = project_config()
     local = load_settings(config, PROJECT_DIR, profile="local")
     catalog = load_catalog(EXAMPLES, ("amd64",), {"spack": dict(local.section("spack"))})
     assert catalog.parents["amd64/hello-spack"] == ()

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import write_tree
 
 from ci.config.spack import SpackSettings, spack_settings
 from ci.errors import ConfigError
 from ci.spack.environment import merged_environment, parse_environment, pinned_version, spack_version
 from ci.spack.merge import MergeConflict, merge
 from ci.spack.render import render_dockerfile, render_spack_yaml
+from tests.support.definitions import write_tree
 
 TEMPLATE = {"spack": {"view": "/opt/view", "concretizer": {"unify": True, "reuse": False},
                       "packages": {"all": {"providers": {"mpi": ["mpich"]}}}, "specs": []}}

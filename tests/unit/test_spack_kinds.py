@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import write_tree
-
 from ci.definitions import load_catalog
 from ci.plan import image_digest
+from tests.support.definitions import write_tree
 
 SPACKTAINERS = {
     "amd64/brainbuilder.yaml": "spack:\n  specs:\n    - brainbuilder\n",

@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import PROJECT_DIR, write_tree
 
 from ci.config.spack import spack_settings
 from ci.definitions import load_catalog
 from ci.errors import CIError, ConfigError
 from ci.plan import KnownImage, make_plan
 from ci.spack.images import lock_facts, resolve_versions
+from tests.helpers import PROJECT_DIR, write_tree
 
 
 def spacktainers(tmp_path: Path, definition: str, files: dict[str, str]) -> Path:

@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import write_tree
 
 from ci.engines.apptainer import ApptainerEngine
 from ci.engines.base import EngineSettings
 from ci.spack.singularity import ImageReference, apptainer_files, native_build_command, parse_definition, translate
+from tests.support.definitions import write_tree
 
 FULL = """\
 Bootstrap: docker

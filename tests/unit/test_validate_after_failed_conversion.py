@@ -20,8 +20,7 @@ from ci.schedulers.base import settled
 from ci.schedulers.direct import DirectScheduler
 from ci.schedulers.watch import JobWatcher
 from ci.site.layout import Site
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "container_definitions"
+from tests.support.paths import EXAMPLES
 
 
 class RecordingScheduler(DirectScheduler):

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import BASE_IMAGE, write_tree
 
 from ci.definitions import load_catalog
 from ci.errors import DefinitionError, Problem
 from ci.plan import make_plan
+from tests.support.definitions import write_tree
+from tests.support.services import BASE_IMAGE
 
 DOCKERFILE = f"FROM {BASE_IMAGE}\n"
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloud_emulator import Cloud, Emulator
-from cloud_emulator.testing import vm_settings
 
 from ci import api
 from ci.config.settings import Settings
 from ci.errors import BuildError, CIError, CloudError
 from ci.openstack import vm
+from tests.cloud_emulator import Cloud, Emulator
+from tests.cloud_emulator.testing import vm_settings
 
 
 @pytest.fixture(autouse=True)

@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloud_emulator.testing import PROJECT_DIR, project_config
 
 from ci.config.settings import Settings, deep_merge, load_settings, vm_config
 from ci.errors import CloudError
 from ci.openstack import helper_image as openstack_image
 from ci.openstack import vm
 from ci.openstack.cloud import VMInfo
+from tests.support.config import project_config
+from tests.support.paths import PROJECT_DIR
 
 
 def settings_with(tmp_path: Path, **vm_keys: object) -> Settings:

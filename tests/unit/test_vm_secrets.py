@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloud_emulator import Cloud, Emulator
-from cloud_emulator.testing import PROJECT_DIR, Witness, assert_nowhere, vm_settings
 
 from ci.errors import CIError
 from ci.openstack import vm
+from tests.cloud_emulator import Cloud, Emulator
+from tests.cloud_emulator.testing import Witness, assert_nowhere, vm_settings
+from tests.support.paths import PROJECT_DIR
 
 
 @pytest.fixture

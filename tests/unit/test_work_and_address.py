@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import definition
 
 from ci.definitions import load_catalog
 from ci.errors import SiteError
@@ -15,6 +14,7 @@ from ci.pipeline.failures import BuildFailure, blocked_by
 from ci.plan import make_plan
 from ci.site.address import pinned, resolve
 from ci.site.layout import SiteListing
+from tests.support.definitions import definition
 
 
 def test_images_built_on_a_failed_build_are_blocked_not_built(tmp_path: Path) -> None:

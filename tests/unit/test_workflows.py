@@ -16,8 +16,14 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import PROJECT_DIR, unmet
-from workflow_model import (
+
+from ci.errors import CIError
+from ci.github.changes import changed_paths
+from ci.hosts import LocalHost
+from ci.site.layout import Site, SiteLocked, this_process
+from tests.support.paths import PROJECT_DIR
+from tests.support.services import unmet
+from tests.support.workflow_model import (
     InvCall,
     Scenario,
     check_inv_call,
@@ -30,11 +36,6 @@ from workflow_model import (
     shell_commands,
     simulate,
 )
-
-from ci.errors import CIError
-from ci.github.changes import changed_paths
-from ci.hosts import LocalHost
-from ci.site.layout import Site, SiteLocked, this_process
 
 WORKFLOWS = PROJECT_DIR / ".github" / "workflows"
 PIPELINE = WORKFLOWS / "containers-build.yml"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -18,36 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from helpers import missing as _missing
-from integration.site_helpers import SiteProject, require_site_services
 
 from ci.config.settings import load_settings
-from ci.local import services as local
 from ci.service import crud
 from ci.service.db import Database
 from ci.service.settings import ServiceSettings, service_settings
+from tests.support.paths import PROJECT_DIR
+from tests.support.services import (
+    free_port,
+    require_chromium,  # noqa: F401 - tests of other branches import it from here
+    require_postgresql,
+    require_site_services,
+)
+from tests.support.site_helpers import SiteProject
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 TERMINAL = ("FINISHED", "FAILED", "CANCELLED")
-
-
-
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def require_postgresql() -> None:
-    if not local.postgresql_ready():
-        _missing("PostgreSQL", "`pg_isready` or `psql -d postgres` as root does not answer")
-
-
-def require_chromium() -> None:
-    if not local.chromium_ready():
-        _missing("Chromium", f"{local.CHROMIUM} --headless --version does not answer")
 
 
 class ServiceProject:

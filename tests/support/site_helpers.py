@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from rich.console import Console
 
@@ -36,37 +35,17 @@ from ci.config.settings import Settings, deep_merge, load_settings
 from ci.local import services as local
 from ci.pipeline.progress import ProgressPrinter
 from ci.pipeline.report import RunReport
+from tests.support.paths import EXAMPLES, PROJECT_DIR
+from tests.support.services import (
+    BASE_IMAGE,
+    DOCKER,
+    REGISTRY,
+    require,  # noqa: F401 - tests of other branches import it from here
+    require_site_services,
+)
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-EXAMPLES_DIR = PROJECT_DIR / "container_definitions"
-BASE_IMAGE = "containers-ci/debian:bookworm"
-DOCKER = "/usr/bin/docker"
-REGISTRY = local.REGISTRY_ADDRESS
+EXAMPLES_DIR = EXAMPLES
 LIMITS = {"build": 2, "transfer": 1, "convert": 2, "test": 4}
-
-
-# --------------------------------------------------------------------------------------------
-# Services: skip with the reason (fail when CI_REQUIRE_SERVICES=1), as tests/conftest.py does
-# --------------------------------------------------------------------------------------------
-
-
-def require(ready: bool, what: str) -> None:
-    if ready:
-        return
-    message = f"{what} is not available here; `inv local.up` sets it up"
-    if os.environ.get("CI_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def require_site_services() -> None:
-    """Docker + the base image, the loopback registry, one-node Slurm and Charliecloud."""
-    require(local.docker_ready(), "the Docker engine")
-    require(subprocess.run([DOCKER, "image", "inspect", BASE_IMAGE], capture_output=True, check=False).returncode == 0,
-            f"the base image {BASE_IMAGE} (`inv local.base-image`)")
-    require(local.registry_ready(), f"the registry on {REGISTRY}")
-    require(local.slurm_ready(), "Slurm (munge, slurmctld, slurmd)")
-    require(local.charliecloud_ready(), "Charliecloud (ch-convert, ch-run, squashfs-tools, python3-lark)")
 
 
 # --------------------------------------------------------------------------------------------

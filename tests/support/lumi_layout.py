@@ -19,7 +19,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-BASE_IMAGE = "containers-ci/debian:bookworm"
+from tests.support.services import BASE_IMAGE
 
 _RECORDER = """#!/bin/bash
 # A stand-in for `docker build`: records its arguments (NUL-separated, one file per call).
@@ -392,7 +392,7 @@ def compare_with_scripts(checkout: Path, definitions: Path, work: Path,
     return compared, mismatches
 
 
-if __name__ == "__main__":  # python tests/lumi_layout.py CHECKOUT DEFINITIONS WORK: a real checkout, by hand
+if __name__ == "__main__":  # python -m tests.support.lumi_layout CHECKOUT DEFINITIONS WORK: a real checkout, by hand
     import json
     import sys
 

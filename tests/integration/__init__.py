@@ -1,0 +1,1 @@
+"""Tests against the real local services (Docker, registry, Slurm, sshd, PostgreSQL, ...)."""
