@@ -9,6 +9,7 @@ output, so that one call is made through the client's own command line and strea
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ from typing import IO
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchImage
-from python_on_whales.utils import stream_stdout_and_stderr
+from python_on_whales.utils import run, stream_stdout_and_stderr
 
 from ci.errors import BuildError, CIError
 from ci.plan import DIGEST_LABEL, NAME_LABEL, TEST_DIGEST_LABEL, KnownImage
@@ -206,11 +207,21 @@ class DockerEngine:
         return []
 
     def _known_images(self) -> list[KnownImage]:
+        """Two docker calls whatever the count: the listing, then one inspect of every listed image
+        (python-on-whales' Image objects would each inspect themselves again)."""
+        listed = self.client.image.list(filters=[("label", DIGEST_LABEL)])
+        if not listed:
+            return []
+        command = [*self.client.client_config.docker_cmd, "image", "inspect",
+                   "--format", "{{json .Config.Labels}}\t{{json .RepoTags}}", *(image.id for image in listed)]
+        lines = str(run(command) or "").splitlines()  # an image gone meanwhile: NoSuchImage, and known_images retries
         out: list[KnownImage] = []
-        for image in self.client.image.list(filters=[("label", DIGEST_LABEL)]):
-            labels = image.config.labels or {}
-            out.append(KnownImage(name=labels.get(NAME_LABEL, ""), digest=labels.get(DIGEST_LABEL, ""),
-                                  tags=tuple(image.repo_tags or ())))
+        for line in lines:
+            labels_text, _, tags_text = line.partition("\t")
+            labels = json.loads(labels_text or "null") or {}
+            tags = json.loads(tags_text or "null") or []
+            out.append(KnownImage(name=str(labels.get(NAME_LABEL, "")), digest=str(labels.get(DIGEST_LABEL, "")),
+                                  tags=tuple(str(tag) for tag in tags)))
         return out
 
     def image_exists(self, reference: str) -> bool:
