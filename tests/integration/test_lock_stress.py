@@ -150,7 +150,7 @@ def race_round(project: SiteProject, config: Path, contenders: int, rng: random.
                 if all(p.poll() is not None for p in processes):
                     break
                 time.sleep(0.05)
-            time.sleep(rng.uniform(0.2, 8.0))  # anywhere in build, push, convert, test or promote
+            time.sleep(rng.uniform(0.2, 3.0))  # anywhere in build, push, convert, test or promote (a run: 3-10 s)
             pid = holder_pid(site_root)
             victim = next((p for p in processes if p.pid == pid and p.poll() is None), None)
             if victim is not None:
