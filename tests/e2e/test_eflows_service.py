@@ -33,9 +33,9 @@ import requests
 from ci.docker.engine import DockerEngine
 from ci.local import services as local
 from ci.local.spack_builder import STANDIN_TAG, ensure_standin_builder
-from tests.helpers import unmet
 from tests.support.eflows_fixtures import commit_change, make_catalog, make_registry
 from tests.support.service_helpers import TERMINAL, ServiceProject, free_port, service_project
+from tests.support.services import unmet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.service]
 DOCKER = "/usr/bin/docker"

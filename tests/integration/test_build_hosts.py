@@ -32,7 +32,8 @@ from ci.config.settings import Settings, load_settings
 from ci.docker.engine import DockerEngine
 from ci.local import services as local
 from ci.pipeline.report import RunReport, to_markdown
-from tests.helpers import BASE_IMAGE, definition, missing, unmet
+from tests.support.definitions import definition
+from tests.support.services import BASE_IMAGE, missing, unmet
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 

@@ -33,8 +33,7 @@ from tests.github_emulator.jobuser import (
     user_processes,
 )
 from tests.github_emulator.testing import cancel_all, our_jobs, serving, unique_prefix
-from tests.helpers import unmet
-from tests.support.services import require_slurm, require_sshd
+from tests.support.services import require_slurm, require_sshd, unmet
 
 pytestmark = pytest.mark.slurm
 

@@ -38,7 +38,8 @@ from ci.local.spack_builder import ensure_standin_builder, standin_tag
 from ci.local.spack_standin import spack_standin
 from ci.pipeline.progress import ProgressPrinter
 from ci.spack.images import LOCK_LABEL, SPACK_VERSION_LABEL
-from tests.helpers import BASE_IMAGE, unmet, write_tree
+from tests.support.definitions import write_tree
+from tests.support.services import BASE_IMAGE, unmet
 from tests.support.site_helpers import require
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]

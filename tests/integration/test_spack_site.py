@@ -16,7 +16,8 @@ from ci.config.settings import Settings, deep_merge, load_settings
 from ci.docker.engine import DockerEngine
 from ci.local.spack_builder import ensure_standin_builder, standin_tag
 from ci.site.layout import FAILED, TESTED
-from tests.helpers import BASE_IMAGE, write_tree
+from tests.support.definitions import write_tree
+from tests.support.services import BASE_IMAGE
 from tests.support.site_helpers import PROJECT_DIR, SiteProject, promoted, require_site_services, step_data
 
 pytestmark = [pytest.mark.docker, pytest.mark.slurm, pytest.mark.registry]

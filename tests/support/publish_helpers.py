@@ -24,7 +24,7 @@ from botocore.config import Config
 
 from ci.local import services as local
 from ci.publish.oci import OCI_MANIFEST, OCIClient, canonical, sha256_digest
-from tests.helpers import missing
+from tests.support.services import missing
 
 REGISTRY = "127.0.0.1:5000"
 CANARY_PASSPHRASE = "canary-passphrase-5f1e9c"

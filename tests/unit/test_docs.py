@@ -29,7 +29,8 @@ from ci.config.settings import CISection, HelperImageSettings, SiteSettings, VMC
 from ci.config.site_env import SiteEnvSettings
 from ci.config.spack import SpackSettings
 from ci.resources import Resources
-from tests.helpers import PROJECT_DIR, unmet
+from tests.support.paths import PROJECT_DIR
+from tests.support.services import unmet
 
 DOCS = PROJECT_DIR / "docs"
 README = PROJECT_DIR / "README.md"

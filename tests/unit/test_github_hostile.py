@@ -31,7 +31,7 @@ from ci.github.client import AppAuth, BadAnswer, GitHubClient, GitHubError, Rate
 from tests.github_emulator import REPOSITORY, Emulator, wait_for
 from tests.github_emulator import TOKEN as EMULATOR_TOKEN
 from tests.github_emulator.testing import settings_for, target
-from tests.helpers import PROJECT_DIR
+from tests.support.paths import PROJECT_DIR
 
 API = "https://ghe.example.org/api/v3"
 TOKEN = "ghp_hostileCANARY0123456789abcdefABCDEF"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ci.github.workflow import WORKFLOW_FILE
-from tests.helpers import PROJECT_DIR
+from tests.support.paths import PROJECT_DIR
 from tests.support.workflow_model import Scenario, jobs_of, load_workflow, simulate
 
 IMAGES = ["base", "hello-apptainer", "hello-spack", "mpi", "python", "spack-tools", "tools-debug", "tools-minimal"]

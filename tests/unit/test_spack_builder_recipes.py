@@ -18,8 +18,9 @@ from ci.config.settings import load_settings
 from ci.definitions import load_catalog
 from ci.definitions import render as render_recipe
 from ci.plan import make_plan
-from tests.helpers import EXAMPLES, PROJECT_DIR, unmet
 from tests.support.config import project_config
+from tests.support.paths import EXAMPLES, PROJECT_DIR
+from tests.support.services import unmet
 
 RECIPES = ("spack-builder", "spack-runtime")
 

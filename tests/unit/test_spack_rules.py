@@ -17,7 +17,8 @@ from ci.definitions import load_catalog
 from ci.errors import CIError, ConfigError
 from ci.plan import KnownImage, make_plan
 from ci.spack.images import lock_facts, resolve_versions
-from tests.helpers import PROJECT_DIR, write_tree
+from tests.support.definitions import write_tree
+from tests.support.paths import PROJECT_DIR
 
 
 def spacktainers(tmp_path: Path, definition: str, files: dict[str, str]) -> Path:

@@ -8,7 +8,6 @@ invoke.yaml and the Slurm readiness check each exist once.
 from __future__ import annotations
 
 import ast
-import importlib
 import json
 import re
 import urllib.error
@@ -80,19 +79,6 @@ def test_the_project_config_is_a_fresh_copy_each_time() -> None:
     first = project_config()
     first["profiles"].clear()
     assert project_config()["profiles"], "a test's change to its copy reached the next reader"
-
-
-def test_names_of_other_branches_resolve_to_the_same_modules() -> None:
-    """tests/conftest.py's MERGE_ALIASES: an older `from helpers import unmet` gets the one module object."""
-    import tests.helpers
-    import tests.support.site_helpers
-
-    helpers = importlib.import_module("helpers")
-    site_helpers = importlib.import_module("integration.site_helpers")
-    assert helpers is tests.helpers and site_helpers is tests.support.site_helpers
-    assert helpers.unmet is tests.support.services.unmet and callable(site_helpers.require)
-    with pytest.raises(ModuleNotFoundError):
-        importlib.import_module("no_such_helper_module")
 
 
 # ---- the HTTP emulator base ------------------------------------------------------------------------
