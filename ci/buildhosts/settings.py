@@ -1,22 +1,7 @@
-"""`ci.build_hosts` and `ci.build_pool`: the build engines a run spreads its builds over, and their shared store.
+"""The pool of a run: `ci.build_hosts` and `ci.build_pool` (typed in ci/config/build_hosts.py) made concrete.
 
-```yaml
-build_hosts:                       # [] (the default): the one engine of ci.docker, ci.limits.build slots
-  - {name: vm1, address: "ssh://ubuntu@10.0.0.5", builds: 2, platforms: [linux/amd64]}
-  - {name: vm2, address: "unix:///run/containers-ci/docker-b.sock", builds: 2}
-build_pool:
-  registry: "127.0.0.1:5000"       # the build registry (host:port); needed by more than one host
-  repository: containers-ci/build  # where built images and their cache refs go in it
-  cache: true                      # registry-backed BuildKit cache, one ref per image
-  placement: parent                # parent: prefer a host holding the parents; away: prefer one that does not
-  insecure: null                   # plain HTTP to the registry; null: only for a loopback address
-```
-
-`ci/config.py` keeps both sections as written (it may import nothing of ours); this module checks
-them once per run, each bad value one line naming the key (`ci.build_hosts[1].address`) and the fix.
-An address is one of the forms the Docker client itself takes in `-H`: `unix:///path`,
-`ssh://[user@]host[:port]`, `tcp://host:port`; anything else (spaces, options, control characters,
-`../`) is refused before any command line is made.
+No host listed: one host, the engine of `ci.docker`, with `ci.limits.build` slots (or `--jobs`).
+Several hosts: names and engines unique, and a build registry they share; each problem one line.
 """
 
 from __future__ import annotations
