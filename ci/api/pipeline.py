@@ -83,7 +83,7 @@ def docker_engine(settings: Settings) -> DockerEngine:
     settings = vm.remote_settings(settings)  # the running build VM's engine when ci.vm.enabled
     return DockerEngine(client_call=[settings.docker_client] if settings.docker_client != "auto" else None,
                         host=settings.docker_host, buildkit=settings.buildkit,
-                        network=settings.section("docker").get("network") or None)
+                        network=settings.docker_network)
 
 
 def ensure_local_images(settings: Settings, *, arm64: bool, can_emulate: bool) -> list[str]:

@@ -16,7 +16,7 @@ def host_engine(settings: Settings, host: BuildHostSettings) -> DockerEngine:
     client = host.client or settings.docker_client
     return DockerEngine(client_call=[client] if client != "auto" else None,
                         host=host.address or settings.docker_host, buildkit=settings.buildkit,
-                        network=settings.section("docker").get("network") or None)
+                        network=settings.docker_network)
 
 
 def open_pool(settings: Settings, *, jobs: int | None = None, say: Say | None = None,

@@ -468,6 +468,7 @@ class Settings(ConfigModel):
     docker_client: str
     docker_host: str | None
     buildkit: bool
+    docker_network: str | None = None  # ci.docker.network: the network of RUN steps in builds
     limits: Mapping[str, int]
     base_image: BaseImageSettings
     site: SiteSettings
@@ -482,13 +483,6 @@ class Settings(ConfigModel):
     build_hosts: tuple[BuildHostSettings, ...] = ()  # ci.buildhosts makes a run's pool of them
     build_pool: BuildPoolSettings = Field(default_factory=BuildPoolSettings)
     raw: Mapping[str, Any] = Field(default_factory=dict)
-
-    def section(self, name: str) -> Mapping[str, Any]:
-        """A section as written (profile applied); the typed fields above are what packages read."""
-        value = self.raw.get(name) or {}
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"ci.{name}: expected a mapping of settings, got {type(value).__name__}; see invoke.yaml")
-        return value
 
     def with_docker(self, *, host: str | None, client: str) -> Settings:
         """The same settings with another Docker engine (the build VM's)."""
@@ -606,6 +600,7 @@ def load_settings(
         docker_client=section.docker.client,
         docker_host=section.docker.host or None,
         buildkit=section.docker.buildkit,
+        docker_network=section.docker.network or None,
         limits=section.limits.model_dump(),
         base_image=section.base_image,
         site=site,

@@ -29,7 +29,7 @@ def production_options() -> dict[str, object]:
     """The `spack` section every profile but `local` sees (invoke.yaml's top level)."""
     config = project_config()
     settings = load_settings(config, PROJECT_DIR, profile="lumi")
-    return {"spack": dict(settings.section("spack"))}
+    return {"spack": settings.spack}
 
 
 def hadolint() -> str:
@@ -104,7 +104,7 @@ def test_spacks_ref_is_a_build_argument_and_the_definitions_are_parents_in_produ
 def test_the_local_profile_uses_the_stand_in_and_never_builds_the_real_ones() -> None:
     config = project_config()
     local = load_settings(config, PROJECT_DIR, profile="local")
-    catalog = load_catalog(EXAMPLES, ("amd64",), {"spack": dict(local.section("spack"))})
+    catalog = load_catalog(EXAMPLES, ("amd64",), {"spack": local.spack})
     assert catalog.parents["amd64/hello-spack"] == ()
     assert "FROM containers-ci/spack-builder:stand-in AS builder" in catalog.images["amd64/hello-spack"].recipe
     assert not {"amd64/spack-builder", "amd64/spack-runtime"} & set(make_plan(catalog).images)
