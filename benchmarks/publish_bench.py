@@ -35,10 +35,10 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from benchmarks.harness import Measurement
+from ci.docker.oci import OCIClient
 from ci.local import services as local
 from ci.publish import Publishing, TestedImage, publish_settings
 from ci.publish.base import SourceImage
-from ci.publish.oci import OCIClient
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(PROJECT / "tests"), str(PROJECT / "tests" / "integration")]

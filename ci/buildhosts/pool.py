@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import re
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
@@ -32,14 +30,12 @@ from typing import IO
 from ci.buildhosts.host import BuildHost, HostError
 from ci.config.build_hosts import BuildPoolSettings
 from ci.docker.engine import DockerEngine
+from ci.docker.oci import OCIClient, RegistryError
 from ci.errors import BuildError, CIError
 from ci.plan import KnownImage
 from ci.shutdown import CancelToken
 
 Say = Callable[..., None]
-_MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json",
-                   "application/vnd.docker.distribution.manifest.list.v2+json",
-                   "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json")
 _UNSAFE = re.compile(r"[^a-z0-9._/-]+")
 
 
@@ -313,20 +309,12 @@ class BuildPool:
             return None
         repository, _, version = registry_reference(self.settings, tag).rpartition(":")
         path = repository.split("/", 1)[1]
-        request = urllib.request.Request(
-            f"{self.settings.scheme}://{self.settings.registry}/v2/{path}/manifests/{version}", method="HEAD",
-            headers={"Accept": ", ".join(_MANIFEST_TYPES)})
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # http(s) only: the URL is ours
-                digest = response.headers.get("Docker-Content-Digest", "")
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return None
-            raise HostError(f"the build registry {self.settings.registry} answered HTTP {error.code} for "
-                            f"{path}:{version}") from None
-        except (urllib.error.URLError, OSError) as error:
-            raise HostError(f"the build registry {self.settings.registry} does not answer: {error}") from None
-        return digest if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else None
+            with OCIClient(self.settings.registry or "", insecure=self.settings.scheme == "http",
+                           timeout=30.0) as registry:
+                return registry.manifest_digest(path, version)
+        except RegistryError as error:
+            raise HostError(f"the build registry {self.settings.registry}: {error}") from None
 
     def _holder(self, tag: str, exclude: BuildHost | None = None) -> BuildHost | None:
         """A live host that holds `tag` now (the remembered ones asked first)."""

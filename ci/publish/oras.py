@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ci.docker.oci import CHUNK, OCI_MANIFEST, Descriptor, canonical, sha256_digest
 from ci.publish.base import Prepared, PublishError, kind
 from ci.publish.catalog import Entry
-from ci.publish.oci import CHUNK, OCI_MANIFEST, Descriptor, canonical, sha256_digest
 from ci.publish.provenance import MEDIA_TYPE as PROVENANCE
 from ci.publish.registry import SIGNATURE, TITLE, RegistryPublisher
 

@@ -1,6 +1,6 @@
 """The `registry` kind: the tested OCI image, copied from the site's registry to a publishing registry.
 
-The copy goes blob by blob over the distribution API (`ci.publish.oci`): a blob the target has is
+The copy goes blob by blob over the distribution API (`ci.docker.oci`): a blob the target has is
 not sent again (a HEAD first), so a change of one layer sends one layer. The image is tagged
 `<version>`, `<version>-<digest12>` and, with `latest: true`, `latest`; its manifest is copied byte
 for byte, so its digest (what `docker pull NAME@sha256:...` pins) is the one that was tested.
@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ci.config.publish import OrasTarget, RegistryTarget
-from ci.publish.base import Prepared, Publisher, PublishError, credential, kind
-from ci.publish.catalog import Catalog, Entry, parse
-from ci.publish.oci import (
+from ci.docker.oci import (
     INDEXES,
     OCI_EMPTY,
     OCI_INDEX,
@@ -37,6 +35,8 @@ from ci.publish.oci import (
     referrers_tag,
     sha256_digest,
 )
+from ci.publish.base import Prepared, Publisher, PublishError, credential, kind
+from ci.publish.catalog import Catalog, Entry, parse
 from ci.publish.provenance import MEDIA_TYPE as PROVENANCE
 from ci.publish.signing import Signer
 

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
+from ci.docker.oci import OCIClient
 from ci.publish import Publishing, TestedImage, publish_settings
 from ci.publish.base import SourceImage
-from ci.publish.oci import OCIClient
 from ci.publish.oras import SIF_CONFIG, SIF_LAYER
 from ci.publish.signing import Keyring
 from ci.publish.verify import verify

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ci.publish.oci import OCIClient
+from ci.docker.oci import OCIClient
 from tests.support.publish_helpers import (
     REGISTRY,
     bucket_name,

@@ -22,8 +22,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from ci.docker.oci import OCI_MANIFEST, OCIClient, canonical, sha256_digest
 from ci.local import services as local
-from ci.publish.oci import OCI_MANIFEST, OCIClient, canonical, sha256_digest
 from tests.support.services import missing
 
 REGISTRY = "127.0.0.1:5000"
