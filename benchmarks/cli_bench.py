@@ -34,6 +34,7 @@ def _median_seconds(argv: list[str], env: dict[str, str], runs: int) -> float:
 
 def run(runs: int = 7) -> list[Measurement]:
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # a user's default: the library's .pyc files are written and reused
     listing = _median_seconds([str(INV), "--list"], env, runs)
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as scratch:
         env["XDG_STATE_HOME"] = str(Path(scratch) / "state")

@@ -32,7 +32,7 @@ def spack_cache_locks(settings: Settings, extra: Sequence[Path] = ()) -> tuple[l
         if not path.is_file():
             try:
                 if docker is None:
-                    docker = list(docker_engine(settings).client.client_config.docker_cmd)
+                    docker = list(docker_engine(settings).docker_cmd)
                 record(settings.state_dir, image.name, image.digest, extract_lock(docker, image.tag))
             except CIError as exc:
                 warnings.append(f"{image.name}: no spack.lock ({exc}); its entries are protected by age only")

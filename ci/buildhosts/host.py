@@ -12,9 +12,8 @@ import contextlib
 import re
 from typing import IO, Protocol
 
-from python_on_whales.exceptions import DockerException
-
 from ci.config.build_hosts import BuildHostSettings
+from ci.docker import whales
 from ci.docker.engine import BuildRequest, DockerEngine
 from ci.errors import CIError
 from ci.plan import KnownImage
@@ -80,13 +79,13 @@ class DockerBuildHost:
     def has_image(self, reference: str) -> bool:
         try:
             return self._engine.image_exists(reference)
-        except DockerException as exc:
+        except whales.DockerException as exc:
             raise HostError(f"build host {self.name} did not answer: {_last_line(exc)}") from None
 
     def known_images(self) -> list[KnownImage]:
         try:
             return self._engine.known_images()
-        except DockerException as exc:
+        except whales.DockerException as exc:
             raise HostError(f"build host {self.name} did not answer: {_last_line(exc)}") from None
 
     def build(self, request: BuildRequest, log: IO[str]) -> str:
@@ -95,7 +94,7 @@ class DockerBuildHost:
     def tag(self, source: str, target: str) -> None:
         try:
             self._engine.tag(source, target)
-        except DockerException as exc:
+        except whales.DockerException as exc:
             raise HostError(f"tagging {source} on build host {self.name} failed: {_last_line(exc)}") from None
 
     def push(self, reference: str, log: IO[str]) -> str:
@@ -106,11 +105,11 @@ class DockerBuildHost:
 
     def untag(self, reference: str) -> None:
         """Drop one name of an image (the image stays while it has others); a failure changes nothing."""
-        with contextlib.suppress(DockerException):
+        with contextlib.suppress(whales.DockerException):
             self._engine.client.image.remove(reference)
 
 
-def _last_line(exc: DockerException) -> str:
+def _last_line(exc: whales.DockerException) -> str:
     text = (exc.stderr or str(exc)).strip()
     return text.splitlines()[-1] if text else f"exit {exc.return_code}"
 

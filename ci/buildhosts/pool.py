@@ -30,7 +30,6 @@ from typing import IO
 from ci.buildhosts.host import BuildHost, HostError
 from ci.config.build_hosts import BuildPoolSettings
 from ci.docker.engine import DockerEngine
-from ci.docker.oci import OCIClient, RegistryError
 from ci.errors import BuildError, CIError
 from ci.plan import KnownImage
 from ci.shutdown import CancelToken
@@ -307,6 +306,8 @@ class BuildPool:
         """
         if not self.shared:
             return None
+        from ci.docker.oci import OCIClient, RegistryError  # httpx costs 70 ms: only pools with a registry pay
+
         repository, _, version = registry_reference(self.settings, tag).rpartition(":")
         path = repository.split("/", 1)[1]
         try:

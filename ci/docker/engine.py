@@ -1,5 +1,10 @@
 """Docker builds through python-on-whales: labels, logs, BuildKit, and the local image inventory.
 
+python-on-whales costs about 0.4 s to import (it builds a hundred pydantic models), and a run with
+nothing to build only asks the engine whether it answers and which images it holds: those few
+calls go straight to the client's command line here, and python-on-whales is imported on the
+first call that needs it (a build, a login, an error to classify).
+
 Where buildx exists (Docker CE on the build VM) it is used; Debian's docker.io 20.10 has no
 buildx, so there the classic `docker build` runs with DOCKER_BUILDKIT=1 and its plain progress
 is streamed to the image's log file (python-on-whales' `legacy_build` cannot stream BuildKit
@@ -13,19 +18,20 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from python_on_whales import DockerClient
-from python_on_whales.exceptions import DockerException, NoSuchImage
-from python_on_whales.utils import run, stream_stdout_and_stderr
-
+from ci.docker import whales
 from ci.errors import BuildError, CIError
 from ci.plan import DIGEST_LABEL, NAME_LABEL, TEST_DIGEST_LABEL, KnownImage
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,7 @@ class DockerEngine:
                  network: str | None = None):
         self._call = list(client_call or find_docker_client())
         self._host = host
-        self.client = DockerClient(client_call=self._call, host=host)
+        self._client: DockerClient | None = None
         self.buildkit = buildkit
         self.network = network  # the network of every build's RUN steps (ci.docker.network)
         self._has_buildx: bool | None = None
@@ -158,8 +164,36 @@ class DockerEngine:
         if self._private_config is None:
             self._private_config = _private_docker_config()
             atexit.register(self.forget_logins)
-            self.client = DockerClient(client_call=self._call, host=self._host, config=self._private_config)
+            self._client = None  # the next use builds a client on the private config
         self.client.login(server=server, username=username, password=password)
+
+    @property
+    def client(self) -> DockerClient:
+        """python-on-whales' client on this engine (and on the private config while logins are held)."""
+        if self._client is None:
+            self._client = whales.DockerClient(client_call=self._call, host=self._host, config=self._private_config)
+        return self._client
+
+    @property
+    def docker_cmd(self) -> list[str]:
+        """The client's command line for this engine, as python-on-whales composes it (config, then host)."""
+        command = list(self._call)
+        if self._private_config is not None:
+            command += ["--config", str(self._private_config)]
+        if self._host:
+            command += ["--host", self._host]
+        return command
+
+    def _docker(self, *args: str) -> str:
+        """One short docker call, its output without the last newline; a failure raises the same
+        python-on-whales exception (`NoSuchImage`, `DockerException`, ...) its own calls would."""
+        command = [*self.docker_cmd, *args]
+        done = subprocess.run(command, capture_output=True, check=False)
+        if done.returncode != 0:
+            from python_on_whales.utils import get_docker_exception_type  # the failure path only
+
+            raise get_docker_exception_type(done.stderr)(command, done.returncode, done.stdout, done.stderr)
+        return done.stdout.decode(errors="replace").removesuffix("\n")
 
     @property
     def config_dir(self) -> Path | None:
@@ -171,22 +205,22 @@ class DockerEngine:
         folder, self._private_config = self._private_config, None
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-            self.client = DockerClient(client_call=self._call, host=self._host)
+            self._client = None
 
     @property
     def has_buildx(self) -> bool:
         if self._has_buildx is None:
             try:
                 self._has_buildx = bool(self.client.buildx.is_installed())
-            except DockerException:
+            except whales.DockerException:
                 self._has_buildx = False
         return self._has_buildx
 
     def ping(self) -> None:
         """Fail with a helpful message when the engine does not answer."""
         try:
-            self.client.version()
-        except DockerException as exc:
+            self._docker("version", "--format", "{{.Server.Version}}")
+        except whales.DockerException as exc:
             raise CIError(
                 "the Docker engine does not answer; start it with `inv local.up` (or check DOCKER_HOST): "
                 + (exc.stderr or str(exc)).strip().splitlines()[-1]
@@ -201,7 +235,7 @@ class DockerEngine:
         for attempt in range(5):
             try:
                 return self._known_images()
-            except NoSuchImage:
+            except whales.NoSuchImage:
                 if attempt == 4:
                     raise
         return []
@@ -209,12 +243,13 @@ class DockerEngine:
     def _known_images(self) -> list[KnownImage]:
         """Two docker calls whatever the count: the listing, then one inspect of every listed image
         (python-on-whales' Image objects would each inspect themselves again)."""
-        listed = self.client.image.list(filters=[("label", DIGEST_LABEL)])
+        listing = self._docker("image", "list", "--quiet", "--no-trunc", "--filter", f"label={DIGEST_LABEL}")
+        listed = sorted(set(listing.split()))  # one line per tag: an image with two tags is listed twice
         if not listed:
             return []
-        command = [*self.client.client_config.docker_cmd, "image", "inspect",
-                   "--format", "{{json .Config.Labels}}\t{{json .RepoTags}}", *(image.id for image in listed)]
-        lines = str(run(command) or "").splitlines()  # an image gone meanwhile: NoSuchImage, and known_images retries
+        # an image gone meanwhile: NoSuchImage, and known_images retries
+        lines = self._docker("image", "inspect", "--format", "{{json .Config.Labels}}\t{{json .RepoTags}}",
+                             *listed).splitlines()
         out: list[KnownImage] = []
         for line in lines:
             labels_text, _, tags_text = line.partition("\t")
@@ -224,15 +259,23 @@ class DockerEngine:
                                   tags=tuple(str(tag) for tag in tags)))
         return out
 
+    def labels(self, reference: str) -> dict[str, str] | None:
+        """The labels of an image this engine holds ({} when it has none); None when it holds no such image."""
+        try:
+            text = self._docker("image", "inspect", "--format", "{{json .Config.Labels}}", reference)
+        except whales.NoSuchImage:
+            return None
+        found = json.loads(text or "null") or {}
+        return {str(key): str(value) for key, value in found.items()} if isinstance(found, dict) else {}
+
     def image_exists(self, reference: str) -> bool:
-        return bool(self.client.image.exists(reference))
+        return self.labels(reference) is not None
 
     def tag(self, source: str, target: str) -> None:
         self.client.image.tag(source, target)
 
     def image_digest_label(self, reference: str) -> str | None:
-        labels = self.client.image.inspect(reference).config.labels or {}
-        return labels.get(DIGEST_LABEL)
+        return (self.labels(reference) or {}).get(DIGEST_LABEL)
 
     def build(self, request: BuildRequest, log: IO[str]) -> str:
         """Build one image, streaming its output to `log`; return the image id."""
@@ -240,7 +283,7 @@ class DockerEngine:
             if self.has_buildx:
                 return self._build_buildx(request, log)
             return self._build_classic(request, log)
-        except DockerException as exc:
+        except whales.DockerException as exc:
             raise BuildError(f"docker build of {request.name} failed (exit {exc.return_code}); "
                              f"see {log.name}") from None
 
@@ -262,7 +305,7 @@ class DockerEngine:
     def _build_classic(self, request: BuildRequest, log: IO[str]) -> str:
         with tempfile.TemporaryDirectory(prefix="ci-iid-") as scratch:
             iidfile = Path(scratch) / "iid"
-            command = [*self.client.client_config.docker_cmd, "build", "--iidfile", str(iidfile)]
+            command = [*self.docker_cmd, "build", "--iidfile", str(iidfile)]
             command += ["--file", str(request.dockerfile), "--tag", request.tag]
             for name, value in request.build_args.items():
                 command += ["--build-arg", f"{name}={value}"]
@@ -286,7 +329,7 @@ class DockerEngine:
             else:
                 env = {"DOCKER_BUILDKIT": "0"}
             command.append(str(request.context))
-            for _, raw in stream_stdout_and_stderr(command, env=env):
+            for _, raw in whales.stream_stdout_and_stderr(command, env=env):
                 log.write(raw.decode(errors="replace"))
                 log.flush()
             return iidfile.read_text().strip()
@@ -294,15 +337,15 @@ class DockerEngine:
     def push_image(self, reference: str, log: IO[str]) -> str:
         """`docker push reference` (its output to `log`); return the manifest digest the registry stored."""
         digest = ""
-        command = [*self.client.client_config.docker_cmd, "push", reference]
+        command = [*self.docker_cmd, "push", reference]
         try:
-            for _, raw in stream_stdout_and_stderr(command):
+            for _, raw in whales.stream_stdout_and_stderr(command):
                 line = raw.decode(errors="replace")
                 log.write(line)
                 found = _PUSHED_DIGEST.search(line)
                 if found:
                     digest = found.group(1)
-        except DockerException as exc:
+        except whales.DockerException as exc:
             raise BuildError(f"push of {reference} failed (exit {exc.return_code}); see {log.name}") from None
         finally:
             log.flush()
@@ -312,11 +355,11 @@ class DockerEngine:
 
     def pull_image(self, reference: str, log: IO[str]) -> None:
         """`docker pull reference` (by digest, as the build pool asks), its output to `log`."""
-        command = [*self.client.client_config.docker_cmd, "pull", reference]
+        command = [*self.docker_cmd, "pull", reference]
         try:
-            for _, raw in stream_stdout_and_stderr(command):
+            for _, raw in whales.stream_stdout_and_stderr(command):
                 log.write(raw.decode(errors="replace"))
-        except DockerException as exc:
+        except whales.DockerException as exc:
             raise BuildError(f"pull of {reference} failed (exit {exc.return_code}); see {log.name}") from None
         finally:
             log.flush()

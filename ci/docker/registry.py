@@ -16,10 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
-from python_on_whales.exceptions import DockerException
-from python_on_whales.utils import stream_stdout_and_stderr
-
 from ci.config.settings import RegistrySettings
+from ci.docker import whales
 from ci.docker.engine import DockerEngine
 from ci.engines.base import RegistryCredentials
 from ci.errors import SiteError
@@ -86,7 +84,7 @@ class Registry:
             self._engines.append(engine)
         try:
             engine.login(self.push_address, credentials.username, credentials.password)
-        except DockerException:
+        except whales.DockerException:
             raise SiteError(f"registry {self.push_address} refused the credentials from "
                             f"{self.settings.username_env}/{self.settings.token_env}") from None
         self._logged_in.add(id(engine))
@@ -98,9 +96,9 @@ class Registry:
         push_ref = f"{self.push_address}/{name}:{tag}"
         engine.tag(local_tag, push_ref)
         pushed = existing = 0
-        command = [*engine.client.client_config.docker_cmd, "push", push_ref]
+        command = [*engine.docker_cmd, "push", push_ref]
         try:
-            for _, raw in stream_stdout_and_stderr(command):
+            for _, raw in whales.stream_stdout_and_stderr(command):
                 line = raw.decode(errors="replace")
                 log.write(line)
                 match = _LAYER.match(line.strip())
@@ -109,12 +107,12 @@ class Registry:
                         pushed += 1
                     else:
                         existing += 1
-        except DockerException as exc:
+        except whales.DockerException as exc:
             raise SiteError(f"push of {push_ref} failed (exit {exc.return_code}); see {log.name}") from None
         finally:
             log.flush()
             if push_ref != local_tag:
-                with contextlib.suppress(DockerException):
+                with contextlib.suppress(whales.DockerException):
                     engine.client.image.remove(push_ref)  # only the extra tag; layers stay
         return PushResult(reference=site_reference(self.settings, name, tag), pushed_layers=pushed,
                           existing_layers=existing)

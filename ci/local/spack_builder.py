@@ -31,10 +31,8 @@ def ensure_standin_builder(engine: DockerEngine, tag: str, base_image: str, *, f
                            log: Path | None = None) -> str:
     """Build the stand-in builder unless an image with the same input digest carries `tag`."""
     digest = standin_digest(base_image)
-    if not force and engine.image_exists(tag):
-        labels = engine.client.image.inspect(tag).config.labels or {}
-        if labels.get(STANDIN_LABEL) == digest:
-            return f"{tag} is present (stand-in {digest[:12]})"
+    if not force and (engine.labels(tag) or {}).get(STANDIN_LABEL) == digest:
+        return f"{tag} is present (stand-in {digest[:12]})"
     if not engine.image_exists(base_image):
         raise CIError(f"the base image {base_image} is missing; run `inv local.base-image` first")
     with tempfile.TemporaryDirectory(prefix="ci-spack-builder-") as scratch:

@@ -17,11 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from python_on_whales.exceptions import DockerException
-from python_on_whales.utils import stream_stdout_and_stderr
-
 from ci.config.settings import HelperImageSettings, Settings
 from ci.definitions.context import context_digest
+from ci.docker import whales
 from ci.docker.engine import DockerEngine
 from ci.errors import BuildError, ConfigError
 
@@ -113,7 +111,7 @@ def ensure_helper_image(engine: DockerEngine, settings: Settings, *, force: bool
     if should_push:
         try:
             engine.client.image.push([tag, latest], quiet=True)
-        except DockerException as exc:
+        except whales.DockerException as exc:
             detail = (exc.stderr or str(exc)).strip().splitlines()[-1:] or [""]
             raise BuildError(f"pushing {tag} failed: {detail[0]}; is the registry up and are you logged in "
                              "(`docker login`)?") from None
@@ -129,20 +127,17 @@ def _untag_older(engine: DockerEngine, repository: str, keep: tuple[str, ...]) -
     for reference in older:
         try:
             engine.client.image.remove(reference)
-        except DockerException:
+        except whales.DockerException:
             continue  # still used by a container: leave it
 
 
 def _has_digest(engine: DockerEngine, tag: str, digest: str) -> bool:
-    if not engine.image_exists(tag):
-        return False
-    labels = engine.client.image.inspect(tag).config.labels or {}
-    return labels.get(HELPER_DIGEST_LABEL) == digest
+    return (engine.labels(tag) or {}).get(HELPER_DIGEST_LABEL) == digest
 
 
 def _build(engine: DockerEngine, context: Path, tag: str, digest: str, build_args: Mapping[str, str],
            network: str | None, log_path: Path) -> None:
-    command = [*engine.client.client_config.docker_cmd, "build", "--tag", tag, "--file",
+    command = [*engine.docker_cmd, "build", "--tag", tag, "--file",
                str(context / "Dockerfile"), "--label", f"{HELPER_DIGEST_LABEL}={digest}",
                "--label", "org.opencontainers.image.title=containers-ci OpenStack helper",
                "--label", "org.opencontainers.image.vendor=containers-ci"]
@@ -154,8 +149,8 @@ def _build(engine: DockerEngine, context: Path, tag: str, digest: str, build_arg
     env = {"DOCKER_BUILDKIT": "1" if engine.buildkit else "0", "BUILDKIT_PROGRESS": "plain"}
     with log_path.open("w", encoding="utf-8") as log:
         try:
-            for _, raw in stream_stdout_and_stderr(command, env=env):
+            for _, raw in whales.stream_stdout_and_stderr(command, env=env):
                 log.write(raw.decode(errors="replace"))
                 log.flush()
-        except DockerException as exc:
+        except whales.DockerException as exc:
             raise BuildError(f"building {tag} failed (exit {exc.return_code}); see {log_path}") from None

@@ -31,10 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from python_on_whales.exceptions import DockerException
-
 from ci.config.site_env import SiteEnvSettings
 from ci.definitions import ImageSpec
+from ci.docker import whales
 from ci.docker.engine import DockerEngine
 from ci.errors import ConfigError, SiteError
 from ci.hosts import Host
@@ -99,10 +98,7 @@ def capture(host: Host, staging: str, options: SiteEnvSettings, engine: DockerEn
 
 def current_digest(engine: DockerEngine, image: str) -> str | None:
     """The content digest of the site-env image in the engine, or None when it has none."""
-    if not engine.image_exists(image):
-        return None
-    labels = engine.client.image.inspect(image).config.labels or {}
-    value = labels.get(DIGEST_LABEL)
+    value = (engine.labels(image) or {}).get(DIGEST_LABEL)
     return str(value) if value else None
 
 
@@ -131,5 +127,5 @@ def extra_parents(options: SiteEnvSettings, engine: DockerEngine | None) -> Call
     """`parent_digests` for the `ci.site_env` section of the settings (what ci.api hands the plan)."""
     try:
         return parent_digests(options, engine)
-    except DockerException:  # an engine that does not answer: the plan goes on without it, as for images
+    except whales.DockerException:  # an engine that does not answer: the plan goes on without it, as for images
         return parent_digests(SiteEnvSettings(), None)

@@ -53,7 +53,8 @@ def test_import_ci_config_works_without_docker_fabric_and_openstack_libraries() 
 
 def test_the_blocker_really_blocks() -> None:
     """The import test above cannot pass by accident: the same blocker stops a backend module."""
-    script = BLOCKED_IMPORT.split("import ci.config")[0] + "import ci.hosts\nimport ci.docker.engine\n"
+    script = (BLOCKED_IMPORT.split("import ci.config")[0]
+              + "import ci.hosts\nfrom ci.docker import whales\nwhales.DockerClient\n")  # whales imports on first use
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                             check=False, cwd=PROJECT_DIR)
     assert result.returncode != 0 and "python_on_whales is blocked" in result.stderr

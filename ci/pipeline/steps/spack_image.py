@@ -21,7 +21,7 @@ def finish(engine: DockerEngine, image: PlannedImage, log: Path) -> dict[str, An
     Returns the build step's `spack` data (what result.json records). The labels go on with a
     `FROM <tag>` + LABEL build: metadata only, no layer, nothing runs in the image.
     """
-    facts = lock_facts(extract_lock(list(engine.client.client_config.docker_cmd), image.tag))
+    facts = lock_facts(extract_lock(list(engine.docker_cmd), image.tag))
     version = image.spec.version
     if waits_for_concretization(image) and facts["concretized_version"]:
         version = facts["concretized_version"]

@@ -12,8 +12,7 @@ import json
 import os
 from collections.abc import Callable
 
-from python_on_whales.exceptions import DockerException
-
+from ci.docker import whales
 from ci.docker.engine import DockerEngine
 from ci.service.core.security import Redactor
 from ci.service.db import Database
@@ -41,7 +40,7 @@ def push_finished(db: Database, build_id: str, log: Callable[[str], None]) -> st
         engine.client.image.push(target, quiet=True)
         log(f"pushed {target}\n")
         return None
-    except DockerException as exc:
+    except whales.DockerException as exc:
         detail = redact((exc.stderr or exc.stdout or "").strip().splitlines()[-1:][0] if (exc.stderr or exc.stdout)
                         else f"exit {exc.return_code}")
         log(f"push of {target} failed: {detail}\n")
