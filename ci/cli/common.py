@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from invoke.exceptions import Exit
 
+from ci.cli.help import help_taken_as_value, show_task_help
 from ci.errors import CIError, DefinitionError, Problem, printable
 
 if TYPE_CHECKING:
@@ -77,6 +78,9 @@ def explained(function: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from rich.markup import escape
 
+        asked = help_taken_as_value(function.__name__, [*args[1:], *kwargs.values()], sys.argv)
+        if asked:
+            raise Exit(code=show_task_help(asked))
         try:
             return function(*args, **kwargs)
         except DefinitionError as exc:

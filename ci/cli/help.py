@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+
 COMMON_HELP = {
     "definitions": "Folder of container definitions (default: ci.definitions, i.e. container_definitions/).",
     "profile": "Configuration profile from invoke.yaml: local, lumi, cpouta (default: ci.profile).",
@@ -28,3 +32,28 @@ RUNNERS_HELP = {
     "profile": COMMON_HELP["profile"] + " ci.runners and ci.site of that profile apply.",
     "json": COMMON_HELP["json"],
 }
+
+
+HELP_FLAGS = frozenset({"--help", "-h"})
+
+
+def help_taken_as_value(function_name: str, values: Iterable[object], argv: Sequence[str]) -> str | None:
+    """The task name to show help for when Invoke read `inv TASK --help` as TASK's positional argument.
+
+    Invoke hands the next word to a missing positional argument even when it is `--help`, so
+    `inv render --help` used to look up an image named "--help". The name is the word of argv that
+    names this task (`render`, `publish.verify`, with dashes or underscores), so the help shown is
+    Invoke's own `inv --help TASK`.
+    """
+    if not any(isinstance(value, str) and value in HELP_FLAGS for value in values):
+        return None
+    for word in argv[1:]:
+        last = word.rpartition(".")[2].replace("-", "_")  # `publish.verify` is the function publish_verify
+        if last and not word.startswith("-") and (function_name == last or function_name.endswith("_" + last)):
+            return word
+    return None
+
+
+def show_task_help(task: str) -> int:
+    """Invoke's help text for `task`, printed by a fresh `inv --help TASK`; its exit code."""
+    return subprocess.run([sys.argv[0], "--help", task], check=False).returncode

@@ -11,18 +11,19 @@ from invoke.tasks import task
 
 from ci.cli.common import emit_json, explained, stderr, stdout
 from ci.cli.help import COMMON_HELP
+from ci.errors import CIError
 
 
-@task(help={
+@task(positional=["checkout"], help={
     "checkout": "Root of a LUMI-containers checkout (the folder holding RecipesDocker/ and Recipes/); only read.",
     "out": "Folder to write the definitions tree to (a definitions root: common/, amd64/...); must be new, empty "
-           "or an earlier migration's output, which is replaced in one step.",
+           "or an earlier migration's output, which is replaced in one step. Required.",
     "partial": "Write the recipes that translate even when others are refused (they are listed; exit 0).",
     "arch": "Architecture folder to write the definitions under (default: amd64).",
     "json": COMMON_HELP["json"],
 })
 @explained
-def migrate_lumi(c, checkout, out, partial=False, arch="amd64", json=False):  # type: ignore[no-untyped-def]
+def migrate_lumi(c, checkout, out=None, partial=False, arch="amd64", json=False):  # type: ignore[no-untyped-def]
     """Write our container definitions from a LUMI containers CI checkout.
 
     One variant per build-*.sh (per $DOCKERBUILD line) with its composition order, build args and
@@ -34,6 +35,8 @@ def migrate_lumi(c, checkout, out, partial=False, arch="amd64", json=False):  # 
 
     from ci.migrate import lumi
 
+    if out is None:
+        raise CIError("say where the definitions go: --out DIR (a new or empty folder)")
     report = lumi.migrate(Path(checkout), Path(out), partial=partial, arch=arch)
     if json:
         emit_json(report.as_dict())

@@ -83,11 +83,14 @@ def publish_verify(c, target, profile=None, key=None, json=False):  # type: igno
         raise Exit(code=1)
 
 
-@task(help={"profile": COMMON_HELP["profile"], "keep": "How many versions of each image stay (newest first).",
+@task(positional=["target"],
+      help={"profile": COMMON_HELP["profile"], "keep": "How many versions of each image stay (newest first); required.",
             "yes": "Really remove (default: a dry run listing what would go)."})
 @explained
-def publish_prune(c, target, keep, profile=None, yes=False):  # type: ignore[no-untyped-def]
+def publish_prune(c, target, keep=None, profile=None, yes=False):  # type: ignore[no-untyped-def]
     """Keep the newest N versions of each image at a target; the catalog stops listing the rest first."""
+    if keep is None:
+        raise CIError("say how many versions of each image stay: --keep N (e.g. --keep 3)")
     try:
         count = int(keep)
     except ValueError:
