@@ -13,7 +13,7 @@ from pathlib import Path
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from ci.cli.common import emit_json, explained, names, run_control, stderr, stdout
+from ci.cli.common import emit_json, explained, names, run_control, show, stderr, stdout
 from ci.cli.help import COMMON_HELP, SITE_HELP
 from ci.cli.shared import (
     build_environment,
@@ -39,7 +39,7 @@ def plan(c, definitions=None, profile=None, only=None, arch=None, force=False, j
     settings = settings_for(c, definitions, profile, arch)
     result = api.plan(settings, only=names(only), force=force)
     if result.engine_note:
-        stderr.print(f"[yellow]note:[/] {result.engine_note}", highlight=False)
+        show(("note:", "yellow"), f" {result.engine_note}", err=True)
     for warning in result.plan.warnings:
         stderr.print(f"warning: {warning}", highlight=False, markup=False)
     if json:

@@ -10,7 +10,7 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from ci.cli.common import emit_json, names, run_control, say, settings_from, stderr, stdout
+from ci.cli.common import emit_json, names, run_control, say, settings_from, show, stderr, stdout
 
 
 def settings_for(c: Any, definitions: str | None, profile: str | None, arch: str | None) -> Any:
@@ -103,7 +103,7 @@ def finish_retest(result: Any, json: bool, run: Any = None) -> None:
             render_table(run, stdout)
         render_table(result.report, stdout)
     for name in result.regressions:
-        stderr.print(f"[bold red]REGRESSION:[/] {name} passed its tests when it was promoted and fails them now; "
-                     "it stays in tested/ (see its history.jsonl)", highlight=False)
+        show(("REGRESSION:", "bold red"), f" {name} passed its tests when it was promoted and fails them now; "
+             "it stays in tested/ (see its history.jsonl)", err=True)
     if not result.ok:
         raise Exit(code=1)
