@@ -23,12 +23,13 @@ def site_settings_for(c: Any, definitions: str | None, profile: str | None, arch
 
 
 def run_steps(c: Any, steps: tuple[str, ...], definitions: str | None, profile: str | None, only: Any, arch: str | None,
-           site_root: str | None, run: str | None, force: bool, retry_failed: bool, json: bool) -> None:
+           site_root: str | None, run: str | None, force: bool, retry_failed: bool, json: bool, *,
+           allow_empty: bool = False) -> None:
     from ci import api
     settings = site_settings_for(c, definitions, profile, arch, site_root)
     with run_control() as (listeners, cancel):
         report = api.run_pipeline(settings, only=names(only), steps=steps, force=force, retry_failed=retry_failed,
-                                  run_id=run, listeners=listeners, cancel=cancel)
+                                  run_id=run, listeners=listeners, cancel=cancel, allow_empty=allow_empty)
     finish(report, json)
 
 

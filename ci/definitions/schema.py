@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from ci.definitions.context import ALWAYS_EXCLUDED, ContextError, ignore_rules, is_ignored
-from ci.definitions.files import FileRefused, checked
+from ci.definitions.files import FileRefused, checked, require_readable
 from ci.definitions.model import (
     MAX_NAME,
     MAX_TEST_NAME,
@@ -318,7 +318,8 @@ def _script(text: str, info: ValidationInfo) -> str:
         if not path.exists() and not path.is_symlink():
             raise invalid(f"test script {shown(text)} does not exist", f"create {shown(path, 200)} or fix the path")
         try:
-            checked(path, folder, what=f"test script {shown(text)}")
+            require_readable(checked(path, folder, what=f"test script {shown(text)}"),
+                             what=f"test script {shown(text)}")
         except FileRefused as exc:
             raise invalid(exc.message, exc.fix) from None
     return text
