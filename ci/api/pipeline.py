@@ -35,10 +35,11 @@ from typing import Any
 from ci.buildhosts import BuildPool, open_pool
 from ci.config.settings import Settings
 from ci.definitions import Catalog, load_catalog
+from ci.definitions.model import KNOWN_ARCHES
 from ci.docker.engine import DockerEngine
 from ci.docker.registry import Registry
 from ci.engines import select_engine
-from ci.errors import CIError, ConfigError
+from ci.errors import CIError, ConfigError, DefinitionError, Problem
 from ci.hosts import Host, LocalHost, SSHHost
 from ci.local import base_image, images
 from ci.openstack import vm
@@ -65,9 +66,21 @@ SITE_STEPS = ("build", "transfer", "convert", "test", "promote", "publish")
 Environment = Callable[[Settings], AbstractContextManager[Settings]]
 
 
-def catalog(settings: Settings) -> Catalog:
+def catalog(settings: Settings, *, allow_empty: bool = True) -> Catalog:
+    """The definitions of `settings`; with `allow_empty=False` a tree holding none is a DefinitionError.
+
+    A plan or a run of nothing would say "0 images" and succeed, so a mistyped `--definitions` (or
+    `--arch`) looked like success; the workflow generator and the service's listing may see an empty
+    tree and keep the default.
+    """
     options = {"spack": settings.spack, "base_image": {"tag": settings.base_image.tag}}
-    return load_catalog(settings.definitions, settings.arches, options)
+    found = load_catalog(settings.definitions, settings.arches, options)
+    if not allow_empty and not (found.images or found.problems or found.unsupported):
+        arches = "/, ".join(settings.arches or KNOWN_ARCHES) + "/"
+        raise DefinitionError([Problem(found.root, "", f"holds no definition (looked in {arches})",
+                                       "check --definitions (ci.definitions) and --arch (ci.arch), or pass "
+                                       "--allow-empty when an empty tree is meant")])
+    return found
 
 
 def build_pool(settings: Settings, *, jobs: int | None = None, listeners: Sequence[Listener] = (),
@@ -104,12 +117,13 @@ class PlanResult:
 
 def plan(settings: Settings, *, only: Sequence[str] = (), force: bool = False,
          engine: DockerEngine | None = None, require_engine: bool = False, site: bool = False,
-         retry_failed: bool = False) -> PlanResult:
+         retry_failed: bool = False, allow_empty: bool = False) -> PlanResult:
     """Plan the selected images; without a reachable engine every image counts as not built.
 
-    With `site`, the site's tested/ and failed/ decide too, as in build-all (`site_listing`).
+    With `site`, the site's tested/ and failed/ decide too, as in build-all (`site_listing`). A tree
+    with no definition is an error unless `allow_empty` (`catalog`).
     """
-    found = catalog(settings)
+    found = catalog(settings, allow_empty=allow_empty)
     note = ""
     inventory: DockerEngine | BuildPool | None = None
     try:
@@ -148,12 +162,13 @@ class _Notes:
 
 def build(settings: Settings, *, only: Sequence[str] = (), jobs: int | None = None, force: bool = False,
           no_cache: bool = False, run_id: str | None = None, listeners: Sequence[Listener] = (),
-          cancel: CancelToken | None = None) -> RunReport:
+          cancel: CancelToken | None = None, allow_empty: bool = False) -> RunReport:
     """Build what the plan says needs building, in dependency order, `jobs` at a time (no site)."""
     cancel = cancel or CancelToken()
+    found = catalog(settings, allow_empty=allow_empty)  # before any engine is asked
     pool = build_pool(settings, jobs=jobs, listeners=listeners, cancel=cancel)
     engine = pool.live()[0].engine()
-    the_plan = make_plan(catalog(settings), only=only, inventory=pool, force=force,
+    the_plan = make_plan(found, only=only, inventory=pool, force=force,
                          registry_prefix=settings.registry_prefix,
                          extra_parents=site_env.extra_parents(settings.site_env, engine))
     run = RunFolder(settings.state_dir / "runs", run_id)
@@ -283,17 +298,21 @@ def _resumable_run(site: Site) -> str | None:
 def run_pipeline(settings: Settings, *, only: Sequence[str] = (), steps: Sequence[str] = SITE_STEPS,
                  jobs: int | None = None, force: bool = False, retry_failed: bool = False, no_cache: bool = False,
                  resume: str | None = None, run_id: str | None = None, listeners: Sequence[Listener] = (),
-                 cancel: CancelToken | None = None, environment: Environment | None = None) -> RunReport:
+                 cancel: CancelToken | None = None, environment: Environment | None = None,
+                 allow_empty: bool = False) -> RunReport:
     """Run the chosen steps of every image that needs them, pipelined, under the site lock.
 
     `resume` continues a run that crashed (its finished steps are not redone); without it and
     without `run_id`, a crashed run of this machine that still holds the site lock is resumed and
     said so. `run_id` (a workflow's steps) joins that run's lock when another step of it holds it.
     `environment` is entered once the lock is held and yields the settings to build with (the
-    build VM: `build_environment`).
+    build VM: `build_environment`). A tree with no definition is an error unless `allow_empty`
+    (`catalog`), said before the site is opened.
     """
     cancel = cancel or CancelToken()
     say = _Notes(listeners)
+    if not allow_empty:
+        catalog(settings, allow_empty=False)
     host = site_host(settings)
     try:
         site = open_site(settings, host)

@@ -34,7 +34,11 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 class _LazyConsole:
-    """A rich Console made on first use (rich costs a tenth of a second to import)."""
+    """A rich Console made on first use (rich costs a tenth of a second to import).
+
+    It is `ci.pipeline.terminal.console()`: no string printed on it is ever read as markup, so a path
+    or message holding `[/x]` prints as it is; style goes through `show()`.
+    """
 
     def __init__(self, **options: Any) -> None:
         self._options = options
@@ -42,11 +46,11 @@ class _LazyConsole:
 
     def __getattr__(self, name: str) -> Any:
         if self._console is None:
-            from rich.console import Console
+            from ci.pipeline.terminal import console
 
             # Outside a terminal (CI logs, pipes) rich would assume 80 columns and fold every table cell.
             width = None if sys.stdout.isatty() else shutil.get_terminal_size((150, 40)).columns
-            self._console = Console(soft_wrap=True, width=width, **self._options)
+            self._console = console(soft_wrap=True, width=width, **self._options)
         return getattr(self._console, name)
 
 
@@ -76,8 +80,6 @@ def explained(function: F) -> F:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from rich.markup import escape
-
         asked = help_taken_as_value(function.__name__, [*args[1:], *kwargs.values()], sys.argv)
         if asked:
             raise Exit(code=show_task_help(asked))
@@ -88,19 +90,19 @@ def explained(function: F) -> F:
                 emit_json({"ok": False, "problems": [_problem(p) for p in exc.problems]})
             count = len(exc.problems)
             plural = "s" if count != 1 else ""
-            stderr.print(f"[bold red]{count} problem{plural} in the definitions; nothing was built:[/]")
+            show((f"{count} problem{plural} in the definitions; nothing was built:", "bold red"), err=True)
             for problem in exc.problems:
-                stderr.print(f"  {problem}", highlight=False, markup=False)
+                say(f"  {problem}")
             raise Exit(code=2) from None
         except CIError as exc:
             if kwargs.get("json"):
                 problems = getattr(exc, "problems", ())
                 emit_json({"ok": False, "error": str(exc), **({"problems": [_problem(p) for p in problems]}
                                                                if problems else {})})
-            stderr.print(f"[bold red]error:[/] {escape(printable(str(exc)))}", highlight=False)
+            show(("error:", "bold red"), f" {printable(str(exc))}", err=True)
             raise Exit(code=2) from None
         except KeyboardInterrupt:
-            stderr.print("[yellow]interrupted[/]")
+            show(("interrupted", "yellow"), err=True)
             raise Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -113,6 +115,17 @@ def _problem(problem: Problem) -> dict[str, str]:
 def say(text: str) -> None:
     """One line for a person, on stderr (text from elsewhere: never read as markup)."""
     stderr.print(text, highlight=False, markup=False)
+
+
+def show(*parts: str | tuple[str, str], err: bool = False) -> None:
+    """One line of plain and styled parts (`("error:", "bold red")`) on stdout or stderr.
+
+    The one way the command line colours text: the parts become a rich `Text`, which is never read
+    as markup, so a path or message holding `[/x]` or `[bold]` prints as it is.
+    """
+    from ci.pipeline.terminal import styled
+
+    (stderr if err else stdout).print(styled(*parts), highlight=False)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from ci.cli.common import PROJECT_DIR, emit_json, explained, names, say, stderr, stdout
+from ci.cli.common import PROJECT_DIR, emit_json, explained, names, say, show, stderr, stdout
 from ci.cli.help import SITE_HELP
 from ci.cli.shared import finish, seconds, site_settings_for, workflow_text
 from ci.errors import CIError
@@ -50,8 +50,8 @@ def gh_workflow_task(c, check=False):  # type: ignore[no-untyped-def]
     current = target.read_text(encoding="utf-8") if target.exists() else ""
     if check:
         if current != text:
-            stderr.print(f"[bold red]{gh_workflow.WORKFLOW_FILE} is not current for {settings.definitions}[/]; "
-                         "run `inv gh.workflow` and commit the file", highlight=False)
+            show((f"{gh_workflow.WORKFLOW_FILE} is not current for {settings.definitions}", "bold red"),
+                 "; run `inv gh.workflow` and commit the file", err=True)
             raise Exit(code=1)
         stdout.print(f"{gh_workflow.WORKFLOW_FILE} is current", highlight=False)
         return
@@ -105,10 +105,10 @@ def gh_build(c, definitions=None, profile=None, only=None, arch=None, site_root=
                                                     retry_failed=retry_failed, console=stderr)
     except build_failures.RecordedFailure as exc:
         for line in exc.lines:
-            stderr.print(f"[bold red]not built again:[/] {line}", highlight=False)
+            show(("not built again:", "bold red"), f" {line}", err=True)
         raise Exit(code=1) from None
     for path in recorded:
-        stderr.print(f"[red]build failure recorded:[/] {path}", highlight=False)
+        show(("build failure recorded:", "red"), f" {path}", err=True)
     finish(report, json)
 
 

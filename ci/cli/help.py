@@ -14,6 +14,11 @@ COMMON_HELP = {
     "json": "Print machine-readable JSON on stdout instead of the table.",
 }
 
+EMPTY_HELP = {
+    "allow_empty": "Accept a definitions folder that holds no definition (default: that is an error, exit 2, "
+                   "as a mistyped --definitions or --arch would otherwise look like success).",
+}
+
 SITE_HELP = {
     **COMMON_HELP,
     "site_root": "Root folder of the HPC site (default: ci.site.root; locally ~/.local/share/containers-ci/site).",

@@ -13,8 +13,8 @@ from pathlib import Path
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from ci.cli.common import emit_json, explained, names, run_control, stderr, stdout
-from ci.cli.help import COMMON_HELP, SITE_HELP
+from ci.cli.common import emit_json, explained, names, run_control, show, stderr, stdout
+from ci.cli.help import COMMON_HELP, EMPTY_HELP, SITE_HELP
 from ci.cli.shared import (
     build_environment,
     finish,
@@ -25,9 +25,10 @@ from ci.cli.shared import (
 )
 
 
-@task(iterable=["only"], help={**COMMON_HELP, "force": "Plan every selected image as a rebuild."})
+@task(iterable=["only"], help={**COMMON_HELP, **EMPTY_HELP, "force": "Plan every selected image as a rebuild."})
 @explained
-def plan(c, definitions=None, profile=None, only=None, arch=None, force=False, json=False):  # type: ignore[no-untyped-def]
+def plan(c, definitions=None, profile=None, only=None, arch=None, force=False, json=False,  # type: ignore[no-untyped-def]
+         allow_empty=False):
     """Show what would be built: name, version, digest, action and reason, parents.
 
     Reads and validates every definition (all problems at once, one line each), computes the
@@ -37,9 +38,9 @@ def plan(c, definitions=None, profile=None, only=None, arch=None, force=False, j
     from ci import api
     from ci.pipeline.report import render_plan
     settings = settings_for(c, definitions, profile, arch)
-    result = api.plan(settings, only=names(only), force=force)
+    result = api.plan(settings, only=names(only), force=force, allow_empty=allow_empty)
     if result.engine_note:
-        stderr.print(f"[yellow]note:[/] {result.engine_note}", highlight=False)
+        show(("note:", "yellow"), f" {result.engine_note}", err=True)
     for warning in result.plan.warnings:
         stderr.print(f"warning: {warning}", highlight=False, markup=False)
     if json:
@@ -50,13 +51,14 @@ def plan(c, definitions=None, profile=None, only=None, arch=None, force=False, j
 
 @task(iterable=["only"], help={
     **COMMON_HELP,
+    **EMPTY_HELP,
     "jobs": "How many images build at once (default: ci.limits.build = 2).",
     "force": "Rebuild the selected images even when their digest is already built.",
     "no_cache": "Build without Docker's layer cache.",
 })
 @explained
 def build(c, definitions=None, profile=None, only=None, arch=None, jobs=None, force=False, no_cache=False,  # type: ignore[no-untyped-def]
-          json=False):
+          json=False, allow_empty=False):
     """Build the images the plan says need building, with Docker, in dependency order.
 
     A child starts as soon as its parent is built; a failed build marks the images built on it
@@ -67,12 +69,13 @@ def build(c, definitions=None, profile=None, only=None, arch=None, jobs=None, fo
     settings = settings_for(c, definitions, profile, arch)
     with run_control() as (listeners, cancel):
         report = api.build(settings, only=names(only), jobs=int(jobs) if jobs is not None else None, force=force,
-                           no_cache=no_cache, listeners=listeners, cancel=cancel)
+                           no_cache=no_cache, listeners=listeners, cancel=cancel, allow_empty=allow_empty)
     finish(report, json)
 
 
 @task(iterable=["only"], help={
     **{k: v for k, v in SITE_HELP.items() if k != "run"},
+    **EMPTY_HELP,
     "jobs": "How many images build at once (default: ci.limits.build = 2).",
     "no_cache": "Build without Docker's layer cache.",
     "resume": "Continue the run with this id after a crash, without redoing its finished steps.",
@@ -80,7 +83,7 @@ def build(c, definitions=None, profile=None, only=None, arch=None, jobs=None, fo
 })
 @explained
 def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root=None, jobs=None, force=False,  # type: ignore[no-untyped-def]
-              retry_failed=False, no_cache=False, resume=None, retest=False, json=False):
+              retry_failed=False, no_cache=False, resume=None, retest=False, json=False, allow_empty=False):
     """The whole chain: plan, build, transfer, convert, test as batch jobs, promote, report.
 
     Pipelined: an image moves to its next step as soon as its inputs are ready, within the
@@ -93,6 +96,8 @@ def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root
     from ci.local import services as local
     settings = site_settings_for(c, definitions, profile, arch, site_root)
     if settings.profile == "local":  # the local default builds offline: its base image is made here
+        if not allow_empty:
+            api.catalog(settings, allow_empty=False)  # an empty tree is said before the base image is made
         arm64 = "arm64" in settings.arches
         for line in api.ensure_local_images(settings, arm64=arm64, can_emulate=arm64 and local.binfmt_ready()):
             stderr.print(line, highlight=False, markup=False)
@@ -100,7 +105,7 @@ def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root
         report = api.run_pipeline(settings, only=names(only), jobs=int(jobs) if jobs is not None else None,
                                   force=force, retry_failed=retry_failed, no_cache=no_cache, resume=resume,
                                   listeners=listeners, cancel=cancel,
-                                  environment=build_environment)
+                                  environment=build_environment, allow_empty=allow_empty)
         if retest and not cancel.is_set():  # the images settled before (and by) this run, tested again
             revalidated = retest_module.retest(settings, only=names(only), listeners=listeners, cancel=cancel)
             finish_retest(revalidated, json, run=report)
@@ -110,27 +115,29 @@ def build_all(c, definitions=None, profile=None, only=None, arch=None, site_root
     finish(report, json)
 
 
-@task(iterable=["only"], help=SITE_HELP)
+@task(iterable=["only"], help={**SITE_HELP, **EMPTY_HELP})
 @explained
 def push(c, definitions=None, profile=None, only=None, arch=None, site_root=None, run=None, force=False,  # type: ignore[no-untyped-def]
-         retry_failed=False, json=False):
+         retry_failed=False, json=False, allow_empty=False):
     """Transfer step: push built images to the site's registry and stage their tests.
 
     Only layers the registry lacks are sent (through an SSH tunnel for a remote site).
     """
-    run_steps(c, ("transfer",), definitions, profile, only, arch, site_root, run, force, retry_failed, json)
+    run_steps(c, ("transfer",), definitions, profile, only, arch, site_root, run, force, retry_failed, json,
+              allow_empty=allow_empty)
 
 
-@task(iterable=["only"], help=SITE_HELP)
+@task(iterable=["only"], help={**SITE_HELP, **EMPTY_HELP})
 @explained
 def validate(c, definitions=None, profile=None, only=None, arch=None, site_root=None, run=None, force=False,  # type: ignore[no-untyped-def]
-             retry_failed=False, json=False):
+             retry_failed=False, json=False, allow_empty=False):
     """Wait for a run's test jobs, judge them, promote to tested/ or failed/, and report.
 
     Jobs already submitted for the run are adopted by name, never submitted twice. Writes
     report.json, junit.xml and summary.md to the run folder (and, in GitHub Actions, its step summary).
     """
-    run_steps(c, ("test", "promote"), definitions, profile, only, arch, site_root, run, force, retry_failed, json)
+    run_steps(c, ("test", "promote"), definitions, profile, only, arch, site_root, run, force, retry_failed, json,
+              allow_empty=allow_empty)
 
 
 @task(help={"site_root": SITE_HELP["site_root"], "profile": COMMON_HELP["profile"],

@@ -10,7 +10,7 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from ci.cli.common import emit_json, names, run_control, say, settings_from, stderr, stdout
+from ci.cli.common import emit_json, names, run_control, say, settings_from, show, stderr, stdout
 
 
 def settings_for(c: Any, definitions: str | None, profile: str | None, arch: str | None) -> Any:
@@ -23,12 +23,13 @@ def site_settings_for(c: Any, definitions: str | None, profile: str | None, arch
 
 
 def run_steps(c: Any, steps: tuple[str, ...], definitions: str | None, profile: str | None, only: Any, arch: str | None,
-           site_root: str | None, run: str | None, force: bool, retry_failed: bool, json: bool) -> None:
+           site_root: str | None, run: str | None, force: bool, retry_failed: bool, json: bool, *,
+           allow_empty: bool = False) -> None:
     from ci import api
     settings = site_settings_for(c, definitions, profile, arch, site_root)
     with run_control() as (listeners, cancel):
         report = api.run_pipeline(settings, only=names(only), steps=steps, force=force, retry_failed=retry_failed,
-                                  run_id=run, listeners=listeners, cancel=cancel)
+                                  run_id=run, listeners=listeners, cancel=cancel, allow_empty=allow_empty)
     finish(report, json)
 
 
@@ -103,7 +104,7 @@ def finish_retest(result: Any, json: bool, run: Any = None) -> None:
             render_table(run, stdout)
         render_table(result.report, stdout)
     for name in result.regressions:
-        stderr.print(f"[bold red]REGRESSION:[/] {name} passed its tests when it was promoted and fails them now; "
-                     "it stays in tested/ (see its history.jsonl)", highlight=False)
+        show(("REGRESSION:", "bold red"), f" {name} passed its tests when it was promoted and fails them now; "
+             "it stays in tested/ (see its history.jsonl)", err=True)
     if not result.ok:
         raise Exit(code=1)

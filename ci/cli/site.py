@@ -8,32 +8,34 @@ from invoke.collection import Collection
 from invoke.tasks import task
 
 from ci.cli.common import explained, names, run_control, settings_from, stdout
-from ci.cli.help import COMMON_HELP, SITE_HELP
+from ci.cli.help import COMMON_HELP, EMPTY_HELP, SITE_HELP
 from ci.cli.shared import capture_site_env, finish_retest, run_steps, site_settings_for
 
 
-@task(iterable=["only"], help=SITE_HELP)
+@task(iterable=["only"], help={**SITE_HELP, **EMPTY_HELP})
 @explained
 def site_convert(c, definitions=None, profile=None, only=None, arch=None, site_root=None, run=None, force=False,  # type: ignore[no-untyped-def]
-                 retry_failed=False, json=False):
+                 retry_failed=False, json=False, allow_empty=False):
     """Convert step: make the HPC image files (.sif / .sqfs) from the site's registry.
 
     Uses ci.site.engine (apptainer, singularity, charliecloud, docker, or auto) and the squashfs
     compressor of ci.site.compression; an image file already converted is not made again.
     """
-    run_steps(c, ("convert",), definitions, profile, only, arch, site_root, run, force, retry_failed, json)
+    run_steps(c, ("convert",), definitions, profile, only, arch, site_root, run, force, retry_failed, json,
+              allow_empty=allow_empty)
 
 
-@task(iterable=["only"], help=SITE_HELP)
+@task(iterable=["only"], help={**SITE_HELP, **EMPTY_HELP})
 @explained
 def site_test(c, definitions=None, profile=None, only=None, arch=None, site_root=None, run=None, force=False,  # type: ignore[no-untyped-def]
-              retry_failed=False, json=False):
+              retry_failed=False, json=False, allow_empty=False):
     """Test step: run each image's tests as batch jobs (Slurm, or directly) and judge them.
 
     Job names are <prefix>-<run-id>-<image>-<test>-<hash8> (the hash keeps arch, image and test apart);
     logs land in the run's staging folder.
     """
-    run_steps(c, ("test",), definitions, profile, only, arch, site_root, run, force, retry_failed, json)
+    run_steps(c, ("test",), definitions, profile, only, arch, site_root, run, force, retry_failed, json,
+              allow_empty=allow_empty)
 
 
 @task(help={"site_root": SITE_HELP["site_root"], "profile": COMMON_HELP["profile"]})

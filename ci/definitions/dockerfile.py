@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _FROM = re.compile(r"^(?P<indent>\s*)FROM(?P<flags>(\s+--\S+)*)\s+(?P<image>\S+)"
                    r"(?P<rest>(\s+AS\s+(?P<alias>\S+))?\s*)$",
@@ -18,13 +18,35 @@ _VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[-+
                        r"(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
 
 
+# The ARGs BuildKit sets itself, usable in FROM without a declaration.
+AUTOMATIC_ARGS = frozenset({"TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
+                            "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT"})
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(rf"\A(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+                        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z0-9+._-]+:[0-9a-fA-F]{32,})?\Z")
+
+
+def is_reference(image: str) -> bool:
+    """True when `image` reads as an image reference Docker accepts (`[host[:port]/]name[:tag][@digest]`)."""
+    return bool(_REFERENCE.match(image))
+
+
 @dataclass(frozen=True)
 class FromReference:
-    """One FROM line: the image it names (variables expanded) and whether it names an earlier stage."""
+    """One FROM line: the image it names (variables expanded) and whether it names an earlier stage.
+
+    `written` is the image as the line writes it; `undeclared` are the variables it uses that no ARG
+    before the first FROM declares (Docker expands them to nothing, whatever the build arguments say),
+    `empty` those declared without a value (no default, no build argument). Whether that breaks the
+    line is `ci.definitions.graph`'s call.
+    """
 
     line: int
     image: str
     stage_alias: bool
+    written: str = field(default="", compare=False)
+    undeclared: tuple[str, ...] = field(default=(), compare=False)
+    empty: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def repository(self) -> str:
@@ -90,11 +112,31 @@ def parse_from_references(text: str, build_args: Mapping[str, str]) -> list[From
         if not match:
             continue
         seen_from = True
-        image = expand(match.group("image"), variables)
-        refs.append(FromReference(line=number, image=image, stage_alias=image.lower() in stages))
+        written = match.group("image")
+        image = expand(written, variables)
+        undeclared, empty = _without_value(written, variables)
+        refs.append(FromReference(line=number, image=image, stage_alias=image.lower() in stages, written=written,
+                                  undeclared=undeclared, empty=empty))
         if match.group("alias"):
             stages.add(match.group("alias").lower())
     return refs
+
+
+def _without_value(written: str, variables: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The variables of a FROM image that stay empty: (undeclared, declared without a value).
+
+    `${X:-word}` with a word has a value; `${X:+word}` is empty by intent; BuildKit's automatic
+    platform ARGs always have one.
+    """
+    undeclared: list[str] = []
+    empty: list[str] = []
+    for match in _VARIABLE.finditer(written):
+        name = match.group("braced") or match.group("plain")
+        op, word = match.group("op"), match.group("word")
+        if name in AUTOMATIC_ARGS or op == "+" or (op == "-" and word) or variables.get(name):
+            continue
+        (empty if name in variables else undeclared).append(name)
+    return tuple(dict.fromkeys(undeclared)), tuple(dict.fromkeys(empty))
 
 
 def rewrite_from(text: str, build_args: Mapping[str, str], replace: Callable[[FromReference], str | None]) -> str:

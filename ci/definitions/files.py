@@ -9,6 +9,7 @@ UTF-8 or refused with a message. Nothing here raises anything but `FileRefused`.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import stat
@@ -116,12 +117,23 @@ def _without_links(path: Path, folder: Path, fence: str) -> Path | None:
     return Path(fence, *relative.parts)
 
 
+def require_readable(path: Path, *, what: str) -> None:
+    """Refuse a file the running user cannot open: a test script or test file read later (its digest,
+    the copy to the site) would otherwise be skipped silently or fail after the images built."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        fix = "make it readable for the CI's user (chmod a+r)" if exc.errno == errno.EACCES else "check the file"
+        raise FileRefused(f"{what} cannot be read ({exc.strerror})", fix) from None
+    os.close(fd)
+
+
 def read_bytes(path: Path, *, what: str, limit: int = MAX_TEXT_BYTES) -> bytes:
     """The bytes of a regular file, opened without blocking (a FIFO swapped in meanwhile cannot hang us)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as exc:
-        fix = "make it readable for the CI's user (chmod a+r)" if exc.errno == 13 else "check the file"
+        fix = "make it readable for the CI's user (chmod a+r)" if exc.errno == errno.EACCES else "check the file"
         raise FileRefused(f"{what} cannot be read ({exc.strerror})", fix) from None
     try:
         info = os.fstat(fd)
@@ -170,7 +182,8 @@ def scan_tree(top: Path, fence: Path) -> tuple[list[TreeEntry], list[FileRefused
     """Every regular file below `top` (links resolved, fenced in `fence`), sorted; and what was refused.
 
     Iterative (no recursion limit on deep folders); links to folders are not followed into, so a link
-    cannot make a loop; special files (FIFO, socket, device) and links leaving `fence` are refused.
+    cannot make a loop; special files (FIFO, socket, device), links leaving `fence` and files the
+    running user cannot open are refused.
     """
     found: list[TreeEntry] = []
     refused: list[FileRefused] = []
@@ -192,6 +205,7 @@ def scan_tree(top: Path, fence: Path) -> tuple[list[TreeEntry], list[FileRefused
                     todo.append((Path(entry.path), relative + "/"))
                     continue
                 resolved = checked(Path(entry.path), fence, what=what)
+                require_readable(resolved, what=what)
             except FileRefused as exc:
                 refused.append(exc)
                 continue

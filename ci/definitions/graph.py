@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from ci.definitions.model import Catalog, definition_key
+from ci.definitions.dockerfile import FromReference, is_reference
+from ci.definitions.model import Catalog, ImageSpec, definition_key
 from ci.errors import Problem
 from ci.validation import shown
 
@@ -22,6 +23,9 @@ def resolve_parents(catalog: Catalog) -> None:
         parents: list[str] = []
         owner = definition_key(spec)
         for ref in spec.from_references:
+            for problem in _without_value(spec, ref):
+                if problem not in catalog.problems.get(owner, []):  # variants share their Dockerfile's lines
+                    catalog.add_problem(owner, problem)
             if ref.stage_alias:
                 continue
             candidate = f"{spec.arch}/{ref.repository}"
@@ -49,6 +53,33 @@ def resolve_parents(catalog: Catalog) -> None:
             catalog.add_problem(definition_key(spec), Problem(
                 spec.dockerfile, "FROM", f"FROM cycle: {chain}",
                 "break the cycle by building one of them FROM an outside base"))
+
+
+def _without_value(spec: ImageSpec, ref: FromReference) -> list[Problem]:
+    """A FROM whose variables leave it naming no image: the build would fail later, after others built.
+
+    A variable no ARG before the first FROM declares is always empty (Docker applies build arguments
+    only to declared ARGs); one declared without a value is a problem when the line then names
+    nothing valid (`FROM ${BASE}` or `FROM base:${TAG}`, but not `FROM ${REGISTRY}debian`).
+    """
+    where = f"FROM {shown(ref.written)} (line {ref.line}" + \
+        (" of the composed Dockerfile)" if spec.fragments or spec.compose else ")")
+    problems = [Problem(spec.dockerfile, "FROM", f"{where}: {shown(name)} is not declared by an ARG before the first "
+                        "FROM, so Docker leaves it empty" + (f" (build_args.{name} is not applied to it)"
+                                                               if name in spec.build_args else ""),
+                        f"declare it before the first FROM with a default (ARG {name}=<image>), and set other "
+                        f"values under build_args: in container.yaml")
+                for name in ref.undeclared]
+    if ref.empty and not is_reference(ref.image):
+        names = ", ".join(shown(name) for name in ref.empty)
+        image = f"the line names {shown(ref.image)}, which is not an image" if ref.image else "the line names no image"
+        variant = f" for {shown(spec.name)}" if spec.name != spec.definition else ""
+        problems += [Problem(spec.dockerfile, "FROM", f"{where}: {names} has no value{variant} (no default and no "
+                             f"build argument), so {image}",
+                             f"give it a default before the first FROM (ARG {ref.empty[0]}=<image>) or set "
+                             f"build_args.{ref.empty[0]} in container.yaml" + (" (at the top level or in this "
+                                                                               "variant)" if variant else ""))]
+    return problems
 
 
 def find_cycles(parents: Mapping[str, Sequence[str]]) -> list[list[str]]:

@@ -11,6 +11,7 @@ shape as we do.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -26,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from ci.definitions.files import FileRefused, checked
+from ci.definitions.context import ALWAYS_EXCLUDED, ContextError, ignore_rules, is_ignored
+from ci.definitions.files import FileRefused, checked, require_readable
 from ci.definitions.model import (
     MAX_NAME,
     MAX_TEST_NAME,
@@ -47,6 +49,9 @@ SCHEMA_FILE = Path(__file__).resolve().parent.parent.parent / "schemas" / "conta
 SCHEMA_ID = "https://containers-ci.invalid/schemas/container.schema.json"
 
 _ARG_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+# A build argument named as a secret is refused (`*_TOKEN`, `*_PASSWORD`, `*_SECRET`, `*_KEY`, any case);
+# names that only look like one (`*CREDENTIALS*`, `PRIVATE*`) are warned about (`secret_looking_args`).
+_SECRET_NAME = re.compile(r"(?:\A|_)(?:TOKEN|PASSWORD|PASSWD|SECRET|KEY)\Z", re.IGNORECASE)
 _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 _PLATFORM = re.compile(r"\Alinux/(amd64|arm64)(/v[0-9])?\Z")
 # Paths that become Dockerfile words (COPY source target): no spaces, quotes, `$` or globbing.
@@ -96,6 +101,11 @@ def _arg_name(value: Any) -> str:
     if not isinstance(value, str) or not _ARG_NAME.match(value):
         raise invalid("is not a valid build argument name",
                       "use letters, digits and underscores, not starting with a digit (at most 128 characters)")
+    if _SECRET_NAME.search(value):
+        raise invalid(f"build argument {value} is named as a secret; build arguments are kept in the image's "
+                      "history, readable by everyone who pulls it",
+                      f"list {value} under secrets: and read it with RUN --mount=type=secret,id={value} "
+                      "(or, if it is no secret, rename it)")
     return value
 
 
@@ -235,7 +245,25 @@ def _file_copy(pair: str, info: ValidationInfo) -> str:
             raise invalid(exc.message, exc.fix) from None
         if resolved == Path(folder).resolve():
             raise invalid(f"source {shown(source)} is the whole definition folder", "name a file or a sub-folder")
+        _not_ignored(source, Path(folder))
     return pair
+
+
+def _not_ignored(source: str, folder: Path) -> None:
+    """A `files:` source the build context leaves out would make the build's COPY fail, after others built."""
+    relative = PurePosixPath(source).as_posix()
+    if PurePosixPath(relative).parts[:1] and PurePosixPath(relative).parts[0] in ALWAYS_EXCLUDED:
+        raise invalid(f"source {shown(source)} is never part of the build context",
+                      "move the file to another name or folder of the definition")
+    try:
+        rules = ignore_rules(folder)
+    except ContextError:
+        return  # a bad .dockerignore is its own problem, named when the context is read
+    if is_ignored(relative, rules):
+        pattern = next(rule.pattern for rule in reversed(rules) if rule.regex.match(relative))
+        raise invalid(f"source {shown(source)} is excluded from the build context by the definition's .dockerignore "
+                      f"(pattern {shown(pattern)}), so the build's COPY would fail",
+                      f"remove the pattern, add the line !{relative} after it, or drop the files: entry")
 
 
 def _pattern(value: str) -> str:
@@ -267,6 +295,14 @@ def _metric_name(value: Any) -> str:
     return value
 
 
+def _finite(value: float) -> float:
+    """A bound of .nan or ±.inf makes every comparison false or true: the metric could never fail (or pass)."""
+    if not math.isfinite(value):
+        raise invalid(f"{value} is not a finite number, so the metric could never fail or never pass",
+                      "write a number, e.g. 60 or 1.5, or leave this bound out")
+    return value
+
+
 def _unit(value: str) -> str:
     return check_text(value, what="unit", max_length=32) if value else value
 
@@ -282,7 +318,8 @@ def _script(text: str, info: ValidationInfo) -> str:
         if not path.exists() and not path.is_symlink():
             raise invalid(f"test script {shown(text)} does not exist", f"create {shown(path, 200)} or fix the path")
         try:
-            checked(path, folder, what=f"test script {shown(text)}")
+            require_readable(checked(path, folder, what=f"test script {shown(text)}"),
+                             what=f"test script {shown(text)}")
         except FileRefused as exc:
             raise invalid(exc.message, exc.fix) from None
     return text
@@ -317,8 +354,8 @@ class Metric(_Model):
 
     regex: Annotated[str, AfterValidator(_metric_regex)] = Field(
         json_schema_extra={"fix": "give a regular expression with one group capturing the number"})
-    min: Annotated[float, Field(strict=True)] | None = None
-    max: Annotated[float, Field(strict=True)] | None = None
+    min: Annotated[float, Field(strict=True), AfterValidator(_finite)] | None = None
+    max: Annotated[float, Field(strict=True), AfterValidator(_finite)] | None = None
     unit: Annotated[str, AfterValidator(_unit)] = ""
 
     @model_validator(mode="after")
@@ -439,7 +476,7 @@ def secret_looking_args(meta: ContainerYaml) -> list[str]:
     names = set(meta.build_args)
     for variant in meta.variants:
         names |= set(variant.build_args)
-    return sorted(name for name in names if _SECRET_LOOKING.search(name))
+    return sorted(name for name in names if _SECRET_LOOKING.search(name) and not _SECRET_NAME.search(name))
 
 
 def json_schema() -> dict[str, Any]:

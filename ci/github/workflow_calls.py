@@ -11,6 +11,7 @@ from ci import api
 from ci.config.settings import Settings
 from ci.github.work import Work, work_for
 from ci.pipeline import failures as build_failures
+from ci.pipeline import terminal
 from ci.pipeline.progress import ProgressPrinter
 from ci.pipeline.report import RunReport
 from ci.pipeline.runs import RunFolder
@@ -41,7 +42,7 @@ def build_and_record(settings: Settings, *, only: Sequence[str], run_id: str | N
     A digest whose build failed before is not built again unless `retry_failed` (or `force`): its
     recorded failure is reported instead, and the call fails as the first build did.
     """
-    console = console or Console(stderr=True)
+    console = console or terminal.console(stderr=True)
     if not (retry_failed or force):
         work = plan_work(settings, only=only)
         refused = [image for image in work.images if "build failed in run" in image.reason

@@ -2,8 +2,9 @@
 
 A listener (`ci.pipeline.executor.Listener`) that the command line attaches to a run; `ci.api` itself never
 prints. Lines (not a redrawn screen) because most runs happen in CI logs, where a live display
-turns into noise; in a terminal the same lines are coloured. Names and messages are escaped, so
-rich markup in a definition's name cannot break the output.
+turns into noise; in a terminal the same lines are coloured. Every line is a `Text`
+(`ci.pipeline.terminal.styled`), so rich markup in a definition's name or a message cannot break
+the output, whichever console the caller hands in.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import threading
 import time
 
 from rich.console import Console
-from rich.markup import escape
 
 from ci.pipeline.executor import Event, Note, State
+from ci.pipeline.terminal import styled
 
 _STYLE = {State.RUNNING: "cyan", State.DONE: "green", State.FAILED: "bold red", State.SKIPPED: "yellow",
           State.CANCELLED: "yellow"}
@@ -44,8 +45,7 @@ class ProgressPrinter:
             self.total = int(note.data["work"])
             self.start = note.time
         style = "yellow" if note.level == "warning" else ""
-        text = escape(note.text)
-        self.console.print(f"[{style}]{text}[/]" if style else text, highlight=False, soft_wrap=True)
+        self.console.print(styled((note.text, style)), highlight=False, soft_wrap=True)
 
     def _event(self, event: Event) -> None:
         name = event.image.split("/", 1)[-1]
@@ -53,11 +53,11 @@ class ProgressPrinter:
             self.finished.add(event.image)
         elapsed = event.time - self.start
         took = f" in {event.duration:.1f}s" if event.state in (State.DONE, State.FAILED) else ""
-        detail = f" ({escape(event.detail)})" if event.detail and event.state is not State.DONE else ""
+        detail = f" ({event.detail})" if event.detail and event.state is not State.DONE else ""
         style = _STYLE.get(event.state, "")
         step = f"{event.step} " if event.step else "image "
         self.console.print(
-            f"[dim]{elapsed:7.1f}s[/] [{len(self.finished)}/{self.total}] {escape(name):<28} "
-            f"{step}[{style}]{_WORD.get(event.state, event.state.value)}[/]{took}{detail}",
+            styled((f"{elapsed:7.1f}s", "dim"), f" [{len(self.finished)}/{self.total}] {name:<28} {step}",
+                   (_WORD.get(event.state, event.state.value), style), f"{took}{detail}"),
             highlight=False, soft_wrap=True,
         )

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ci.pipeline import timeline
 from ci.pipeline.executor import ImageOutcome, State
+from ci.pipeline.terminal import styled
 from ci.plan import Action, Plan
 
 SUMMARY_KEY = "summary_markdown"  # the data key of the Note that carries a run's summary to listeners
@@ -107,18 +107,19 @@ def _seconds(value: float) -> str:
 
 
 def render_table(report: RunReport, console: Console) -> None:
-    table = Table(title=f"run {report.run_id} ({report.profile})", title_justify="left")
+    """The run as a table; every cell is a `Text` (ci.pipeline.terminal), so no name is read as markup."""
+    table = Table(title=styled(f"run {report.run_id} ({report.profile})"), title_justify="left")
     for column in ("image", "version", "digest", "result", "time", "detail"):
         table.add_column(column, overflow="fold")
     for image in report.images:
-        style = _STATE_STYLE.get(image.state, "")
-        table.add_row(escape(image.name), escape(image.version), image.digest12, f"[{style}]{image.state}[/]",
-                      _seconds(image.duration) if image.duration else "-", escape(image.detail or image.reason))
+        table.add_row(styled(image.name), styled(image.version), styled(image.digest12),
+                      styled((image.state, _STATE_STYLE.get(image.state, ""))),
+                      styled(_seconds(image.duration) if image.duration else "-"), styled(image.detail or image.reason))
     console.print(table)
     for item in report.unsupported:
-        console.print(f"[yellow]not handled[/] {escape(item['arch'])}/{escape(item['name'])}: {item['reason']}")
+        console.print(styled(("not handled", "yellow"), f" {item['arch']}/{item['name']}: {item['reason']}"))
     counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items())) or "nothing to do"
-    console.print(f"{counts} in {_seconds(report.finished - report.started)}")
+    console.print(styled(f"{counts} in {_seconds(report.finished - report.started)}"))
 
 
 def to_json(report: RunReport) -> str:
@@ -210,16 +211,17 @@ def _published_markdown(report: RunReport) -> list[str]:
 
 
 def render_plan(plan: Plan, console: Console) -> None:
-    table = Table(title=f"plan for {plan.root}", title_justify="left")
+    """The plan as a table; the root, names and reasons are `Text`, never markup (a root under `[/x]`)."""
+    table = Table(title=styled(f"plan for {plan.root}"), title_justify="left")
     for column in ("image", "version", "digest", "action", "reason", "parents"):
         table.add_column(column, overflow="fold")
     for image in plan.images.values():
         style = {"build": "bold", "tag": "cyan", "skip": "dim"}[image.action.value]
         parents = ", ".join(plan.images[p].name for p in image.parents) or "-"
-        table.add_row(escape(image.name), escape(image.spec.version), image.digest12,
-                      f"[{style}]{image.action.value}[/]", escape(image.reason), escape(parents))
+        table.add_row(styled(image.name), styled(image.spec.version), styled(image.digest12),
+                      styled((image.action.value, style)), styled(image.reason), styled(parents))
     console.print(table)
     for item in plan.unsupported:
-        console.print(f"[yellow]not handled[/] {escape(f'{item.arch}/{item.name} ({item.kind}): {item.reason}')}")
+        console.print(styled(("not handled", "yellow"), f" {item.arch}/{item.name} ({item.kind}): {item.reason}"))
     todo = len(plan.to_build())
-    console.print(f"{len(plan.images)} images, {todo} to build, {len(plan.images) - todo} up to date")
+    console.print(styled(f"{len(plan.images)} images, {todo} to build, {len(plan.images) - todo} up to date"))

@@ -30,12 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from ci import api
 from ci.config.settings import Settings, load_settings
 from ci.engines import select_engine
 from ci.errors import CIError, DefinitionError, Problem
+from ci.pipeline import terminal
 from ci.pipeline.progress import ProgressPrinter
 from ci.plan import PlannedImage, make_plan
 from ci.service.core.security import Redactor
@@ -305,7 +304,7 @@ def child_main(order_file: str) -> int:
     order = Order(**json.loads(Path(order_file).read_text(encoding="utf-8")))
     if order.parent and os.getppid() != order.parent:
         return 3  # the server died before the kernel could be asked to tell us
-    console = Console(file=sys.stdout, width=160, force_terminal=False, soft_wrap=True)
+    console = terminal.console(file=sys.stdout, width=160, force_terminal=False, soft_wrap=True)
 
     def done(ok: bool, message: str, **more: str) -> int:
         Path(order.result).write_text(json.dumps({"ok": ok, "message": message, **more}), encoding="utf-8")
