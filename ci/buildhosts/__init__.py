@@ -12,8 +12,8 @@ from __future__ import annotations
 from ci.buildhosts.compose import host_engine, open_pool
 from ci.buildhosts.host import BuildHost, DockerBuildHost, HostError, cached_steps
 from ci.buildhosts.pool import BuildPool, NoBuildHost, Placement, cache_reference, registry_reference
-from ci.buildhosts.settings import BuildHosts, build_hosts
 from ci.config.build_hosts import BuildHostSettings, BuildPoolSettings
+from ci.config.pool import BuildHosts, build_hosts
 
 __all__ = ["BuildHost", "BuildHostSettings", "BuildHosts", "BuildPool", "BuildPoolSettings", "DockerBuildHost",
            "HostError", "NoBuildHost", "Placement", "build_hosts", "cache_reference", "cached_steps",

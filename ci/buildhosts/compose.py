@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ci.buildhosts.host import DockerBuildHost
 from ci.buildhosts.pool import BuildPool, Say
-from ci.buildhosts.settings import build_hosts
 from ci.config.build_hosts import BuildHostSettings
+from ci.config.pool import build_hosts
 from ci.config.settings import Settings
 from ci.docker.engine import DockerEngine
 from ci.shutdown import CancelToken

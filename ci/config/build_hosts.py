@@ -14,7 +14,7 @@ build_pool:
 
 An address is one of the forms the Docker client itself takes in `-H`: `unix:///path`,
 `ssh://[user@]host[:port]`, `tcp://host:port`; anything else (spaces, options, control characters,
-`../`) is refused before any command line is made. `ci.buildhosts.settings` makes the pool of a run
+`../`) is refused before any command line is made. `ci.config.pool` makes the pool of a run
 from these (the default one-engine pool when no host is listed).
 """
 
