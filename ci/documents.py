@@ -61,6 +61,7 @@ class Scalar:
     line: int
     text: str
     value: Any
+    file: str = ""  # set where one Source gathers several files (the settings' invoke.yaml and -f files)
 
     def reading(self) -> str:
         """What YAML made of the text, for a sentence: `the number 2.1`, `the boolean true`."""

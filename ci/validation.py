@@ -153,13 +153,15 @@ def _not_text(path: Path, loc: Sequence[int | str], prefix: str, value: Any, sou
     """Text was meant: say what YAML (or JSON) made of the value as written, and how to quote it."""
     name = field_path(loc, prefix) or "(top level)"
     where = _data_path(loc)
-    scalar = source.at(where) if source is not None else None
+    scalar = source.at((*(part for part in prefix.split(".") if part), *where)) if source is not None else None
     if scalar is None and isinstance(value, int | float | bool):
         text = getattr(value, "text", None) or (str(value).lower() if isinstance(value, bool) else str(value))
         scalar = Scalar(0, text, value)
     if scalar is None:
         return Problem(path, name, f"expected a string, got {type_name(value)}", "write a quoted string")
     line = f"line {scalar.line}: " if scalar.line else ""
+    if scalar.file:
+        path, line = Path(scalar.file), f"{scalar.file} line {scalar.line}: "
     text = shown(scalar.text, 40)[1:-1]
     return Problem(path, name, f"{line}YAML reads {text} as {shown(scalar.reading(), 60)[1:-1]}, not as the text "
                                f"{shown(scalar.text, 40)}", quote_fix(where, scalar))
@@ -178,7 +180,8 @@ def changed_problems(source: Source, *, file: str | Path, under: tuple[int | str
         if where[:len(under)] != under or any(where[:len(part)] == part for part in skip):
             continue
         value = shown(written(scalar.value), 40)[1:-1]
-        problems.append(Problem(Path(file), dotted(where), f"line {scalar.line}: YAML reads "
+        line = f"{scalar.file} line {scalar.line}" if scalar.file else f"line {scalar.line}"
+        problems.append(Problem(Path(scalar.file or file), dotted(where), f"{line}: YAML reads "
                                 f"{shown(scalar.text, 40)[1:-1]} as "
                                 f"{scalar.reading()}; it would reach {passed_to or 'the build'} as {value}",
                                 f"{quote_fix(where, scalar)} (or write {value} if that is what you mean)"))
