@@ -11,6 +11,7 @@ fix)`, so their wording passes through unchanged; pydantic's built-in errors get
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from typing import Any, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
-from ci.documents import Scalar, Source, dotted, quote_fix, written
+from ci.documents import Source, dotted, quote_fix, written
 from ci.errors import Problem
 
 ERROR_TYPE = "ci"  # the pydantic error type of every problem our own validators raise
@@ -154,12 +155,14 @@ def _not_text(path: Path, loc: Sequence[int | str], prefix: str, value: Any, sou
     name = field_path(loc, prefix) or "(top level)"
     where = _data_path(loc)
     scalar = source.at((*(part for part in prefix.split(".") if part), *where)) if source is not None else None
-    if scalar is None and isinstance(value, int | float | bool):
+    if scalar is None and isinstance(value, int | float | bool):  # JSON, or data read elsewhere: no line
         text = getattr(value, "text", None) or (str(value).lower() if isinstance(value, bool) else str(value))
-        scalar = Scalar(0, text, value)
+        kind = "a boolean" if isinstance(value, bool) else "a number"
+        return Problem(path, name, f"expected text, got {kind} ({shown(text, 40)[1:-1]})",
+                       f"quote it: {json.dumps(text)}")
     if scalar is None:
         return Problem(path, name, f"expected a string, got {type_name(value)}", "write a quoted string")
-    line = f"line {scalar.line}: " if scalar.line else ""
+    line = f"line {scalar.line}: "
     if scalar.file:
         path, line = Path(scalar.file), f"{scalar.file} line {scalar.line}: "
     text = shown(scalar.text, 40)[1:-1]

@@ -284,7 +284,7 @@ def _schema_pattern(pattern: re.Pattern[str]) -> str:
     return pattern.pattern.replace("\\A", "^").replace("\\Z", "$")
 
 
-# Text only: YAML reads `version: 2.10` as the number 2.1 (docs/definitions.md, "YAML is read strictly").
+# Text only: YAML reads `version: 2.10` as the number 2.1 (docs/kinds/index.md, "YAML is read strictly").
 Version = Annotated[str, AfterValidator(_version), WithJsonSchema(
     {"type": "string", "pattern": _schema_pattern(VERSION_PATTERN), "maxLength": MAX_VERSION})]
 BuildArgs = Annotated[dict[Annotated[Any, AfterValidator(_arg_name)], Annotated[Any, AfterValidator(_arg_value)]],
