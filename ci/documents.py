@@ -191,7 +191,7 @@ class _Walk:
             if isinstance(node, yaml.ScalarNode):
                 self.scalar(node, path)
             elif isinstance(node, yaml.SequenceNode):
-                todo.extend((item, (*path, index)) for index, item in enumerate(node.value))
+                todo.extend(reversed([(item, (*path, index)) for index, item in enumerate(node.value)]))
             elif isinstance(node, yaml.MappingNode):
                 todo.extend(reversed(self.pairs(node, path)))
 
