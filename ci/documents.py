@@ -209,8 +209,11 @@ class _Walk:
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 continue  # a complex key: construction refuses it (unhashable)
-            key = self.loader.construct_object(key_node)
-            self.scalar(key_node, (*path, key, "[key]"))
+            if key_node.tag == _STR:  # the common case, without the constructor
+                key: Any = key_node.value
+            else:
+                key = self.loader.construct_object(key_node)
+                self.scalar(key_node, (*path, key, "[key]"))
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise DocumentRefused(

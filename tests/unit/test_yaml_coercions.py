@@ -25,8 +25,9 @@ from ci.config.settings import load_settings
 from ci.definitions import load_catalog
 from ci.documents import DocumentRefused, load_json, load_yaml
 from ci.errors import ConfigError, Problem
+from tests.support.config import project_config
 from tests.support.definitions import write_tree
-from tests.support.paths import PROJECT_DIR
+from tests.support.paths import INVOKE_YAML, PROJECT_DIR
 
 FROM = "FROM containers-ci/debian:bookworm\n"
 
@@ -258,8 +259,7 @@ CONFIG_CASES = [
 
 def _load(file: Path, profile: str = "local") -> Any:
     data = yaml.safe_load(file.read_text())  # as Invoke reads it: PyYAML, last key wins
-    return load_settings((data or {}).get("ci", {}), PROJECT_DIR, profile=profile, files=[PROJECT_DIR / "invoke.yaml",
-                                                                                          file])
+    return load_settings((data or {}).get("ci", {}), PROJECT_DIR, profile=profile, files=[INVOKE_YAML, file])
 
 
 @pytest.mark.parametrize("item", CONFIG_CASES, ids=[item.id for item in CONFIG_CASES])
@@ -286,9 +286,9 @@ def test_config_files_still_take_quoted_text_and_real_numbers_and_booleans(tmp_p
 
 
 def test_the_shipped_invoke_yaml_loads_strictly_in_every_profile() -> None:
-    data = yaml.safe_load((PROJECT_DIR / "invoke.yaml").read_text())["ci"]
+    data = project_config()
     for profile in data["profiles"]:
-        assert load_settings(data, PROJECT_DIR, profile=profile, files=[PROJECT_DIR / "invoke.yaml"]).profile == profile
+        assert load_settings(data, PROJECT_DIR, profile=profile, files=[INVOKE_YAML]).profile == profile
 
 
 # -- request bodies, through the real app ------------------------------------------------------------------
