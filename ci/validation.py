@@ -11,6 +11,7 @@ fix)`, so their wording passes through unchanged; pydantic's built-in errors get
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -20,9 +21,11 @@ from typing import Any, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
+from ci.documents import Source, dotted, quote_fix, written
 from ci.errors import Problem
 
 ERROR_TYPE = "ci"  # the pydantic error type of every problem our own validators raise
+NOT_TEXT = "ci_not_text"  # a number, boolean, date or null where text is meant (worded with its source)
 _SHOWN_LENGTH = 80
 
 # GitHub names, as GitHub allows them: owner (user or organisation) and owner/repository.
@@ -33,6 +36,15 @@ GITHUB_REPOSITORY = GITHUB_OWNER + r"/[A-Za-z0-9._-]{1,100}"
 def invalid(message: str, fix: str) -> PydanticCustomError:
     """An error for a validator to raise: our message and fix, kept verbatim by `problems_from`."""
     return PydanticCustomError(ERROR_TYPE, "invalid value", {"message": message, "fix": fix})
+
+
+def not_text(value: Any) -> PydanticCustomError:
+    """An error for a validator to raise when text is meant and YAML or JSON gave something else.
+
+    It is never turned into text (`2.10` would become "2.1", `0755` "493", `yes` "True");
+    `problems_from` words it with the text as written when it knows the document's `Source`.
+    """
+    return PydanticCustomError(NOT_TEXT, "expected a string", {"got": type_name(value)})
 
 
 def shown(value: object, limit: int = _SHOWN_LENGTH) -> str:
@@ -107,12 +119,13 @@ def _is_internal(part: str) -> bool:
 
 
 def problems_from(error: ValidationError, *, file: str | Path, prefix: str = "",
-                  model: type[BaseModel] | None = None) -> list[Problem]:
+                  model: type[BaseModel] | None = None, source: Source | None = None) -> list[Problem]:
     """One Problem per pydantic error, in our words.
 
     `prefix` is put before every field path (e.g. `ci.site` for a settings section); `model`, when
     given, lets an unknown key suggest the closest known one and lets a field's `fix` (its
-    json_schema_extra) be used for missing values.
+    json_schema_extra) be used for missing values; `source` (the YAML document's, from
+    `ci.documents`) lets a value refused as not text be shown as written, with its line.
     """
     path = Path(file)
     problems: list[Problem] = []
@@ -121,11 +134,60 @@ def problems_from(error: ValidationError, *, file: str | Path, prefix: str = "",
         kind = item["type"]
         ctx = item.get("ctx") or {}
         value = item.get("input")
+        if kind in (NOT_TEXT, "string_type", "string_sub_type"):
+            problems.append(_not_text(path, loc, prefix, value, source))
+            continue
         if kind == ERROR_TYPE:
             name = field_path(loc, prefix)
             problems.append(Problem(path, name, str(ctx.get("message", item["msg"])), str(ctx.get("fix", ""))))
             continue
         problems.append(_builtin(path, loc, prefix, kind, ctx, value, item["msg"], model))
+    return problems
+
+
+def _data_path(loc: Sequence[int | str]) -> tuple[int | str, ...]:
+    """The location in the document (pydantic's own parts dropped; a key's errors keep "[key]")."""
+    return tuple(part for part in loc if isinstance(part, int) or part == "[key]" or not _is_internal(part))
+
+
+def _not_text(path: Path, loc: Sequence[int | str], prefix: str, value: Any, source: Source | None) -> Problem:
+    """Text was meant: say what YAML (or JSON) made of the value as written, and how to quote it."""
+    name = field_path(loc, prefix) or "(top level)"
+    where = _data_path(loc)
+    scalar = source.at((*(part for part in prefix.split(".") if part), *where)) if source is not None else None
+    if scalar is None and isinstance(value, int | float | bool):  # JSON, or data read elsewhere: no line
+        text = getattr(value, "text", None) or (str(value).lower() if isinstance(value, bool) else str(value))
+        kind = "a boolean" if isinstance(value, bool) else "a number"
+        return Problem(path, name, f"expected text, got {kind} ({shown(text, 40)[1:-1]})",
+                       f"quote it: {json.dumps(text)}")
+    if scalar is None:
+        return Problem(path, name, f"expected a string, got {type_name(value)}", "write a quoted string")
+    line = f"line {scalar.line}: "
+    if scalar.file:
+        path, line = Path(scalar.file), f"{scalar.file} line {scalar.line}: "
+    text = shown(scalar.text, 40)[1:-1]
+    return Problem(path, name, f"{line}YAML reads {text} as {shown(scalar.reading(), 60)[1:-1]}, not as the text "
+                               f"{shown(scalar.text, 40)}", quote_fix(where, scalar))
+
+
+def changed_problems(source: Source, *, file: str | Path, under: tuple[int | str, ...] = (),
+                     skip: tuple[tuple[int | str, ...], ...] = (), passed_to: str = "") -> list[Problem]:
+    """Values passed on without a schema (a Spack environment) whose reading is not the text as written.
+
+    `2.10` under `spack:` would reach spack.yaml as `2.1`, `yes` as `true`: one Problem each, with the
+    fix (quote it, or write the value as YAML reads it). `under` limits the check to one subtree,
+    `skip` leaves out subtrees a schema checks already.
+    """
+    problems: list[Problem] = []
+    for where, scalar in source.changed():
+        if where[:len(under)] != under or any(where[:len(part)] == part for part in skip):
+            continue
+        value = shown(written(scalar.value), 40)[1:-1]
+        line = f"{scalar.file} line {scalar.line}" if scalar.file else f"line {scalar.line}"
+        problems.append(Problem(Path(scalar.file or file), dotted(where), f"{line}: YAML reads "
+                                f"{shown(scalar.text, 40)[1:-1]} as "
+                                f"{scalar.reading()}; it would reach {passed_to or 'the build'} as {value}",
+                                f"{quote_fix(where, scalar)} (or write {value} if that is what you mean)"))
     return problems
 
 
@@ -236,9 +298,9 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def validate(model: type[M], data: Any, *, file: str | Path, prefix: str = "",
-             context: dict[str, Any] | None = None) -> tuple[M | None, list[Problem]]:
+             context: dict[str, Any] | None = None, source: Source | None = None) -> tuple[M | None, list[Problem]]:
     """`model.model_validate(data)` with every problem worded, instead of an exception."""
     try:
         return model.model_validate(data, context=context), []
     except ValidationError as exc:
-        return None, problems_from(exc, file=file, prefix=prefix, model=model)
+        return None, problems_from(exc, file=file, prefix=prefix, model=model, source=source)

@@ -63,7 +63,21 @@ def settings_from(context: Any, *, profile: str | None = None, **overrides: Any)
     from ci.config.settings import load_settings
 
     raw = context.config.get("ci", {}) if hasattr(context, "config") else {}
-    return load_settings(raw, PROJECT_DIR, profile=profile, overrides=overrides)
+    return load_settings(raw, PROJECT_DIR, profile=profile, overrides=overrides, files=config_files(context))
+
+
+def config_files(context: Any) -> list[Path]:
+    """The YAML files Invoke read its configuration from, lowest precedence first (system, user, project, -f)."""
+    config = getattr(context, "config", None)
+    files = []
+    for level in ("system", "user", "project", "runtime"):
+        try:
+            found, path = getattr(config, f"_{level}_found", None), getattr(config, f"_{level}_path", None)
+        except (AttributeError, KeyError):
+            continue
+        if found and path and str(path).endswith((".yaml", ".yml")):
+            files.append(Path(path))
+    return files
 
 
 def names(values: Iterable[str] | str | None) -> list[str]:

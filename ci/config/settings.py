@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from ci.config.base import WHERE, ConfigModel, validated
+from ci.config.base import WHERE, ConfigModel, validated, written_in
 from ci.config.build_hosts import BuildHostSettings, BuildPoolSettings
 from ci.config.grammars import (
     Address,
@@ -546,8 +546,14 @@ def load_settings(
     *,
     profile: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    files: Sequence[Path] = (),
 ) -> Settings:
-    """Resolve the `ci` configuration for one profile, with task flags on top (None means unset)."""
+    """Resolve the `ci` configuration for one profile, with task flags on top (None means unset).
+
+    `files` are the configuration files Invoke read (lowest precedence first); they are read again
+    strictly (`ci.config.base.written_in`), so that a duplicate key or a value YAML changed is named
+    with its file and line.
+    """
     data = _plain(config)
     if not isinstance(data, Mapping):
         raise ConfigError(f"the ci section must be a mapping of settings; see {WHERE}")
@@ -566,7 +572,11 @@ def load_settings(
     chosen_values = profiles[chosen] or {}
     if not isinstance(chosen_values, Mapping):
         raise ConfigError(f"ci.profiles.{chosen} must be a mapping of settings; see invoke.yaml")
-    data = deep_merge(data, chosen_values)
+    with written_in(files, chosen):
+        return _resolved(deep_merge(data, chosen_values), chosen, project_dir, overrides)
+
+
+def _resolved(data: dict[str, Any], chosen: str, project_dir: Path, overrides: Mapping[str, Any] | None) -> Settings:
     overrides = dict(overrides or {})
     site_root = overrides.pop("site_root", None)
     for key, value in overrides.items():

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ci.documents import DocumentRefused, Source, load_yaml
 from ci.validation import shown
 
 MAX_TEXT_BYTES = 4 << 20  # a container.yaml, Dockerfile or fragment larger than this is not a recipe
@@ -217,45 +216,19 @@ def scan_tree(top: Path, fence: Path) -> tuple[list[TreeEntry], list[FileRefused
     return found, refused
 
 
-MAX_YAML_NODES = 100_000
-MAX_YAML_DEPTH = 64
-
-
 def read_yaml(path: Path, fence: Path, *, what: str) -> Any:
-    """A YAML file inside `fence`, parsed safely; a refusal for bad bytes, bad syntax or a bomb.
+    """A YAML file inside `fence`, read strictly (`ci.documents`): the data only."""
+    return read_yaml_source(path, fence, what=what)[0]
 
-    Aliases let a few lines expand to billions of nodes for anything that walks the data (the
-    "billion laughs"), so the parsed value is measured, with aliases expanded, before use.
+
+def read_yaml_source(path: Path, fence: Path, *, what: str) -> tuple[Any, Source]:
+    """A YAML file inside `fence`, read strictly, and where its non-text scalars were written.
+
+    Bad bytes, bad syntax, a key given twice, a YAML 1.1-only number or a bomb (aliases expanded
+    past the limits of `ci.documents`) are refusals.
     """
     text = read_text(path, fence, what=what)
     try:
-        data = yaml.load(text, Loader=_YAML_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise FileRefused(f"is not valid YAML ({reason} at {where})", "fix the YAML syntax at that position") from None
-    except RecursionError:
-        raise FileRefused("is not valid YAML (nested too deeply)", "flatten the structure") from None
-    _measure(data)
-    return data
-
-
-def _measure(data: Any) -> None:
-    nodes = 0
-    todo: list[tuple[Any, int]] = [(data, 0)]
-    while todo:
-        value, depth = todo.pop()
-        nodes += 1
-        if nodes > MAX_YAML_NODES:
-            raise FileRefused(f"holds more than {MAX_YAML_NODES} values (aliases expanded)",
-                              "write the values out; do not nest aliases")
-        if depth > MAX_YAML_DEPTH:
-            raise FileRefused(f"is nested more than {MAX_YAML_DEPTH} levels deep", "flatten the structure")
-        if isinstance(value, dict):
-            todo.extend((item, depth + 1) for pair in value.items() for item in pair)
-        elif isinstance(value, list):
-            todo.extend((item, depth + 1) for item in value)
-
-
-_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return load_yaml(text, name=what)
+    except DocumentRefused as exc:
+        raise FileRefused(exc.message, exc.fix) from None

@@ -42,7 +42,7 @@ from ci.definitions.model import (
 )
 from ci.errors import Problem
 from ci.resources import Resources
-from ci.validation import check_text, has_control, invalid, shown, type_name
+from ci.validation import check_text, has_control, invalid, not_text, shown, type_name
 
 DOCKERFILE_PLACEHOLDER = "$DOCKERFILE"
 SCHEMA_FILE = Path(__file__).resolve().parent.parent.parent / "schemas" / "container.schema.json"
@@ -66,13 +66,6 @@ def _context(info: ValidationInfo, name: str) -> Any:
 
 
 # -- scalar grammars -------------------------------------------------------------------------------
-
-
-def _number_as_text(value: Any) -> Any:
-    """`version: 12` is the string "12": YAML numbers are how people write versions."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return value
 
 
 def _version(value: str) -> str:
@@ -111,12 +104,10 @@ def _arg_name(value: Any) -> str:
 
 def _arg_value(value: Any) -> str:
     if isinstance(value, dict | list) or value is None:
-        raise invalid(f"expected a scalar value, got {type_name(value)}", "write a string or a number")
-    if isinstance(value, bool):
-        return str(value).lower()
-    if not isinstance(value, str | int | float):
-        raise invalid(f"expected a scalar value, got {type_name(value)}", "write a string or a number")
-    text = str(value)
+        raise invalid(f"expected a scalar value, got {type_name(value)}", "write a quoted string")
+    if not isinstance(value, str):
+        raise not_text(value)  # a build argument is text: `2.10` would reach the build as "2.1", `yes` as "true"
+    text = value
     if has_control(text):
         raise invalid(f"{shown(text)} contains a control character", "write the value on one line, without "
                       "control characters")
@@ -330,13 +321,13 @@ def _schema_pattern(pattern: re.Pattern[str]) -> str:
     return pattern.pattern.replace("\\A", "^").replace("\\Z", "$")
 
 
-Version = Annotated[str, BeforeValidator(_number_as_text), AfterValidator(_version), WithJsonSchema(
-    {"anyOf": [{"type": "string", "pattern": _schema_pattern(VERSION_PATTERN), "maxLength": MAX_VERSION},
-               {"type": "number"}]})]
+# Text only: YAML reads `version: 2.10` as the number 2.1 (docs/kinds/index.md, "YAML is read strictly").
+Version = Annotated[str, AfterValidator(_version), WithJsonSchema(
+    {"type": "string", "pattern": _schema_pattern(VERSION_PATTERN), "maxLength": MAX_VERSION})]
 BuildArgs = Annotated[dict[Annotated[Any, AfterValidator(_arg_name)], Annotated[Any, AfterValidator(_arg_value)]],
                       BeforeValidator(_build_args), WithJsonSchema({
                           "type": "object", "propertyNames": {"pattern": _schema_pattern(_ARG_NAME)},
-                          "additionalProperties": {"type": ["string", "number", "boolean"]}})]
+                          "additionalProperties": {"type": "string"}})]
 Platform = Annotated[str, AfterValidator(_platform)]
 Platforms = Annotated[list[Platform], BeforeValidator(_string_list)]
 Body = Annotated[str, AfterValidator(_body)]
@@ -396,8 +387,7 @@ Tests = Annotated[list[Test], BeforeValidator(lambda value: [] if value is None 
 class Variant(_Model):
     """One image of a definition, named <name>-<suffix>; its keys override the top level's."""
 
-    suffix: Annotated[str, BeforeValidator(_number_as_text), AfterValidator(_suffix),
-                      WithJsonSchema({"type": ["string", "number"]})] = Field(
+    suffix: Annotated[str, AfterValidator(_suffix)] = Field(
         json_schema_extra={"fix": "give every variant a suffix, e.g. suffix: \"2.6\""})
     version: Version | None = None
     build_args: BuildArgs = {}

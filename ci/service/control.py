@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ci.config.settings import Settings
+from ci.documents import DocumentRefused, load_json
 from ci.errors import CIError
 
 USER_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
@@ -84,7 +85,9 @@ def client(settings: Settings, action: str, *, build_id: str | None, request: st
 def _body(request: str | None, definition: str | None, arch: str | None, force: bool) -> dict[str, Any]:
     if request:
         try:
-            data = json.loads(Path(request).read_text(encoding="utf-8"))
+            data = load_json(Path(request).read_text(encoding="utf-8"))
+        except DocumentRefused as exc:
+            raise CIError(f"{request}: {exc.message}; {exc.fix}") from None
         except OSError as exc:
             raise CIError(f"cannot read {request}: {exc.strerror}") from None
         except ValueError as exc:

@@ -6,7 +6,6 @@ finished builds with a running server and never exceeds the pool; it runs only i
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ci.errors import CIError, DefinitionError
+from ci.documents import DocumentRefused, load_json
+from ci.errors import CIError, DefinitionError, Problem
 from ci.service import crud
 from ci.service.eflows import requests as eflows_requests
 from ci.service.models import TERMINAL, DefinitionRequest, Status, WorkflowRequest
@@ -29,7 +29,9 @@ LIBRARY_USER = "library"
 def read_request(path: Path) -> WorkflowRequest | DefinitionRequest:
     """The request file, checked by the same models as the API's bodies (DefinitionError lists every problem)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(path.read_text(encoding="utf-8"))
+    except DocumentRefused as exc:
+        raise DefinitionError([Problem(path, "", exc.message, exc.fix)]) from None
     except OSError as exc:
         raise CIError(f"cannot read the request file {path}: {exc.strerror}") from None
     except (ValueError, UnicodeDecodeError) as exc:

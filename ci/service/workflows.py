@@ -20,8 +20,10 @@ from typing import Any
 import yaml
 
 from ci.definitions.kinds import KINDS, NotHandled
+from ci.documents import DocumentRefused, load_yaml
 from ci.errors import DefinitionError, Problem
 from ci.service.models import ARCH_OF_PLATFORM, Machine, WorkflowRequest
+from ci.validation import changed_problems
 
 ENVIRONMENT_FILES = ("spack.yaml", "spack.yml")
 MAX_ENVIRONMENT_BYTES = 1024 * 1024
@@ -84,9 +86,14 @@ def resolve(registry: Path | None, request: WorkflowRequest) -> WorkflowStep:
     if found.stat().st_size > MAX_ENVIRONMENT_BYTES:
         raise DefinitionError([Problem(found, "", "the environment file is larger than 1 MiB", "shrink it")])
     try:
-        data = yaml.safe_load(found.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        data, source = load_yaml(found.read_text(encoding="utf-8"), name=found.name)
+    except UnicodeDecodeError as exc:
         raise DefinitionError([Problem(found, "", f"not readable YAML ({exc})", "fix the file's syntax")]) from None
+    except DocumentRefused as exc:
+        raise DefinitionError([Problem(found, "", exc.message, exc.fix)]) from None
+    changed = changed_problems(source, file=found, under=("spack",), passed_to="spack.yaml")
+    if changed:
+        raise DefinitionError(changed)
     if not isinstance(data, dict) or not isinstance(data.get("spack"), dict) or not data["spack"].get("specs"):
         raise DefinitionError([Problem(found, "spack.specs", "not a Spack environment with specs",
                                        "write `spack: {specs: [...]}`")])

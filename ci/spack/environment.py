@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ci.config.spack import SpackSettings
+from ci.documents import DocumentRefused, Source, load_yaml
 from ci.errors import Problem
 from ci.spack.merge import MergeConflict, merge
-from ci.validation import has_control, invalid, problems_from, shown
+from ci.validation import changed_problems, has_control, invalid, not_text, problems_from, shown
 
 _SPEC_NAME = re.compile(r"^\s*([A-Za-z0-9_][A-Za-z0-9_.-]*)")
 # The root's own version: `name@1.2.3`, `name @=1.2.3`; not a range (`@1:`, `@1,2`), not `^dep@1`.
@@ -91,6 +91,8 @@ class SpacktainerSection(BaseModel):
 
 def _spec(value: Any) -> str:
     if not isinstance(value, str):
+        if isinstance(value, int | float):
+            raise not_text(value)
         raise invalid(f"expected a spec string, got {type(value).__name__}", "write a Spack spec, e.g. 'zlib@1.3'")
     if has_control(value) or not value.strip() or len(value) > 1000:
         raise invalid(f"{shown(value)} is not a Spack spec", "write one spec per entry, e.g. 'py-numpy@1.26'")
@@ -142,27 +144,32 @@ def parse_environment(path: Path, folder: Path, roots: Sequence[Path] = ()) -> t
                                                                                        list[Problem]]:
     """Read one environment file; `files:` sources are relative to `folder`, else to one of `roots`."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data, source = load_yaml(path.read_text(encoding="utf-8"), name=path.name)
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(path, "", f"cannot be read ({exc.__class__.__name__})", "make it a UTF-8 text file")]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return None, [Problem(path, "", f"is not valid YAML ({reason} at {where})", "fix the YAML at that position")]
-    return parse_environment_data(data, path, folder, roots)
+    except DocumentRefused as exc:
+        return None, [Problem(path, "", exc.message, exc.fix)]
+    return parse_environment_data(data, path, folder, roots, source=source)
 
 
-def parse_environment_data(data: Any, path: Path, folder: Path,
-                           roots: Sequence[Path] = ()) -> tuple[SpackEnvironment | None, list[Problem]]:
-    """Check already-read YAML data of `path` (see parse_environment)."""
+def parse_environment_data(data: Any, path: Path, folder: Path, roots: Sequence[Path] = (), *,
+                           source: Source | None = None) -> tuple[SpackEnvironment | None, list[Problem]]:
+    """Check already-read YAML data of `path` (see parse_environment).
+
+    `source` (from `ci.documents`) names the lines of values refused as not text, and finds the
+    values under `spack:` that would reach spack.yaml otherwise than written (`2.10` as `2.1`).
+    """
     if not isinstance(data, dict):
         return None, [Problem(path, "", "expected a mapping with the key 'spack'",
                               "write 'spack:' with 'specs:' below it")]
     try:
         model = EnvironmentFile.model_validate(data, context={"folder": folder, "roots": tuple(roots)})
     except ValidationError as exc:
-        return None, problems_from(exc, file=path, model=EnvironmentFile)
+        return None, problems_from(exc, file=path, model=EnvironmentFile, source=source)
+    if source is not None:
+        changed = changed_problems(source, file=path, under=("spack",), passed_to="spack.yaml")
+        if changed:
+            return None, changed
     spack = dict(data["spack"])
     return SpackEnvironment(path=path, spack=spack, files=model.spacktainer.files), []
 

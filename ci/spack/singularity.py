@@ -105,6 +105,8 @@ def parse_definition(path: Path, folder: Path, text: str | None = None) -> tuple
     problems: list[Problem] = []
     definition = DefinitionFile(path=path)
     header: dict[str, str] = {}
+    header_lines: dict[str, int] = {}
+    starts: dict[str, int] = {}  # the line of each section's header
     current: str | None = None
     body: dict[str, list[str]] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -130,6 +132,7 @@ def parse_definition(path: Path, folder: Path, text: str | None = None) -> tuple
                 problems.append(Problem(path, f"%{name}", "appears twice", "merge the two sections into one"))
             else:
                 body[name] = []
+                starts[name] = number
                 definition.arguments[name] = (section.group(2) or "").strip()
             continue
         if current is None:
@@ -146,8 +149,10 @@ def parse_definition(path: Path, folder: Path, text: str | None = None) -> tuple
                 problems.append(Problem(path, match.group(1), "is not a header keyword this project reads",
                                         "use Bootstrap and From"))
             elif key in header:
-                problems.append(Problem(path, match.group(1), "is given twice", "keep one"))
+                problems.append(Problem(path, match.group(1), f"is given twice (lines {header_lines[key]} and "
+                                        f"{number})", "keep one of them"))
             header[key] = value
+            header_lines.setdefault(key, number)
             continue
         if current in body:
             body[current].append(raw)
@@ -155,7 +160,7 @@ def parse_definition(path: Path, folder: Path, text: str | None = None) -> tuple
     definition.sections = {name: _dedent(lines) for name, lines in body.items()}
     _check_arguments(definition, problems)
     definition.files = _files(definition, folder, problems)
-    definition.labels = _labels(definition, problems)
+    definition.labels = _labels(definition, problems, _label_lines(text, starts.get("labels")))
     return (definition if not problems else None), problems
 
 
@@ -244,17 +249,39 @@ def _files(definition: DefinitionFile, folder: Path, problems: list[Problem]) ->
     return out
 
 
-def _labels(definition: DefinitionFile, problems: list[Problem]) -> dict[str, str]:
+def _label_lines(text: str, start: int | None) -> list[int]:
+    """The file's line numbers of the %labels entries, in order (for messages naming both lines)."""
+    if start is None:
+        return []
+    numbers = []
+    for number, raw in enumerate(text.splitlines()[start:], start=start + 1):
+        if _SECTION_LINE.match(raw.rstrip()) and not raw[:1].isspace():
+            break
+        if raw.strip() and not raw.strip().startswith("#"):
+            numbers.append(number)
+    return numbers
+
+
+def _labels(definition: DefinitionFile, problems: list[Problem], lines: Sequence[int] = ()) -> dict[str, str]:
     labels: dict[str, str] = {}
+    first: dict[str, str] = {}
+    entry_number = 0
     for index, line in enumerate(definition.sections.get("labels", "").splitlines()):
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
         key, _, value = entry.partition(" ")
+        line = f"line {lines[entry_number]}" if entry_number < len(lines) else f"%labels[{index}]"
+        entry_number += 1
         if not _LABEL_KEY.match(key):
             problems.append(Problem(definition.path, f"%labels[{index}]", f"{shown(key)} is not a label name",
                                     "write 'Name value', the name of letters, digits, '.', '_', '-' or '/'"))
             continue
+        if key in labels:
+            problems.append(Problem(definition.path, f"%labels[{index}]", f"the label {shown(key)} is given twice "
+                                    f"({first[key]} and {line})", "keep one of them"))
+            continue
+        first[key] = line
         labels[key] = value.strip()
     return labels
 

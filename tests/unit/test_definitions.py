@@ -149,14 +149,17 @@ def test_variants_make_one_image_each_with_overrides(tmp_path: Path) -> None:
 
 
 def test_build_args_are_strings(tmp_path: Path) -> None:
-    definition(tmp_path, "a", container_yaml="build_args: {N: 4, F: 1.5, B: true, S: text}\n")
+    definition(tmp_path, "a", container_yaml='build_args: {N: "4", F: "1.50", B: "yes", S: text}\n')
     spec = load_catalog(tmp_path).images["amd64/a"]
-    assert dict(spec.build_args) == {"N": "4", "F": "1.5", "B": "true", "S": "text"}
+    assert dict(spec.build_args) == {"N": "4", "F": "1.50", "B": "yes", "S": "text"}
 
 
-def test_numeric_version_becomes_a_string(tmp_path: Path) -> None:
+def test_numeric_version_is_refused_with_the_text_as_written(tmp_path: Path) -> None:
     definition(tmp_path, "a", container_yaml="version: 12\n")
-    assert load_catalog(tmp_path).images["amd64/a"].version == "12"
+    catalog = load_catalog(tmp_path)
+    assert "amd64/a" not in catalog.images
+    (problem,) = catalog.all_problems()
+    assert (problem.field, problem.fix) == ("version", 'quote it: version: "12"')
 
 
 def test_fragments_are_composed_in_the_listed_order(tmp_path: Path) -> None:

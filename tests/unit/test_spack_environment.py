@@ -102,7 +102,7 @@ def test_a_source_linking_out_of_the_folder_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "field", "words"), [
     ("spack:\n  specs:\n", "spack.specs", "is empty"),
     ("spack:\n  packages: {}\n", "spack.specs", "is missing"),
-    ("spack: {specs: [3]}\n", "spack.specs[0]", "expected a spec string"),
+    ("spack: {specs: [3]}\n", "spack.specs[0]", "YAML reads 3 as the number 3"),
     ("spack: {specs: ['@1.0']}\n", "spack.specs[0]", "does not start with a package name"),
     ("spac: {specs: [zlib]}\n", "spac", "unknown key"),
     ("- a\n- b\n", "", "expected a mapping"),

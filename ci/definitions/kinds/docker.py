@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ci.definitions.dockerfile import parse_from_references
-from ci.definitions.files import FileRefused, read_text, read_yaml, scan_tree
+from ci.definitions.files import FileRefused, read_text, read_yaml_source, scan_tree
 from ci.definitions.kinds.base import LoadContext
 from ci.definitions.model import (
     CONTAINER_YAML,
@@ -158,13 +158,13 @@ class FolderLoader:
         if not self.has_metadata:
             return ContainerYaml()
         try:
-            data = read_yaml(self.metadata_path, self.folder, what=CONTAINER_YAML)
+            data, source = read_yaml_source(self.metadata_path, self.folder, what=CONTAINER_YAML)
         except FileRefused as exc:
             self.problem("", exc.message, exc.fix)
             return None
         if data is None:
             data = {}
-        meta, problems = validate(ContainerYaml, data, file=self.metadata_path,
+        meta, problems = validate(ContainerYaml, data, file=self.metadata_path, source=source,
                                   context={"arch": self.arch, "folder": self.folder, "root": self.context.root})
         for problem in problems:
             self.problem(problem.field, problem.message, problem.fix)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ci.config.spack import SpackSettings, spack_settings
 from ci.definitions.dockerfile import parse_from_references
-from ci.definitions.files import FileRefused, read_text, read_yaml
+from ci.definitions.files import FileRefused, read_text, read_yaml_source
 from ci.definitions.kinds.base import LoadContext
 from ci.definitions.kinds.docker import FolderLoader
 from ci.definitions.model import NAME_FIX, FileCopy, ImageSpec, is_image_name
@@ -95,12 +95,13 @@ class SpackKind:
                                     f"rename the {'file' if single else 'folder'}: {NAME_FIX}"))
         settings = settings_of(context, key)
         try:
-            data = read_yaml(source, folder, what=source.name)
+            data, written = read_yaml_source(source, folder, what=source.name)
         except FileRefused as exc:
             context.add(key, Problem(source, "", exc.message, exc.fix))
             return []
         files_roots = [(context.root / settings.files_root).resolve()] if settings is not None else []
-        env, env_problems = parse_environment_data(data, source, folder, [r for r in files_roots if r.is_dir()])
+        env, env_problems = parse_environment_data(data, source, folder, [r for r in files_roots if r.is_dir()],
+                                                   source=written)
         problems += env_problems
         meta_loader = None if single else FolderLoader(entry, arch, context)
         meta = meta_loader.metadata() if meta_loader is not None else None

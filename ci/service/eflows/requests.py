@@ -3,9 +3,10 @@
 eFlows4HPC's service reads `force` and `push` with `value.lower() == 'true'` when they are strings
 (its own test_request.json sends "true" and "false"), accepts `push`, `path` and any platform,
 and names the base image `BASE`/`BASE`. Here the four spellings true/false/True/False become JSON
-booleans (anything else is refused, naming the field, instead of silently meaning false), a
-version written as a number becomes text, and a platform this service cannot build is refused with
-a sentence that says so. Everything else is left to the strict models (models.WorkflowRequest).
+booleans (anything else is refused, naming the field, instead of silently meaning false), and a
+platform this service cannot build is refused with a sentence that says so. Everything else is left
+to the strict models (models.WorkflowRequest): a version sent as a number is refused (quote it),
+as `2.10` would otherwise be the version "2.1".
 """
 
 from __future__ import annotations
@@ -30,16 +31,13 @@ def is_workflow(data: dict[str, Any]) -> bool:
 
 
 def coerce(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of an eFlows4HPC body with its string booleans and numeric version made plain; platforms this
-    service does not build are a DefinitionError naming machine.platform."""
+    """A copy of an eFlows4HPC body with its string booleans made plain; platforms this service does not
+    build are a DefinitionError naming machine.platform."""
     body = dict(data)
     for key in BOOLEANS:
         value = body.get(key)
         if isinstance(value, str) and value in TRUE + FALSE:
             body[key] = value in TRUE
-    version = body.get("version")
-    if isinstance(version, int | float) and not isinstance(version, bool):
-        body["version"] = str(version)
     machine = body.get("machine")
     if isinstance(machine, dict):
         platform = machine.get("platform")

@@ -29,8 +29,10 @@ from typing import Any, Protocol
 
 import yaml
 
+from ci.documents import DocumentRefused, load_yaml
 from ci.errors import DefinitionError, Problem
 from ci.service.eflows import grammar
+from ci.validation import changed_problems
 
 EFLOWS_FILE = "eflows4hpc.yaml"
 SPACK_FILES = ("spack.yaml", "spack.yml")
@@ -103,13 +105,16 @@ def _load_yaml(path: Path) -> Any:
     if path.stat().st_size > MAX_FILE_BYTES:
         raise DefinitionError([Problem(path, "", "is larger than 1 MiB", "shrink the file")])
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        data, source = load_yaml(path.read_text(encoding="utf-8"), name=path.name)
     except UnicodeDecodeError:
         raise DefinitionError([Problem(path, "", "is not UTF-8 text", "save the file as UTF-8")]) from None
-    except yaml.YAMLError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "syntax error"
-        raise DefinitionError([Problem(path, "", f"is not readable YAML ({reason})", "fix the file's syntax")]) \
-            from None
+    except DocumentRefused as exc:
+        raise DefinitionError([Problem(path, "", exc.message, exc.fix)]) from None
+    # apt and pip entries and the Spack body are passed on as written: a value YAML changed (2.10, yes) is refused
+    changed = changed_problems(source, file=path, passed_to="the image's recipe")
+    if changed:
+        raise DefinitionError(changed)
+    return data
 
 
 def _regular(path: Path) -> bool:

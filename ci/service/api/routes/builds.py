@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ci.documents import DocumentRefused, load_json
 from ci.errors import CIError, DefinitionError
 from ci.service import crud
 from ci.service.api.deps import CallerDep, ServiceDep
@@ -75,7 +76,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_body(raw: bytes) -> WorkflowRequest | DefinitionRequest:
     try:
-        data = json.loads(raw)
+        data = load_json(raw)
+    except DocumentRefused as exc:
+        raise problem(422, f"the body is not usable JSON ({exc.message})", exc.fix, field="body") from None
     except json.JSONDecodeError as exc:
         raise problem(422, f"the body is not valid JSON ({exc})", "send a JSON object",
                       field=f"line {exc.lineno} column {exc.colno}") from None
