@@ -113,7 +113,10 @@ def explained(function: F) -> F:
                 problems = getattr(exc, "problems", ())
                 emit_json({"ok": False, "error": str(exc), **({"problems": [_problem(p) for p in problems]}
                                                                if problems else {})})
-            show(("error:", "bold red"), f" {printable(str(exc))}", err=True)
+            first, *rest = str(exc).split("\n")  # a ConfigError says one problem per line
+            show(("error:", "bold red"), f" {printable(first)}", err=True)
+            for line in rest:
+                say(f"  {printable(line.strip())}")
             raise Exit(code=2) from None
         except KeyboardInterrupt:
             show(("interrupted", "yellow"), err=True)
