@@ -3,11 +3,14 @@
 One `step()` is one poll:
 1. every `reconcile_interval` (and first thing after a start): `reconcile()` against squeue and
    GitHub's runner list (adopt, cancel, delete; see there);
-2. demand: the workflow runs that are `queued` or `in_progress` (a job gated by `needs:` becomes
+2. Slurm: one batched query for our live runner jobs;
+3. demand: the workflow runs that are `queued` or `in_progress` (a job gated by `needs:` becomes
    queued while its run is already in progress), each run's jobs (`filter=latest`), every request
-   conditional, so an idle poll is two 304s;
-3. Slurm: one batched query for our live runner jobs; ended ones are settled (a job that died
-   before its runner took work gets its GitHub runner deleted and backs its target off);
+   conditional, so an idle poll is two 304s; then the Slurm answers are applied: ended jobs are
+   settled (a job that died before its runner took work gets its GitHub runner deleted and backs
+   its target off). Slurm is asked *before* GitHub: a runner can take a job, finish it and end
+   between the two reads, and only in this order does the job then show as taken (never as
+   demand whose runner already ended, which would start a runner too many);
 4. `logic.decide` turns the counts into starts and cancels; a cancel deletes the GitHub runner
    first (GitHub refuses to delete a busy runner, which closes the race with a job just taken),
    then scancels; a start writes the row, asks GitHub for a JIT config, writes it to a 0600
@@ -217,10 +220,15 @@ class Allocator:
 
     # -- 3. Slurm -------------------------------------------------------------------------------
 
-    def refresh(self, used: dict[str, str]) -> None:
-        now = self.clock()
+    def poll_slurm(self) -> tuple[list[Runner], dict[str, JobStatus]]:
+        """Our started runners and what Slurm says of their jobs (read before GitHub's demand, see step)."""
         rows = [row for row in self.state.live() if row.phase is not Phase.CREATING]
-        statuses = self.scheduler.poll([row.job_id for row in rows if row.job_id]) if rows else {}
+        return rows, self.scheduler.poll([row.job_id for row in rows if row.job_id]) if rows else {}
+
+    def refresh(self, used: dict[str, str], polled: tuple[list[Runner], dict[str, JobStatus]] | None = None) -> None:
+        """Apply Slurm's answers (`polled`, asked now when not given) and who took a job (`used`) to the rows."""
+        now = self.clock()
+        rows, statuses = polled if polled is not None else self.poll_slurm()
         ended: list[str] = []
         for row in rows:
             took_job = row.used or row.name in used
@@ -420,12 +428,13 @@ class Allocator:
         now = self.clock()
         if not self.last_reconcile or now - self.last_reconcile >= self.settings.reconcile_interval:
             self.reconcile()
+        polled = self.poll_slurm()  # before GitHub: see the module's docstring
         observed = self.observe()
         self.github.client.forget_untouched(keep_prefix=f"{self.github.client.api_url}{self.github.scope.runners_path}")
         now = self.clock()
         queued_ids = {job.id for job in observed.queued}
         self.first_seen = {job_id: self.first_seen.get(job_id, now) for job_id in queued_ids}
-        self.refresh(observed.used)
+        self.refresh(observed.used, polled)
         demand = count_demand(observed.queued, self.settings.targets)
         fresh = [job for job in demand.unservable if job.id not in self.reported_unservable]
         for job in fresh:

@@ -173,8 +173,9 @@ def test_scancel_and_the_time_limit_leave_no_daemon_socket_or_folder(emulator: E
         assert len(user_processes(site.node_tmp)) > 4  # the daemons and containers this test is about
         ids = {name.rsplit(".", 2)[1]: job_id for job_id, name, _ in our_jobs(site.prefix)}
         subprocess.run(["scancel", ids["cancel"]], check=True)
-        # The time limit, without waiting minutes: lower it below what the job has run (root may).
-        subprocess.run(["scontrol", "update", f"JobId={ids['limit']}", "TimeLimit=0:01"], check=True,
+        # The time limit, without waiting minutes: lower it to zero, below what the job has run (its owner
+        # may); slurmctld's next check (every 30 s) ends it with TIMEOUT. `0:01` would be a whole minute.
+        subprocess.run(["scontrol", "update", f"JobId={ids['limit']}", "TimeLimit=0"], check=True,
                        capture_output=True)
         wait_for(lambda: not our_jobs(site.prefix), 120, "the cancelled and the timed-out job ended")
     wait_for(lambda: len(jobcomp(site.prefix)) == 2, 30, "Slurm's completion log")

@@ -47,9 +47,21 @@ def site_project(tmp_path: Path) -> Iterator[SiteProject]:
     yield from isolated_project(tmp_path)
 
 
-def late_failure(seconds: int = 8, code: int = 4) -> Check:
-    return Check("late", f'echo "working for {seconds}s"\nsleep {seconds}\necho "giving up"\nexit {code}\n',
+def until(gate: Path, seconds: int) -> str:
+    """Shell lines that wait for the file `gate`, at most `seconds`: a test job that stays in flight until the
+    test lets it end (ch-run shares the host's /tmp, where pytest's folders are; elsewhere it waits it out)."""
+    return f"n=0\nwhile [ ! -e '{gate}' ] && [ \"$n\" -lt {seconds * 10} ]; do sleep 0.1; n=$((n + 1)); done\n"
+
+
+def late_failure(seconds: int = 8, code: int = 4, gate: Path | None = None) -> Check:
+    pause = until(gate, seconds) if gate else f"sleep {seconds}\n"
+    return Check("late", f'echo "working for up to {seconds}s"\n{pause}echo "giving up"\nexit {code}\n',
                  {"exit_code": 0})
+
+
+def gated_passing(gate: Path, seconds: int) -> Check:
+    check = passing()
+    return Check(check.name, until(gate, seconds) + check.body, check.expect)
 
 
 class Background:
@@ -128,10 +140,11 @@ def verdicts_of(report: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
 def test_kill_during_test_jobs_then_rerun_adopts_the_jobs(site_project: SiteProject) -> None:
     project = site_project
     expected = {"quick": ["smoke"], "sleepy": ["smoke"], "late": ["late"]}
+    gate = project.root / "let-the-jobs-end"
     project.add("quick", [passing()])
-    # Long enough that both are in flight together even when conversions crawl on a loaded machine
-    project.add("sleepy", [passing(sleep=30)])
-    project.add("late", [late_failure(seconds=45)])
+    # Both stay in flight, even when conversions crawl on a loaded machine, until the re-run has adopted them
+    project.add("sleepy", [gated_passing(gate, 30)])
+    project.add("late", [late_failure(seconds=45, gate=gate)])
     first = Background(project, "build-all", "--definitions", str(project.definitions),
                        "--site-root", project.site_root)
     try:
@@ -152,7 +165,22 @@ def test_kill_during_test_jobs_then_rerun_adopts_the_jobs(site_project: SiteProj
     assert (lock["run_id"], lock["pid"]) == (run_id, first.process.pid), "the dead run still holds the site"
     assert promotions(project.events(run_id))["sleepy"] == 0
 
+    def adopted() -> bool:
+        """The re-run is testing both images again: it found their jobs still running."""
+        tests = collections.Counter(event["image"].split("/", 1)[1] for event in project.events(run_id)
+                                    if event["step"] == "test" and event["state"] == "running")
+        return tests["sleepy"] >= 2 and tests["late"] >= 2
+
+    def release() -> None:
+        try:
+            wait_for(adopted, 120, "the re-run to test the images again")
+        finally:
+            gate.touch()
+
+    releasing = threading.Thread(target=release, daemon=True)
+    releasing.start()
     second, report = build_all(project)
+    releasing.join(timeout=130)
     assert f"run {run_id} crashed while holding the site lock; resuming it" in second.stderr
     assert report["run_id"] == run_id, "the same run continues"
     assert second.returncode == 1, second.stderr  # `late` fails its test

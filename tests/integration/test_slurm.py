@@ -1,12 +1,14 @@
 """The Slurm and direct schedulers against the real thing: one-node Slurm and this machine's shell.
 
-A TIMEOUT cannot be had in less than a minute from Slurm (time limits are whole minutes and
-slurmctld checks them every 30 s), so that job is submitted when the module starts and checked
-last, while the other tests run beside it on the node's second CPU.
+Slurm's time limits are whole minutes and slurmctld checks them every 30 s. So the TIMEOUT job is
+submitted when the module starts, with a one-minute limit, and once it runs its limit is lowered to
+zero (`scontrol update TimeLimit=0`, as a user may do to their own job): the next check ends it,
+while the other tests run beside it on the node's second CPU, and it is checked last.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -71,6 +73,12 @@ def wait(scheduler: SlurmScheduler | DirectScheduler, job_id: str, timeout: floa
 @pytest.fixture(scope="module")
 def timeout_job(slurm: SlurmScheduler, workdir: Path) -> Iterator[str]:
     job_id = slurm.submit(job(workdir, "timeout", "echo started; sleep 300", time_limit="1"))
+    log = workdir / "logs" / "timeout.out"
+    deadline = time.monotonic() + 90
+    while not (started := log.exists() and log.read_text().startswith("started")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if started:  # a limit of zero minutes ends it at slurmctld's next check, not a minute from now
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=0"], check=True, capture_output=True)
     yield job_id
     slurm.cancel([job_id])
 
