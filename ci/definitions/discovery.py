@@ -16,18 +16,11 @@ from typing import Any
 
 from ci.definitions.files import fence_of
 from ci.definitions.graph import resolve_parents
-from ci.definitions.kinds import kind_for, looked_for
+from ci.definitions.kinds import KINDS, kind_for, looked_for
 from ci.definitions.kinds.base import LoadContext
 from ci.definitions.model import COMMON_FOLDER, KNOWN_ARCHES, Catalog, UnsupportedDefinition, definition_key
 from ci.errors import Problem
 from ci.validation import shown
-
-
-def on_demand(raw: Any, catalog: Catalog) -> set[str]:
-    """The builder definitions of ci.spack.builders (ci.spack.builders: built when needed, or named)."""
-    from ci.spack.builders import on_demand as builders  # the Spack package imports this module's model
-
-    return builders(catalog, raw)
 
 
 def load_catalog(root: Path, arches: Sequence[str] | None = None, options: Mapping[str, Any] | None = None) -> Catalog:
@@ -71,7 +64,7 @@ def load_catalog(root: Path, arches: Sequence[str] | None = None, options: Mappi
             if not entry.name.startswith("."):
                 _load_entry(context, entry)
     resolve_parents(catalog)
-    catalog.on_demand = on_demand((options or {}).get("spack"), catalog)
+    catalog.on_demand = set().union(*(kind.on_demand(catalog, dict(options or {})) for kind in KINDS.values()))
     return catalog
 
 

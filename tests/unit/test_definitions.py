@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ci.definitions import (
+    Catalog,
     Expectation,
     FileCopy,
     MetricCheck,
@@ -435,6 +438,9 @@ def test_a_new_kind_is_one_class_and_one_registry_line(tmp_path: Path, monkeypat
 
         def recipe(self, spec: ImageSpec) -> str:
             return "recipe of " + spec.source.read_text()
+
+        def on_demand(self, catalog: Catalog, options: Mapping[str, Any]) -> set[str]:
+            return set()  # every image of this kind is built by a plain build-all
 
     monkeypatch.setitem(KINDS, "recipe", RecipeKind())  # the one registry line (no other kind claims .recipe)
     write_tree(tmp_path, {"amd64/hello.recipe": "hello\n", "amd64/empty.recipe": ""})

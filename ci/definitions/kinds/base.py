@@ -77,6 +77,11 @@ class DefinitionKind(Protocol):
         """The exact text the builder gets for `spec` (what the digest hashes and `inv render` writes)."""
         ...
 
+    def on_demand(self, catalog: Catalog, options: Mapping[str, Any]) -> set[str]:
+        """Keys of loaded definitions that this kind's settings say are built only when another image
+        needs them (or when named), never by a plain build-all: e.g. the Spack builder images."""
+        ...
+
 
 @dataclass(frozen=True)
 class NotHandled:
@@ -111,3 +116,6 @@ class NotHandled:
 
     def recipe(self, spec: ImageSpec) -> str:
         raise LookupError(f"{self.name} definitions are not built by this release")
+
+    def on_demand(self, catalog: Catalog, options: Mapping[str, Any]) -> set[str]:
+        return set()

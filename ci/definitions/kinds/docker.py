@@ -9,8 +9,10 @@ definition is loaded, and the spec carries it, so the digest hashes exactly what
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ci.definitions.dockerfile import parse_from_references
 from ci.definitions.files import FileRefused, read_text, read_yaml_source, scan_tree
@@ -22,6 +24,7 @@ from ci.definitions.model import (
     TEST_NAME_FIX,
     TEST_NAME_PATTERN,
     TESTS_FOLDER,
+    Catalog,
     Expectation,
     FileCopy,
     ImageSpec,
@@ -64,6 +67,9 @@ class DockerKind:
             return compose_recipe(spec, {})
         except FileRefused as exc:
             raise DefinitionError([Problem(spec.dockerfile, "", exc.message, exc.fix)]) from None
+
+    def on_demand(self, catalog: Catalog, options: Mapping[str, Any]) -> set[str]:
+        return set()
 
 
 def compose_recipe(spec: ImageSpec, cache: dict[Path, str]) -> str:

@@ -9,14 +9,16 @@ the version is the `From:` tag. `%test` becomes a test job running `/.singularit
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ci.definitions.dockerfile import parse_from_references
 from ci.definitions.files import FileRefused, checked, read_bytes, read_text
 from ci.definitions.kinds.base import LoadContext
 from ci.definitions.kinds.docker import FolderLoader
-from ci.definitions.model import NAME_FIX, ImageSpec, TestSpec, is_image_name
+from ci.definitions.model import NAME_FIX, Catalog, ImageSpec, TestSpec, is_image_name
 from ci.errors import DefinitionError, Problem
 from ci.spack.singularity import FileCopy, parse_definition, translate
 from ci.validation import shown
@@ -107,6 +109,9 @@ class SingularityKind:
             return spec.recipe_text
         raise DefinitionError([Problem(spec.source, "", "the recipe of a .def definition is made when it is loaded",
                                        "load the definitions again (inv plan)")])
+
+    def on_demand(self, catalog: Catalog, options: Mapping[str, Any]) -> set[str]:
+        return set()
 
 
 

@@ -10,6 +10,7 @@ no build context, and the digest covers the recipe, the folder's files and the b
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from ci.definitions.dockerfile import parse_from_references
 from ci.definitions.files import FileRefused, read_text, read_yaml_source
 from ci.definitions.kinds.base import LoadContext
 from ci.definitions.kinds.docker import FolderLoader
-from ci.definitions.model import NAME_FIX, FileCopy, ImageSpec, is_image_name
+from ci.definitions.model import NAME_FIX, Catalog, FileCopy, ImageSpec, is_image_name
 from ci.errors import ConfigError, DefinitionError, Problem
+from ci.spack.builders import on_demand as builders_on_demand
 from ci.spack.environment import FilePair, merged_environment, parse_environment_data, spack_version
 from ci.spack.render import Pair, render_dockerfile
 from ci.validation import shown
@@ -159,3 +161,7 @@ class SpackKind:
             return spec.recipe_text
         raise DefinitionError([Problem(spec.source, "", "the recipe of a Spack definition is made when it is loaded",
                                        "load the definitions again (inv plan)")])
+
+    def on_demand(self, catalog: Catalog, options: Mapping[str, Any]) -> set[str]:
+        """The builder definitions (ci.spack.builders): parents of Spack images, not images of their own."""
+        return builders_on_demand(catalog, options.get("spack"))
