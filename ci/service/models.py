@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ci.service.eflows.grammar import VERSION
 from ci.validation import check_text
 
 
@@ -146,7 +147,7 @@ class Claim(Base):
 # ------------------------------------------------------------------------------------------------
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,127}\Z"  # a definition or image name, as the definitions tree allows
-_WORD = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"  # workflow, step and version: never a path, never "..": no leading dot
+_WORD = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"  # workflow and step: never a path, never "..": no leading dot
 _SPEC = r"^[a-z][a-z0-9_-]{0,63}(@[0-9][0-9A-Za-z._:-]{0,63})?\Z"  # a Spack spec name[@version]
 _GPU = r"^(cuda|rocm)(@[0-9][0-9A-Za-z._-]{0,63})?\Z"
 _TARGET = r"^[a-z0-9_]{1,64}\Z"  # a Spack target / microarchitecture: rome, zen2, skylake_avx512, x86_64
@@ -171,6 +172,9 @@ Name = Annotated[str, _check(_NAME, "definition name", 128, "use a definition of
                  _schema(_NAME, 128)]
 Word = Annotated[str, _check(_WORD, "name", 64, "use letters, digits, '_', '.', '-', starting with a letter or digit"),
                  _schema(_WORD, 64)]
+Version = Annotated[str, _check(VERSION.pattern, "branch or tag name", 64,
+                               "name a branch or tag of the workflow registry, e.g. main, 1.0 or release/2.0"),
+                    _schema(VERSION.pattern, 64)]
 Arch = Annotated[str, _check(_ARCH, "architecture", 16, "use e.g. amd64 or arm64"), _schema(_ARCH, 16)]
 Target = Annotated[str, _check(_TARGET, "Spack target", 64, "use a Spack target: x86_64, zen2, skylake_avx512, ..."),
                    _schema(_TARGET, 64)]
@@ -201,7 +205,7 @@ class WorkflowRequest(_Strict):
     machine: Machine
     workflow: Word
     step_id: Word
-    version: Word | None = None
+    version: Version | None = None
     force: bool = False
     push: bool | None = None  # push the image to ci.service.images_prefix (default: when that is configured)
     path: ServerPath | None = None  # a step folder on the server (admin tokens, ci.service.eflows_allowed_paths)

@@ -129,6 +129,11 @@ def test_a_new_commit_is_a_new_digest_and_the_same_commit_the_same(project: Serv
     assert second["source"]["commit"] == commit and second["digest"] != first["digest"]
     tagged = dry_run(server, login, {**BODY, "version": "1.0"}).json()
     assert tagged["source"]["commit"] == git(registry, "rev-parse", "1.0^{commit}")
+    answer = dry_run(server, login, {**BODY, "version": "release/2.0"})  # a branch with a "/"
+    assert answer.status_code == 200, answer.text
+    release = answer.json()
+    assert release["source"]["commit"] == git(registry, "rev-parse", "release/2.0")
+    assert release["source"]["version"] == "release/2.0" and release["digest"] != tagged["digest"]
     one = post(server, session(login), {**BODY, "force": False}).json()
     two = post(server, session(login), {**BODY, "force": "False"}).json()
     assert two["attached"] is True and two["id"] != one["id"]
@@ -139,6 +144,9 @@ def test_a_new_commit_is_a_new_digest_and_the_same_commit_the_same(project: Serv
     ({**BODY, "step_id": "no_such_step"}, 422, "step_id"),
     ({**BODY, "workflow": "nowhere"}, 422, "workflow"),
     ({**BODY, "version": "../main"}, 422, "version"),
+    ({**BODY, "version": "release//2.0"}, 422, "version"),
+    ({**BODY, "version": "release/.hidden"}, 422, "version"),
+    ({**BODY, "version": "main/"}, 422, "version"),
     ({**BODY, "version": "--upload-pack=touch"}, 422, "version"),
     ({**BODY, "step_id": "a;b"}, 422, "step_id"),
     ({**BODY, "force": "yes"}, 422, "force"),

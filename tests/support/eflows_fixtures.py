@@ -51,7 +51,7 @@ def write_files(root: Path, files: dict[str, Any]) -> None:
 
 
 def make_registry(root: Path) -> Path:
-    """A git work tree at `root` with branches main and v2 (and a tag 1.0 on main)."""
+    """A git work tree at `root` with branches main, v2 and release/2.0 (v2 again), and a tag 1.0 on main."""
     root.mkdir(parents=True)
     git(root, "init", "-q", "-b", "main")
     for step, files in STEPS.items():
@@ -63,6 +63,7 @@ def make_registry(root: Path) -> Path:
     changed = {"apt": ["jq", "python3-pip"], "spack": {"specs": ["hello@2.13"]}, "pip": ["six==1.16.0"]}
     write_files(root / "demo/all_three", {"eflows4hpc.yaml": changed})
     git(root, "commit", "-qam", "v2: hello 2.13")
+    git(root, "branch", "release/2.0")  # a branch name with a '/', as release branches often have
     git(root, "checkout", "-q", "main")
     return root
 

@@ -13,6 +13,7 @@ import yaml
 
 from ci.errors import DefinitionError
 from ci.service.eflows import grammar, step
+from ci.service.eflows.registry import tag_of_version
 from ci.service.eflows.requests import coerce
 from ci.service.models import WorkflowRequest
 from tests.support.eflows_fixtures import STEPS, write_files
@@ -217,3 +218,20 @@ def test_other_spellings_and_platforms_are_refused_with_the_field() -> None:
     assert "not supported on this service" in caught.value.problems[0].message
     with pytest.raises(ValidationError, match="version"):  # a number is refused: 2.10 would be "2.1"
         WorkflowRequest.model_validate(coerce({**BASE_BODY, "version": 2}))
+
+
+@pytest.mark.parametrize("version", ["main", "1.0", "v2", "release/2.0", "feature/x-y_z", "2024.06+build.1", "a/b/c"])
+def test_branch_and_tag_names_git_allows_are_versions(version: str) -> None:
+    assert grammar.check_version(version, Path("request body"), "version") == []
+
+
+@pytest.mark.parametrize("version", ["../main", "-x", "--upload-pack=touch", "/main", "main/", "a//b", "a/.b", ".a",
+                                     "a.lock", "a.lock/b", "a..b", "a b", "a\nb", "x" * 129, ""])
+def test_names_git_refuses_or_that_could_be_options_are_not_versions(version: str) -> None:
+    assert grammar.check_version(version, Path("request body"), "version") != []
+
+
+@pytest.mark.parametrize(("version", "tag"), [("main", "main"), ("release/2.0", "release-2.0"),
+                                               ("2024.06+build.1", "2024.06-build.1"), ("_x", "latest")])
+def test_image_tags_of_versions(version: str, tag: str) -> None:
+    assert tag_of_version(version) == tag

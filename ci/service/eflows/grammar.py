@@ -25,8 +25,10 @@ MAX_NODES = 20_000  # scalars, lists and mappings in the Spack body
 
 # Debian policy: a package name is [a-z0-9][a-z0-9+.-]+; optionally :arch and =version.
 APT_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,127}(:[a-z0-9-]{1,32})?(=[A-Za-z0-9.+~:-]{1,128})?\Z")
-# A git branch or tag as a request names it: no leading dot or dash, no "..", no "/", at most 128 characters.
-VERSION = re.compile(r"^(?!.*\.\.)(?!.*\.lock\Z)[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z")
+# A git branch or tag as a request names it (`main`, `1.0`, `release/2.0`): git's own rules for a ref name
+# (no "..", no "//", no component starting with "." or ending in ".lock", no "/" at either end) with a first
+# character that cannot make it an option, and at most 128 characters.
+VERSION = re.compile(r"^(?!.*\.\.)(?!.*//)(?!.*/\.)(?!.*\.lock(?:/|\Z))[A-Za-z0-9_][A-Za-z0-9_.+/-]{0,127}(?<!/)\Z")
 # A Spack spec, token by token (Spack's own lexer, without quoted values and without file paths).
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 _SPEC_TOKEN = re.compile(
@@ -163,7 +165,8 @@ def check_version(value: str, where: Path, field: str) -> list[Problem]:
     if VERSION.match(value):
         return []
     return [problem(where, field, f"{shown(value)} is not a branch or tag name",
-                    "name a branch or tag of the workflow registry (letters, digits, '_', '.', '+', '-')")]
+                    "name a branch or tag of the workflow registry (letters, digits, '_', '.', '+', '-', '/' between "
+                    "parts)")]
 
 
 def shown_key(key: object) -> str:

@@ -166,13 +166,19 @@ def stage_request(settings: EflowsSettings, *, workflow: str | None, step_id: st
         source["base_image"] = settings.base_image
         title = f"{workflow}/{step_id} ({version}) for {machine.architecture}" if workflow else "eFlows4HPC base"
         staged = step.stage(read, machine, output, step_name=step_id or "base", base_image=settings.base_image,
-                            version=_tag_version(version), platform=platform, catalog=catalog, source=source,
+                            version=tag_of_version(version), platform=platform, catalog=catalog, source=source,
                             title=title)
     return Prepared(tree=output, image=image, staged=staged, source=source)
 
 
-def _tag_version(version: str) -> str:
-    return version if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z", version) else "latest"
+def tag_of_version(version: str) -> str:
+    """The image version of a registry version: a branch `release/2.0` is tagged `release-2.0`.
+
+    An image tag has no '/' or '+'; the staged definition's digest (which covers the commit) keeps two
+    versions that map to the same tag apart in every `<version>-<digest12>` tag.
+    """
+    tag = re.sub(r"[^A-Za-z0-9._-]", "-", version)[:64]
+    return tag if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z", tag) else "latest"
 
 
 def _scratch(settings: EflowsSettings) -> str:
