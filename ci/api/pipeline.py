@@ -143,8 +143,8 @@ def plan(settings: Settings, *, only: Sequence[str] = (), force: bool = False,
     the_plan = make_plan(found, only=only, inventory=inventory, force=force, registry_prefix=settings.registry_prefix,
                          site=site_listing(settings) if site else None, retry_failed=retry_failed,
                          extra_parents=site_env.extra_parents(settings.site_env, env_engine))
-    spack_images.resolve_versions(the_plan, env_engine.known_images if env_engine is not None else None,
-                                  settings.registry_prefix)
+    spack_images.resolve_versions(the_plan, inventory.known_images if inventory is not None else None,
+                                  settings.registry_prefix)  # every live build host's images, as make_plan saw
     return PlanResult(the_plan, note)
 
 
@@ -331,7 +331,7 @@ def run_pipeline(settings: Settings, *, only: Sequence[str] = (), steps: Sequenc
                                  registry_prefix=settings.registry_prefix, site=site.listing(),
                                  retry_failed=retry_failed,
                                  extra_parents=site_env.extra_parents(settings.site_env, engine))
-            spack_images.resolve_versions(the_plan, engine.known_images, settings.registry_prefix)
+            spack_images.resolve_versions(the_plan, pool.known_images, settings.registry_prefix)  # every live host
             previous = _previous_steps(run) if resume or run_id else {}
             return _execute(settings, the_plan, run, site, pool, previous, steps, jobs, no_cache, listeners, cancel)
     finally:
