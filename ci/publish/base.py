@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from ci.config.publish import KINDS, ObjectStoreTarget, OrasTarget, RegistryTarget
 from ci.errors import CIError
 from ci.publish.catalog import Catalog, Entry
-from ci.publish.signing import Signer, StreamSignature
+from ci.publish.signing import PendingSignature, Signer
 
 AnyTarget = RegistryTarget | OrasTarget | ObjectStoreTarget
 MODULES = {"registry": "ci.publish.registry", "oras": "ci.publish.oras", "object-store": "ci.publish.object_store"}
@@ -64,7 +64,7 @@ class Prepared:
     sign: Callable[[bytes], bytes | None] = lambda _data: None
     provenance: Callable[[Mapping[str, Any]], bytes] = lambda _subject: b"{}"
     published: str = ""
-    signing: Callable[[], StreamSignature | None] = lambda: None  # a signature fed while the file is read
+    signing: Callable[[Path], PendingSignature | None] = lambda _path: None  # gpg, started at the first read
 
     @property
     def hashed(self) -> bool:
@@ -72,42 +72,39 @@ class Prepared:
         return bool(self.sha256)
 
     def chunks(self, size: int) -> Iterator[bytes]:
-        """The file in chunks of `size`. The first read also computes its md5, sha256, size and detached
-        signature (gpg hashing in its own process), so a publication reads the file once, while it
-        uploads it; a read that stops early leaves them unknown (and stops gpg)."""
+        """The file in chunks of `size`. The first read also computes its md5, sha256 and size, and has
+        gpg sign the file in its own process meanwhile (it reads the file itself, from the page cache,
+        on the other core), so a publication hashes the file while it uploads it instead of before; a
+        read that stops early leaves them unknown (and stops gpg)."""
         if self.file is None:
             raise PublishError(f"no image file to publish for {self.name}")
         first = not self.hashed
         md5, sha, total = hashlib.md5(), hashlib.sha256(), 0
-        stream = self.signing() if first else None
+        signature = self.signing(self.file) if first else None
         complete = False
-        # sha256 and the feed to gpg on threads of their own (hashlib and pipe writes release the GIL):
-        # md5, sha256 and gpg's hash run side by side, each chunk handed on in order
+        # sha256 on a thread of its own (hashlib releases the GIL): md5 and sha256 run side by side,
+        # each chunk handed on in order
         sha_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
-        gpg_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpg-feed")
-        pending: list[Future[None]] = []
+        pending: Future[None] | None = None
         try:
             with self.file.open("rb") as handle:
                 while chunk := handle.read(size):
                     if first:
-                        for future in pending:
-                            future.result()
-                        pending = [sha_thread.submit(sha.update, chunk)]
-                        if stream is not None:
-                            pending.append(gpg_thread.submit(stream.write, chunk))
+                        if pending is not None:
+                            pending.result()
+                        pending = sha_thread.submit(sha.update, chunk)
                         md5.update(chunk)
                         total += len(chunk)
                     yield chunk
-            for future in pending:
-                future.result()
+            if pending is not None:
+                pending.result()
             complete = True
         finally:
             sha_thread.shutdown(wait=True)
-            gpg_thread.shutdown(wait=True)
-            if stream is not None and not complete:
-                stream.abort()
+            if signature is not None and not complete:
+                signature.abort()
         if first:
-            self.file_signature = stream.finish() if stream is not None else None
+            self.file_signature = signature.finish() if signature is not None else None
             self.md5, self.sha256, self.size = md5.hexdigest(), sha.hexdigest(), total
 
     @property

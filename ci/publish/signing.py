@@ -2,8 +2,9 @@
 
 Why a keyring of our own: the signing key must not land in the user's ~/.gnupg, and two runs must not
 share agent state. `Signer` makes a private GNUPGHOME (mode 0700) for its lifetime, imports the armored
-secret key through stdin (never argv, never a file of ours), signs files by path with the passphrase
-on stdin, exports the public key that is published beside the catalog, and stops its gpg-agent and
+secret key through stdin (never argv, never a file of ours), signs a file by path (gpg reads it in its
+own process, beside the upload of the same file) or small data on stdin, the passphrase on a pipe of
+its own, exports the public key that is published beside the catalog, and stops its gpg-agent and
 removes the folder on close. `Keyring` does the same with a public key only, to check signatures.
 
 Where the key comes from (`ci.publish.signing`): the variable `key_env` (an armored key), else the
@@ -122,37 +123,36 @@ class Signer:
 
     def sign(self, path: Path) -> bytes:
         """An armored detached signature of the file at `path`."""
-        arguments = ["--armor", "--local-user", self.fingerprint, "--output", "-", "--detach-sign", str(path)]
-        stdin = None
-        if self._passphrase is not None:
-            arguments = ["--pinentry-mode", "loopback", "--passphrase-fd", "0", *arguments]
-            stdin = self._passphrase.encode()
-        result = self._home.gpg(arguments, stdin=stdin, what=f"signing {path.name} (check the key's passphrase "
-                                f"variable, ci.publish.signing.passphrase_env)")
-        return result.stdout
+        return self.start(path).finish()
 
-    def streaming(self) -> StreamSignature:
-        """A signature over bytes written to it in chunks: gpg hashes them in its own process while the
-        caller hashes (and reads) the same chunks once, so a large file is read one time, not twice."""
-        read_end, write_end = os.pipe()
-        arguments = [GPG, "--batch", "--no-tty", "--quiet", "--armor", "--local-user", self.fingerprint,
-                     "--output", "-"]
-        if self._passphrase is not None:
-            arguments += ["--pinentry-mode", "loopback", "--passphrase-fd", str(read_end)]
-        arguments.append("--detach-sign")
-        process = subprocess.Popen(arguments, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, env=self._home.env, pass_fds=(read_end,))
-        os.close(read_end)
-        with os.fdopen(write_end, "wb") as passphrase:
-            if self._passphrase is not None:
-                passphrase.write(self._passphrase.encode() + b"\n")
-        return StreamSignature(process)
+    def start(self, path: Path) -> PendingSignature:
+        """Start signing the file at `path` and return at once: gpg reads and hashes the file in its own
+        process (the other core) while the caller uploads it; `finish()` waits for the signature."""
+        return PendingSignature(self._detach_sign(path), f"signing {path.name}")
 
     def sign_bytes(self, data: bytes) -> bytes:
-        with tempfile.NamedTemporaryFile(prefix="ci-sign-") as handle:
-            handle.write(data)
-            handle.flush()
-            return self.sign(Path(handle.name))
+        """An armored detached signature of `data` (handed to gpg on stdin: no temporary file)."""
+        return PendingSignature(self._detach_sign(None), "signing").finish(data)
+
+    def _detach_sign(self, path: Path | None) -> subprocess.Popen[bytes]:
+        """`gpg --detach-sign` of `path` (None: stdin), the passphrase on a pipe of its own, never on argv."""
+        arguments = [GPG, "--batch", "--no-tty", "--quiet", "--armor", "--local-user", self.fingerprint,
+                     "--output", "-"]
+        read_end, write_end = os.pipe()
+        try:
+            if self._passphrase is not None:
+                arguments += ["--pinentry-mode", "loopback", "--passphrase-fd", str(read_end)]
+            arguments += ["--detach-sign", *([str(path)] if path is not None else [])]
+            process = subprocess.Popen(arguments, stdin=subprocess.PIPE if path is None else subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self._home.env,
+                                       pass_fds=(read_end,))
+        finally:
+            os.close(read_end)
+            with os.fdopen(write_end, "wb") as passphrase:
+                if self._passphrase is not None:
+                    with contextlib.suppress(BrokenPipeError):
+                        passphrase.write(self._passphrase.encode() + b"\n")
+        return process
 
     def public_key(self) -> bytes:
         if self._public is None:
@@ -161,28 +161,31 @@ class Signer:
         return self._public
 
 
-class StreamSignature:
-    """One running `gpg --detach-sign` reading the data on stdin (`Signer.streaming`)."""
+class PendingSignature:
+    """One running `gpg --detach-sign` (`Signer.start`, `Signer.sign_bytes`)."""
 
-    def __init__(self, process: subprocess.Popen[bytes]):
+    def __init__(self, process: subprocess.Popen[bytes], what: str):
         self._process = process
+        self._what = what
 
-    def write(self, chunk: bytes) -> None:
-        assert self._process.stdin is not None
-        with contextlib.suppress(BrokenPipeError):  # gpg stopped early (a bad passphrase): finish() says so
-            self._process.stdin.write(chunk)
-
-    def finish(self) -> bytes:
-        """The armored signature; an error if gpg failed (its stderr is not repeated)."""
-        output, _ = self._process.communicate(timeout=600)
+    def finish(self, data: bytes | None = None) -> bytes:
+        """The armored signature (`data`: what gpg signs from stdin); an error if gpg failed (its
+        stderr is not repeated)."""
+        try:
+            output, _ = self._process.communicate(data, timeout=600)
+        except subprocess.TimeoutExpired:
+            self.abort()
+            raise SigningError(f"{self._what} did not finish in 10 minutes (gpg)") from None
         if self._process.returncode != 0:
-            raise SigningError(f"signing failed (gpg exit {self._process.returncode}); check the key's passphrase "
-                               "variable (ci.publish.signing.passphrase_env)")
+            raise SigningError(f"{self._what} failed (gpg exit {self._process.returncode}); check the key's "
+                               "passphrase variable (ci.publish.signing.passphrase_env)")
         return output
 
     def abort(self) -> None:
-        self._process.kill()
-        self._process.wait()
+        """Stop gpg (the upload it was signing for stopped)."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.communicate()
 
 
 class Keyring:
