@@ -62,10 +62,15 @@ class ObjectStorePublisher(Publisher):
         super().__init__(target, environ)
         access = credential(environ, target.access_key_env, target.name, "access key")
         secret = credential(environ, target.secret_key_env, target.name, "secret key")
+        # Content-MD5 is the checksum every S3-compatible store verifies (Ceph RGW included), and it is a
+        # signed header, so the body cannot be swapped on the way; the SigV4 payload hash botocore would
+        # add over plain HTTP (a sha256 of every part) and its CRC32 are a third and fourth pass over
+        # the bytes that add no guarantee: both off.
         self.client = boto3.client(
             "s3", endpoint_url=target.endpoint, region_name=target.region or "us-east-1",
             aws_access_key_id=access, aws_secret_access_key=secret,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"},
+            config=Config(s3={"addressing_style": "path", "payload_signing_enabled": False},
+                          retries={"max_attempts": 5, "mode": "standard"},
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required", connect_timeout=15, read_timeout=120))
         self.bucket = target.bucket
