@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from ci.config.publish import KINDS, ObjectStoreTarget, OrasTarget, RegistryTarget
 from ci.errors import CIError
 from ci.publish.catalog import Catalog, Entry
-from ci.publish.signing import PendingSignature, Signer
+from ci.publish.signing import FileSignature, Signer
 
 AnyTarget = RegistryTarget | OrasTarget | ObjectStoreTarget
 MODULES = {"registry": "ci.publish.registry", "oras": "ci.publish.oras", "object-store": "ci.publish.object_store"}
@@ -64,7 +64,7 @@ class Prepared:
     sign: Callable[[bytes], bytes | None] = lambda _data: None
     provenance: Callable[[Mapping[str, Any]], bytes] = lambda _subject: b"{}"
     published: str = ""
-    signing: Callable[[Path], PendingSignature | None] = lambda _path: None  # gpg, started at the first read
+    signing: Callable[[Path], FileSignature | None] = lambda _path: None  # started at the first read
 
     @property
     def hashed(self) -> bool:
@@ -72,39 +72,39 @@ class Prepared:
         return bool(self.sha256)
 
     def chunks(self, size: int) -> Iterator[bytes]:
-        """The file in chunks of `size`. The first read also computes its md5, sha256 and size, and has
-        gpg sign the file in its own process meanwhile (it reads the file itself, from the page cache,
-        on the other core), so a publication hashes the file while it uploads it instead of before; a
-        read that stops early leaves them unknown (and stops gpg)."""
+        """The file in chunks of `size`. The first read also computes its md5, sha256 and size, and its
+        detached signature: gpg-agent signs that same sha256 at the end (openpgp.py), or, where that
+        path is not open, gpg reads the file in its own process meanwhile. A publication thus hashes
+        the file while it uploads it, not before; a read that stops early leaves them unknown (and
+        stops gpg)."""
         if self.file is None:
             raise PublishError(f"no image file to publish for {self.name}")
         first = not self.hashed
         md5, sha, total = hashlib.md5(), hashlib.sha256(), 0
         signature = self.signing(self.file) if first else None
         complete = False
-        # sha256 on a thread of its own (hashlib releases the GIL): md5 and sha256 run side by side,
-        # each chunk handed on in order
-        sha_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
-        pending: Future[None] | None = None
+        # md5 and sha256 on threads of their own (hashlib releases the GIL), each chunk handed on in
+        # order: the thread that reads and sends the file does not hash, and the two hashes run side by side
+        hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
+        pending: list[Future[None]] = []
         try:
             with self.file.open("rb") as handle:
                 while chunk := handle.read(size):
                     if first:
-                        if pending is not None:
-                            pending.result()
-                        pending = sha_thread.submit(sha.update, chunk)
-                        md5.update(chunk)
+                        for future in pending:
+                            future.result()
+                        pending = [hashing.submit(md5.update, chunk), hashing.submit(sha.update, chunk)]
                         total += len(chunk)
                     yield chunk
-            if pending is not None:
-                pending.result()
+            for future in pending:
+                future.result()
             complete = True
         finally:
-            sha_thread.shutdown(wait=True)
+            hashing.shutdown(wait=True)
             if signature is not None and not complete:
                 signature.abort()
         if first:
-            self.file_signature = signature.finish() if signature is not None else None
+            self.file_signature = signature.finish(sha) if signature is not None else None
             self.md5, self.sha256, self.size = md5.hexdigest(), sha.hexdigest(), total
 
     @property
