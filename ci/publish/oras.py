@@ -29,6 +29,7 @@ SIF_CONFIG = "application/vnd.sylabs.sif.config.v1+json"
 SQUASHFS_LAYER = "application/vnd.containers-ci.squashfs.v1"
 SQUASHFS_CONFIG = "application/vnd.containers-ci.squashfs.config.v1+json"
 CONFIG = b"{}"
+HASHED_CHUNK = 4 * CHUNK  # what the hashing threads get at a time while the file streams
 
 
 def media_types(file_name: str) -> tuple[str, str]:
@@ -46,12 +47,12 @@ class OrasPublisher(RegistryPublisher):
         repo = self.repository(item.name)
         layer_type, config_type = media_types(item.file_name)
         # the config blob (the same `{}` every time: a HEAD once it is there) goes up beside the file
-        config = [self.together_with(partial(self.client.push_blob, repo, sha256_digest(CONFIG), len(CONFIG), CONFIG))]
+        config = [self.together_with(partial(self._push_small, repo, CONFIG, True))]
         try:
             if item.hashed:  # an earlier target read the file: the registry may have the blob already
                 self._sent(self.client.push_blob(repo, f"sha256:{item.sha256}", item.size, item.file))
             else:  # streamed while its digest is computed and gpg signs it; the registry checks the digest
-                self._sent(self.client.stream_blob(repo, item.chunks(CHUNK), lambda: f"sha256:{item.sha256}"))
+                self._sent(self.client.stream_blob(repo, item.chunks(HASHED_CHUNK), lambda: f"sha256:{item.sha256}"))
         finally:
             self._sent(sum(settle(config)))
         file_digest = f"sha256:{item.sha256}"
@@ -72,19 +73,16 @@ class OrasPublisher(RegistryPublisher):
         digest = sha256_digest(body)
         provenance = item.provenance({"name": item.file_name, "sha256": item.sha256, "size": item.size,
                                       "digest": digest, "location": f"oras://{self.target.address}/{repo}"})
-        tags = self.tags(item)
-        tagged = [self.together_with(partial(self.client.put_manifest, repo, tag, body, OCI_MANIFEST)) for tag in tags]
-        try:
-            provenance_signature = item.sign(provenance)  # gpg, while the tags are written
-        finally:
-            settle(tagged)
-        self._sent(len(body) * len(tags))
+        provenance_signature = item.sign(provenance)
         layers = [(PROVENANCE, provenance, "provenance.json")]
         if provenance_signature is not None:
             layers.append((SIGNATURE, provenance_signature, "provenance.json.asc"))
         if item.file_signature is not None:
             layers.append((SIGNATURE, item.file_signature, f"{item.file_name}.asc"))
-        attached = self.attach(repo, Descriptor(OCI_MANIFEST, digest, len(body)), layers)
+        # the tags are written together with the attachment's blobs (the attachment's manifest, which
+        # names the tagged manifest as its subject, follows them)
+        tags = [partial(self._put_manifest, repo, tag, body, OCI_MANIFEST) for tag in self.tags(item)]
+        attached = self.attach(repo, Descriptor(OCI_MANIFEST, digest, len(body)), layers, alongside=tags)
         return Entry(name=item.name, md5sum=item.md5, sha256=item.sha256, size=item.size, version=item.version,
                      digest=item.digest, arch=item.arch, published=item.published, file=f"{repo}@{digest}",
                      manifest=digest, tags=self.tags(item), provenance=attached,

@@ -72,6 +72,7 @@ class RegistryPublisher(Publisher):
                                 password=credential(environ, target.token_env, target.name, "token"))
         self._pool: ThreadPoolExecutor | None = None
         self._count = threading.Lock()
+        self._known: set[tuple[str, str]] = set()  # (repository, digest) of blobs there, seen in this run
 
     def close(self) -> None:
         if self._pool is not None:
@@ -97,13 +98,26 @@ class RegistryPublisher(Publisher):
 
     def push_blobs(self, repo: str, blobs: Sequence[tuple[bytes, bool]]) -> None:
         """Small blobs `(bytes, check first)` at once; `check=False` for content new by construction."""
-        sent = self.together([partial(self.client.push_blob, repo, sha256_digest(data), len(data), data, check=check)
-                              for data, check in blobs])
-        self._sent(sum(sent))
+        self._sent(sum(self.together([partial(self._push_small, repo, data, check) for data, check in blobs])))
+
+    def _push_small(self, repo: str, data: bytes, check: bool) -> int:
+        """One small blob unless this run already pushed it there or saw it there (`{}`, the public
+        key: the same in every publication); returns the bytes sent."""
+        digest = sha256_digest(data)
+        with self._count:
+            if (repo, digest) in self._known:
+                return 0
+        sent = self.client.push_blob(repo, digest, len(data), data, check=check)
+        with self._count:
+            self._known.add((repo, digest))
+        return sent
+
+    def _put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> int:
+        self.client.put_manifest(repo, reference, body, media_type)
+        return len(body)
 
     def put_tags(self, repo: str, tags: Sequence[str], body: bytes, media_type: str) -> None:
-        self.together([partial(self.client.put_manifest, repo, tag, body, media_type) for tag in tags])
-        self._sent(len(body) * len(tags))
+        self._sent(sum(self.together([partial(self._put_manifest, repo, tag, body, media_type) for tag in tags])))
 
     @property
     def catalog_repository(self) -> str:
@@ -123,10 +137,14 @@ class RegistryPublisher(Publisher):
 
     def push_artifact(self, repo: str, tag: str, artifact_type: str, layers: list[tuple[str, bytes, str]],
                       subject: Descriptor | None = None, config_type: str = OCI_EMPTY,
-                      annotations: Mapping[str, str] | None = None) -> Descriptor:
-        """Push blobs `(media type, bytes, title)` (at once) and a manifest over them, tagged `tag`."""
+                      annotations: Mapping[str, str] | None = None,
+                      alongside: Sequence[Callable[[], int]] = ()) -> Descriptor:
+        """Push blobs `(media type, bytes, title)` and a manifest over them, tagged `tag`. The blobs go
+        up at once, with the `alongside` calls (each returns the bytes it sent)."""
         # signatures, provenance and catalogs are new by construction (they carry a time): no HEAD first
-        self.push_blobs(repo, [(EMPTY, True), *((data, media_type == PUBLIC_KEY) for media_type, data, _ in layers)])
+        blobs = [(EMPTY, True), *((data, media_type == PUBLIC_KEY) for media_type, data, _ in layers)]
+        calls: list[Callable[[], int]] = [partial(self._push_small, repo, data, check) for data, check in blobs]
+        self._sent(sum(self.together([*calls, *alongside])))
         descriptors = [Descriptor(media_type, sha256_digest(data), len(data), {TITLE: title}).as_dict()
                        for media_type, data, title in layers]
         manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
@@ -156,11 +174,13 @@ class RegistryPublisher(Publisher):
                 layers[title] = (descriptor, self.client.blob(repo, descriptor.digest))
         return layers
 
-    def attach(self, repo: str, subject: Descriptor, layers: list[tuple[str, bytes, str]]) -> str:
-        """Attach signatures and provenance to `subject`: an artifact plus the referrers index that names it."""
+    def attach(self, repo: str, subject: Descriptor, layers: list[tuple[str, bytes, str]],
+               alongside: Sequence[Callable[[], int]] = ()) -> str:
+        """Attach signatures and provenance to `subject`: an artifact plus the referrers index that names
+        it (`alongside`: calls made together with the artifact's blobs, such as the subject's tags)."""
         content = hashlib.sha256(b"".join(data for _, data, _ in layers)).hexdigest()[:12]
         attachment = self.push_artifact(repo, f"att-{subject.digest[7:19]}-{content}", ATTACHMENT_TYPE, layers,
-                                        subject=subject)
+                                        subject=subject, alongside=alongside)
         index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
             {**attachment.as_dict(), "artifactType": ATTACHMENT_TYPE}]})
         self.client.put_manifest(repo, referrers_tag(subject.digest), index, OCI_INDEX)
