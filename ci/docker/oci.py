@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,7 @@ class OCIClient:
         self._tokens: dict[str, str] = {}
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=15.0), follow_redirects=True)
         self.bytes_sent = 0
+        self._count = threading.Lock()  # calls may come from several threads (one httpx client serves them)
 
     def close(self) -> None:
         self._http.close()
@@ -93,6 +95,10 @@ class OCIClient:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    def _counted(self, sent: int) -> None:
+        with self._count:
+            self.bytes_sent += sent
 
     # ---- transport and authentication ----------------------------------------------------------
 
@@ -207,7 +213,7 @@ class OCIClient:
         separator = "&" if "?" in location else "?"
         self.request("PUT", f"{location}{separator}digest={digest}", repo=repo, push=True, ok=(201,),
                      content=body, headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
-        self.bytes_sent += sent
+        self._counted(sent)
         return sent
 
     def stream_blob(self, repo: str, chunks: Iterator[bytes], digest: Callable[[], str]) -> int:
@@ -231,7 +237,7 @@ class OCIClient:
         separator = "&" if "?" in location else "?"
         self.request("PUT", f"{location}{separator}digest={final}", repo=repo, push=True, ok=(201,),
                      headers={"Content-Length": "0"})
-        self.bytes_sent += sent
+        self._counted(sent)
         return sent
 
     # ---- manifests and tags ----------------------------------------------------------------------
@@ -253,7 +259,7 @@ class OCIClient:
     def put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
         self.request("PUT", f"/v2/{repo}/manifests/{reference}", repo=repo, push=True, ok=(201,), content=body,
                      headers={"Content-Type": media_type})
-        self.bytes_sent += len(body)
+        self._counted(len(body))
         return sha256_digest(body)
 
     def delete_manifest(self, repo: str, digest: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from ci.config.publish import KINDS, ObjectStoreTarget, OrasTarget, RegistryTarget
 from ci.errors import CIError
 from ci.publish.catalog import Catalog, Entry
-from ci.publish.signing import Signer, StreamSignature
+from ci.publish.signing import FileSignature, Signer
 
 AnyTarget = RegistryTarget | OrasTarget | ObjectStoreTarget
 MODULES = {"registry": "ci.publish.registry", "oras": "ci.publish.oras", "object-store": "ci.publish.object_store"}
@@ -64,7 +64,7 @@ class Prepared:
     sign: Callable[[bytes], bytes | None] = lambda _data: None
     provenance: Callable[[Mapping[str, Any]], bytes] = lambda _subject: b"{}"
     published: str = ""
-    signing: Callable[[], StreamSignature | None] = lambda: None  # a signature fed while the file is read
+    signing: Callable[[Path], FileSignature | None] = lambda _path: None  # started at the first read
 
     @property
     def hashed(self) -> bool:
@@ -72,19 +72,20 @@ class Prepared:
         return bool(self.sha256)
 
     def chunks(self, size: int) -> Iterator[bytes]:
-        """The file in chunks of `size`. The first read also computes its md5, sha256, size and detached
-        signature (gpg hashing in its own process), so a publication reads the file once, while it
-        uploads it; a read that stops early leaves them unknown (and stops gpg)."""
+        """The file in chunks of `size`. The first read also computes its md5, sha256 and size, and its
+        detached signature: gpg-agent signs that same sha256 at the end (openpgp.py), or, where that
+        path is not open, gpg reads the file in its own process meanwhile. A publication thus hashes
+        the file while it uploads it, not before; a read that stops early leaves them unknown (and
+        stops gpg)."""
         if self.file is None:
             raise PublishError(f"no image file to publish for {self.name}")
         first = not self.hashed
         md5, sha, total = hashlib.md5(), hashlib.sha256(), 0
-        stream = self.signing() if first else None
+        signature = self.signing(self.file) if first else None
         complete = False
-        # sha256 and the feed to gpg on threads of their own (hashlib and pipe writes release the GIL):
-        # md5, sha256 and gpg's hash run side by side, each chunk handed on in order
-        sha_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
-        gpg_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpg-feed")
+        # md5 and sha256 on threads of their own (hashlib releases the GIL), each chunk handed on in
+        # order: the thread that reads and sends the file does not hash, and the two hashes run side by side
+        hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
         pending: list[Future[None]] = []
         try:
             with self.file.open("rb") as handle:
@@ -92,22 +93,18 @@ class Prepared:
                     if first:
                         for future in pending:
                             future.result()
-                        pending = [sha_thread.submit(sha.update, chunk)]
-                        if stream is not None:
-                            pending.append(gpg_thread.submit(stream.write, chunk))
-                        md5.update(chunk)
+                        pending = [hashing.submit(md5.update, chunk), hashing.submit(sha.update, chunk)]
                         total += len(chunk)
                     yield chunk
             for future in pending:
                 future.result()
             complete = True
         finally:
-            sha_thread.shutdown(wait=True)
-            gpg_thread.shutdown(wait=True)
-            if stream is not None and not complete:
-                stream.abort()
+            hashing.shutdown(wait=True)
+            if signature is not None and not complete:
+                signature.abort()
         if first:
-            self.file_signature = stream.finish() if stream is not None else None
+            self.file_signature = signature.finish(sha) if signature is not None else None
             self.md5, self.sha256, self.size = md5.hexdigest(), sha.hexdigest(), total
 
     @property

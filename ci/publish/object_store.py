@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -40,6 +41,13 @@ PUBLIC_KEY = "pgp-public.asc"
 CHUNK = 1024 * 1024
 
 
+def _settle(futures: list[Future[None]]) -> None:
+    """Wait for every write, then raise the first failure."""
+    wait(futures)
+    for future in futures:
+        future.result()
+
+
 def _b64(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode()
 
@@ -54,16 +62,24 @@ class ObjectStorePublisher(Publisher):
         super().__init__(target, environ)
         access = credential(environ, target.access_key_env, target.name, "access key")
         secret = credential(environ, target.secret_key_env, target.name, "secret key")
+        # Content-MD5 is the checksum every S3-compatible store verifies (Ceph RGW included), and it is a
+        # signed header, so the body cannot be swapped on the way; the SigV4 payload hash botocore would
+        # add over plain HTTP (a sha256 of every part) and its CRC32 are a third and fourth pass over
+        # the bytes that add no guarantee: both off.
         self.client = boto3.client(
             "s3", endpoint_url=target.endpoint, region_name=target.region or "us-east-1",
             aws_access_key_id=access, aws_secret_access_key=secret,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"},
+            config=Config(s3={"addressing_style": "path", "payload_signing_enabled": False},
+                          retries={"max_attempts": 5, "mode": "standard"},
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required", connect_timeout=15, read_timeout=120))
         self.bucket = target.bucket
         self.prefix = target.prefix
         self.parts_reused = 0
         self._bucket_checked = False
+        self._count = threading.Lock()
+        # small writes at once (boto3 clients are thread-safe); a call on it never waits for another
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="s3-small")
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -108,7 +124,7 @@ class ObjectStorePublisher(Publisher):
         sha = hashlib.sha256(data).hexdigest()
         self._call(f"uploading {key}", self.client.put_object, Bucket=self.bucket, Key=key, Body=data,
                    ContentMD5=_b64(md5), ContentType=content_type, Metadata={"sha256": sha, "md5": md5})
-        self.bytes_sent += len(data)
+        self._count_sent(len(data))
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
@@ -132,9 +148,8 @@ class ObjectStorePublisher(Publisher):
             data = b"".join(item.chunks(part_size))
             self._call(f"uploading {key}", self.client.put_object, Bucket=self.bucket, Key=key, Body=data,
                        ContentMD5=_b64(item.md5), Metadata={"sha256": item.sha256, "md5": item.md5})
-            self.bytes_sent += len(data)
+            self._count_sent(len(data))
             return
-        upload_id, stored = self._resumable(key, size, part_size)
         parts: list[dict[str, Any]] = []
 
         def upload(number: int, chunk: bytes) -> int:
@@ -142,6 +157,7 @@ class ObjectStorePublisher(Publisher):
             attempt stored the same bytes; returns the bytes sent."""
             part_md5 = hashlib.md5(chunk).hexdigest()
             parts.append({"PartNumber": number, "ETag": f'"{part_md5}"'})
+            upload_id, stored = found.result()
             if stored.get(number) == part_md5:
                 return 0
             self._call(f"uploading part {number} of {key}", self.client.upload_part, Bucket=self.bucket,
@@ -150,7 +166,9 @@ class ObjectStorePublisher(Publisher):
 
         # Parts go up `uploads` at a time (the file is still read once, in order): the store works on
         # one part while the next is read, hashed and sent. At most `uploads` parts are in memory.
-        with ThreadPoolExecutor(max_workers=self.target.uploads, thread_name_prefix="s3-part") as pool:
+        with ThreadPoolExecutor(max_workers=self.target.uploads + 1, thread_name_prefix="s3-part") as pool:
+            # the unfinished upload to resume (or a new one) is looked up while the first part is read
+            found = pool.submit(self._resumable, key, size, part_size)
             running: list[Future[int]] = []
             for number, chunk in enumerate(item.chunks(part_size), start=1):
                 if len(running) >= self.target.uploads:
@@ -161,6 +179,7 @@ class ObjectStorePublisher(Publisher):
                 running.append(pool.submit(upload, number, chunk))
             for future in running:
                 self._count_part(future.result())  # the first failed part's error, after the others stopped
+        upload_id = found.result()[0]
         parts.sort(key=lambda part: int(part["PartNumber"]))
         done = self._call(f"completing {key}", self.client.complete_multipart_upload, Bucket=self.bucket, Key=key,
                           UploadId=upload_id, MultipartUpload={"Parts": parts})
@@ -170,9 +189,13 @@ class ObjectStorePublisher(Publisher):
 
     def _count_part(self, sent: int) -> None:
         if sent:
-            self.bytes_sent += sent
+            self._count_sent(sent)
         else:
             self.parts_reused += 1
+
+    def _count_sent(self, sent: int) -> None:
+        with self._count:
+            self.bytes_sent += sent
 
     def _resumable(self, key: str, size: int, part_size: int) -> tuple[str, dict[int, str]]:
         """An unfinished upload of `key` whose stored parts match our bytes (or a new one); stale ones aborted."""
@@ -221,9 +244,14 @@ class ObjectStorePublisher(Publisher):
                                              "public_key": PUBLIC_KEY if signer else None})
         data = catalog.to_bytes()
         if signer is not None:
-            self.put_bytes(self.key(PUBLIC_KEY), signer.public_key(), "application/pgp-keys")
-            # the signature first: a reader never sees a catalog without its signature beside it
-            self.put_bytes(self.key(self.target.catalog + ".asc"), signer.sign_bytes(data), "application/pgp-signature")
+            # the key and the signature first (the key written while gpg signs): a reader never sees a
+            # catalog without its signature beside it
+            key = [self._pool.submit(self.put_bytes, self.key(PUBLIC_KEY), signer.public_key(), "application/pgp-keys")]
+            try:
+                signature = signer.sign_bytes(data)
+            finally:
+                _settle(key)
+            self.put_bytes(self.key(self.target.catalog + ".asc"), signature, "application/pgp-signature")
         self.put_bytes(self.key(self.target.catalog), data, "application/json")
 
     def present(self, entry: Entry) -> bool:
@@ -242,17 +270,24 @@ class ObjectStorePublisher(Publisher):
                       digest=item.digest, arch=item.arch, published=item.published, file=file_key,
                       description=self.target.descriptions.get(item.name, f"{item.name} {item.version} ({item.arch})"),
                       pull=f"curl -fLO {self.target.public_url}{file_key}")
-        if item.file_signature is not None:
-            self.put_bytes(self.key(file_key + ".asc"), item.file_signature, "application/pgp-signature")
-            entry.signature = file_key + ".asc"
         provenance = item.provenance({"name": item.file_name, "sha256": item.sha256, "size": item.size,
                                       "location": f"{self.target.public_url}{file_key}"})
-        self.put_bytes(self.key(file_key + ".provenance.json"), provenance, "application/json")
         entry.provenance = file_key + ".provenance.json"
-        provenance_signature = item.sign(provenance)
-        if provenance_signature is not None:
-            self.put_bytes(self.key(entry.provenance + ".asc"), provenance_signature, "application/pgp-signature")
-            entry.provenance_signature = entry.provenance + ".asc"
+        # the objects beside the file are independent of each other: written at once, the provenance
+        # signed (gpg) meanwhile; the catalog that lists them comes after all of them
+        writes = [self._pool.submit(self.put_bytes, self.key(entry.provenance), provenance, "application/json")]
+        if item.file_signature is not None:
+            entry.signature = file_key + ".asc"
+            writes.append(self._pool.submit(self.put_bytes, self.key(entry.signature), item.file_signature,
+                                            "application/pgp-signature"))
+        try:
+            provenance_signature = item.sign(provenance)
+            if provenance_signature is not None:
+                entry.provenance_signature = entry.provenance + ".asc"
+                writes.append(self._pool.submit(self.put_bytes, self.key(entry.provenance_signature),
+                                                provenance_signature, "application/pgp-signature"))
+        finally:
+            _settle(writes)
         return entry
 
     def problems(self, catalog: Catalog, valid: Callable[[Path | bytes, bytes], bool] | None) -> list[str]:
@@ -328,6 +363,7 @@ class ObjectStorePublisher(Publisher):
         return self.get_bytes(self.key(PUBLIC_KEY))
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self.client.close()
 
 

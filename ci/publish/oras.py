@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ from ci.docker.oci import CHUNK, OCI_MANIFEST, Descriptor, canonical, sha256_dig
 from ci.publish.base import Prepared, PublishError, kind
 from ci.publish.catalog import Entry
 from ci.publish.provenance import MEDIA_TYPE as PROVENANCE
-from ci.publish.registry import SIGNATURE, TITLE, RegistryPublisher
+from ci.publish.registry import SIGNATURE, TITLE, RegistryPublisher, settle
 
 SIF_LAYER = "application/vnd.sylabs.sif.layer.v1.sif"
 SIF_CONFIG = "application/vnd.sylabs.sif.config.v1+json"
 SQUASHFS_LAYER = "application/vnd.containers-ci.squashfs.v1"
 SQUASHFS_CONFIG = "application/vnd.containers-ci.squashfs.config.v1+json"
 CONFIG = b"{}"
+HASHED_CHUNK = 4 * CHUNK  # what the hashing threads get at a time while the file streams
 
 
 def media_types(file_name: str) -> tuple[str, str]:
@@ -44,12 +46,16 @@ class OrasPublisher(RegistryPublisher):
             raise PublishError(f"target {self.name}: no image file to publish for {item.name}")
         repo = self.repository(item.name)
         layer_type, config_type = media_types(item.file_name)
-        if item.hashed:  # an earlier target read the file: the registry may have the blob already
-            self._sent(self.client.push_blob(repo, f"sha256:{item.sha256}", item.size, item.file))
-        else:  # streamed while its digest and signature are computed; the registry checks the digest
-            self._sent(self.client.stream_blob(repo, item.chunks(CHUNK), lambda: f"sha256:{item.sha256}"))
+        # the config blob (the same `{}` every time: a HEAD once it is there) goes up beside the file
+        config = [self.together_with(partial(self._push_small, repo, CONFIG, True))]
+        try:
+            if item.hashed:  # an earlier target read the file: the registry may have the blob already
+                self._sent(self.client.push_blob(repo, f"sha256:{item.sha256}", item.size, item.file))
+            else:  # streamed while its digest is computed and gpg signs it; the registry checks the digest
+                self._sent(self.client.stream_blob(repo, item.chunks(HASHED_CHUNK), lambda: f"sha256:{item.sha256}"))
+        finally:
+            self._sent(sum(settle(config)))
         file_digest = f"sha256:{item.sha256}"
-        self._sent(self.client.push_blob(repo, sha256_digest(CONFIG), len(CONFIG), CONFIG))
         annotations = {"org.opencontainers.image.created": item.published,
                        "org.opencontainers.image.version": item.version,
                        "org.opencontainers.image.title": item.name,
@@ -65,18 +71,18 @@ class OrasPublisher(RegistryPublisher):
                     "annotations": annotations}
         body = canonical(manifest)
         digest = sha256_digest(body)
-        for tag in self.tags(item):
-            self.client.put_manifest(repo, tag, body, OCI_MANIFEST)
-            self._sent(len(body))
         provenance = item.provenance({"name": item.file_name, "sha256": item.sha256, "size": item.size,
                                       "digest": digest, "location": f"oras://{self.target.address}/{repo}"})
-        layers = [(PROVENANCE, provenance, "provenance.json")]
         provenance_signature = item.sign(provenance)
+        layers = [(PROVENANCE, provenance, "provenance.json")]
         if provenance_signature is not None:
             layers.append((SIGNATURE, provenance_signature, "provenance.json.asc"))
         if item.file_signature is not None:
             layers.append((SIGNATURE, item.file_signature, f"{item.file_name}.asc"))
-        attached = self.attach(repo, Descriptor(OCI_MANIFEST, digest, len(body)), layers)
+        # the tags are written together with the attachment's blobs (the attachment's manifest, which
+        # names the tagged manifest as its subject, follows them)
+        tags = [partial(self._put_manifest, repo, tag, body, OCI_MANIFEST) for tag in self.tags(item)]
+        attached = self.attach(repo, Descriptor(OCI_MANIFEST, digest, len(body)), layers, alongside=tags)
         return Entry(name=item.name, md5sum=item.md5, sha256=item.sha256, size=item.size, version=item.version,
                      digest=item.digest, arch=item.arch, published=item.published, file=f"{repo}@{digest}",
                      manifest=digest, tags=self.tags(item), provenance=attached,

@@ -188,7 +188,7 @@ class Publishing:
 
         return Prepared(result=result, file=path, file_name=file_name, source=image.source, sign=sign,
                         provenance=make_provenance, published=published,
-                        signing=(lambda: signer.streaming()) if signer else (lambda: None))
+                        signing=signer.start if signer else (lambda _path: None))
 
 
 def outcomes_json(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:

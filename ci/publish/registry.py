@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ci.config.publish import OrasTarget, RegistryTarget
 from ci.docker.oci import (
@@ -47,6 +50,14 @@ SIGNATURE = "application/pgp-signature"
 PUBLIC_KEY = "application/pgp-keys"
 TITLE = "org.opencontainers.image.title"
 EMPTY = b"{}"
+PARALLEL = 4  # registry calls at once (small blobs, tags, layers); the file itself is one stream
+T = TypeVar("T")
+
+
+def settle(futures: Sequence[Future[T]]) -> list[T]:
+    """The results in order, once every call has stopped (the first failure raised then)."""
+    wait(futures)
+    return [future.result() for future in futures]
 
 
 class RegistryPublisher(Publisher):
@@ -59,9 +70,54 @@ class RegistryPublisher(Publisher):
         self.client = OCIClient(target.address, insecure=target.insecure,
                                 username=credential(environ, target.username_env, target.name, "username"),
                                 password=credential(environ, target.token_env, target.name, "token"))
+        self._pool: ThreadPoolExecutor | None = None
+        self._count = threading.Lock()
+        self._known: set[tuple[str, str]] = set()  # (repository, digest) of blobs there, seen in this run
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.client.close()
+
+    def together(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """Independent registry calls at once, their results in order; the first failure is raised once
+        all have stopped. Why: each small blob is two round trips and a write (an fsync) at the
+        registry; one after the other, a publication's signatures, provenance and catalog took as long
+        as uploading a 64 MiB file."""
+        if len(calls) <= 1:
+            return [call() for call in calls]
+        return settle([self.together_with(call) for call in calls])
+
+    def together_with(self, call: Callable[[], T]) -> Future[T]:
+        """`call` on the publisher's pool while the caller goes on (`settle` waits for it). A call on the
+        pool never waits for another one (no nesting), so the pool cannot run out of threads."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="registry")
+        return self._pool.submit(call)
+
+    def push_blobs(self, repo: str, blobs: Sequence[tuple[bytes, bool]]) -> None:
+        """Small blobs `(bytes, check first)` at once; `check=False` for content new by construction."""
+        self._sent(sum(self.together([partial(self._push_small, repo, data, check) for data, check in blobs])))
+
+    def _push_small(self, repo: str, data: bytes, check: bool) -> int:
+        """One small blob unless this run already pushed it there or saw it there (`{}`, the public
+        key: the same in every publication); returns the bytes sent."""
+        digest = sha256_digest(data)
+        with self._count:
+            if (repo, digest) in self._known:
+                return 0
+        sent = self.client.push_blob(repo, digest, len(data), data, check=check)
+        with self._count:
+            self._known.add((repo, digest))
+        return sent
+
+    def _put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> int:
+        self.client.put_manifest(repo, reference, body, media_type)
+        return len(body)
+
+    def put_tags(self, repo: str, tags: Sequence[str], body: bytes, media_type: str) -> None:
+        self._sent(sum(self.together([partial(self._put_manifest, repo, tag, body, media_type) for tag in tags])))
 
     @property
     def catalog_repository(self) -> str:
@@ -74,21 +130,23 @@ class RegistryPublisher(Publisher):
         return f"{self.target.address}/{repo}:{tag}"
 
     def _sent(self, amount: int) -> None:
-        self.bytes_sent += amount
+        with self._count:
+            self.bytes_sent += amount
 
     # ---- artifacts: a manifest of small blobs (catalog, attachments) -----------------------------
 
     def push_artifact(self, repo: str, tag: str, artifact_type: str, layers: list[tuple[str, bytes, str]],
                       subject: Descriptor | None = None, config_type: str = OCI_EMPTY,
-                      annotations: Mapping[str, str] | None = None) -> Descriptor:
-        """Push blobs `(media type, bytes, title)` and a manifest over them, tagged `tag`."""
-        self._sent(self.client.push_blob(repo, sha256_digest(EMPTY), len(EMPTY), EMPTY))
-        descriptors = []
-        for media_type, data, title in layers:
-            digest = sha256_digest(data)
-            # signatures, provenance and catalogs are new by construction (they carry a time): no HEAD first
-            self._sent(self.client.push_blob(repo, digest, len(data), data, check=media_type == PUBLIC_KEY))
-            descriptors.append(Descriptor(media_type, digest, len(data), {TITLE: title}).as_dict())
+                      annotations: Mapping[str, str] | None = None,
+                      alongside: Sequence[Callable[[], int]] = ()) -> Descriptor:
+        """Push blobs `(media type, bytes, title)` and a manifest over them, tagged `tag`. The blobs go
+        up at once, with the `alongside` calls (each returns the bytes it sent)."""
+        # signatures, provenance and catalogs are new by construction (they carry a time): no HEAD first
+        blobs = [(EMPTY, True), *((data, media_type == PUBLIC_KEY) for media_type, data, _ in layers)]
+        calls: list[Callable[[], int]] = [partial(self._push_small, repo, data, check) for data, check in blobs]
+        self._sent(sum(self.together([*calls, *alongside])))
+        descriptors = [Descriptor(media_type, sha256_digest(data), len(data), {TITLE: title}).as_dict()
+                       for media_type, data, title in layers]
         manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
                                     "config": Descriptor(config_type, sha256_digest(EMPTY), len(EMPTY)).as_dict(),
                                     "layers": descriptors}
@@ -116,11 +174,13 @@ class RegistryPublisher(Publisher):
                 layers[title] = (descriptor, self.client.blob(repo, descriptor.digest))
         return layers
 
-    def attach(self, repo: str, subject: Descriptor, layers: list[tuple[str, bytes, str]]) -> str:
-        """Attach signatures and provenance to `subject`: an artifact plus the referrers index that names it."""
+    def attach(self, repo: str, subject: Descriptor, layers: list[tuple[str, bytes, str]],
+               alongside: Sequence[Callable[[], int]] = ()) -> str:
+        """Attach signatures and provenance to `subject`: an artifact plus the referrers index that names
+        it (`alongside`: calls made together with the artifact's blobs, such as the subject's tags)."""
         content = hashlib.sha256(b"".join(data for _, data, _ in layers)).hexdigest()[:12]
         attachment = self.push_artifact(repo, f"att-{subject.digest[7:19]}-{content}", ATTACHMENT_TYPE, layers,
-                                        subject=subject)
+                                        subject=subject, alongside=alongside)
         index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
             {**attachment.as_dict(), "artifactType": ATTACHMENT_TYPE}]})
         self.client.put_manifest(repo, referrers_tag(subject.digest), index, OCI_INDEX)
@@ -311,9 +371,7 @@ class ImageRegistryPublisher(RegistryPublisher):
             body, media_type, digest = found
             manifest = json.loads(body)
             size = self._copy(origin, source.repository, repo, manifest)
-        for tag in self.tags(item):
-            self.client.put_manifest(repo, tag, body, media_type)
-            self._sent(len(body))
+        self.put_tags(repo, self.tags(item), body, media_type)
         subject = Descriptor(media_type, digest, len(body))
         provenance = item.provenance({"name": f"{self.target.address}/{repo}", "digest": digest,
                                       "mediaType": media_type})
@@ -341,12 +399,15 @@ class ImageRegistryPublisher(RegistryPublisher):
                 self.client.put_manifest(repo, child["digest"], found[0], found[1])
                 self._sent(len(found[0]))
             return total
-        for blob in manifest_blobs(manifest):
-            total += blob.size
-            if not self.client.has_blob(repo, blob.digest):
-                self._sent(self.client.push_blob(repo, blob.digest, blob.size,
-                                                 origin.blob_stream(source_repo, blob.digest)))
-        return total
+        blobs = manifest_blobs(manifest)
+        self.together([partial(self._copy_blob, origin, source_repo, repo, blob) for blob in blobs])
+        return total + sum(blob.size for blob in blobs)
+
+    def _copy_blob(self, origin: OCIClient, source_repo: str, repo: str, blob: Descriptor) -> None:
+        """One blob, unless the target has it: streamed from the site's registry into the target's."""
+        if not self.client.has_blob(repo, blob.digest):
+            self._sent(self.client.push_blob(repo, blob.digest, blob.size, origin.blob_stream(source_repo, blob.digest),
+                                             check=False))
 
 
 __all__ = ["CATALOG_REPOSITORY", "ImageRegistryPublisher", "RegistryPublisher"]

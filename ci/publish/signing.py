@@ -2,8 +2,9 @@
 
 Why a keyring of our own: the signing key must not land in the user's ~/.gnupg, and two runs must not
 share agent state. `Signer` makes a private GNUPGHOME (mode 0700) for its lifetime, imports the armored
-secret key through stdin (never argv, never a file of ours), signs files by path with the passphrase
-on stdin, exports the public key that is published beside the catalog, and stops its gpg-agent and
+secret key through stdin (never argv, never a file of ours), signs a file by path (gpg reads it in its
+own process, beside the upload of the same file) or small data on stdin, the passphrase on a pipe of
+its own, exports the public key that is published beside the catalog, and stops its gpg-agent and
 removes the folder on close. `Keyring` does the same with a public key only, to check signatures.
 
 Where the key comes from (`ci.publish.signing`): the variable `key_env` (an armored key), else the
@@ -15,15 +16,18 @@ user ids, which are not secret, but we keep messages to our own words).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ci.config.publish import SigningSettings
 from ci.errors import CIError
+from ci.publish.openpgp import AgentError, AgentSigner, agent_socket, keygrips
 
 GPG = "gpg"
 
@@ -45,6 +49,8 @@ class _Home:
         # keyring lives in a 0700 folder for one run and is removed after it, so the minimum count is
         # enough here; the key file the user keeps is untouched.
         (self.path / "gpg-agent.conf").write_text("s2k-count 65536\n", encoding="utf-8")
+        # SHA-256 where the key allows it: the hash the publication computes anyway (see openpgp.py)
+        (self.path / "gpg.conf").write_text("personal-digest-preferences SHA256 SHA384 SHA512\n", encoding="utf-8")
 
     @property
     def env(self) -> dict[str, str]:
@@ -83,9 +89,38 @@ class Signer:
                 raise SigningError("the signing key holds no secret key; export it with "
                                    "`gpg --armor --export-secret-keys KEYID`")
             self.fingerprint = found[0]
+            self._agent = self._probe_agent()
         except BaseException:
             self._home.close()
             raise
+
+    def _probe_agent(self) -> AgentSigner | None:
+        """The agent path (`openpgp.py`) when a signature it frames is one gpg verifies, else None.
+        The probe is also the first signature: a wrong passphrase is reported here, once."""
+        probe = b"containers-ci signing probe\n"
+        by_gpg = PendingSignature(self._detach_sign(None), "signing").finish(probe)
+        listing = self._home.gpg(["--with-colons", "--with-keygrip", "--list-secret-keys"], check=False)
+        path = agent_socket(self._home.env)
+        if path is None:
+            return None
+        agent = AgentSigner.probe(by_gpg, keygrips(listing.stdout.decode(errors="replace")), path, self._passphrase)
+        if agent is None:
+            return None
+        try:
+            by_agent = agent.sign(hashlib.sha256(probe))
+        except (AgentError, OSError, ValueError):
+            return None
+        with tempfile.TemporaryDirectory(prefix="ci-probe-", dir=self._home.path) as folder:
+            (Path(folder) / "probe").write_bytes(probe)
+            (Path(folder) / "probe.asc").write_bytes(by_agent)
+            checked = self._home.gpg(["--status-fd", "1", "--verify", str(Path(folder) / "probe.asc"),
+                                      str(Path(folder) / "probe")], check=False)
+        return agent if checked.returncode == 0 and b"VALIDSIG" in checked.stdout else None
+
+    @property
+    def hashes_itself(self) -> bool:
+        """True when a file's signature is made from the SHA-256 its reader computes (no second read)."""
+        return self._agent is not None
 
     @classmethod
     def from_settings(cls, settings: SigningSettings, project_dir: Path,
@@ -121,38 +156,42 @@ class Signer:
         self._home.close()
 
     def sign(self, path: Path) -> bytes:
-        """An armored detached signature of the file at `path`."""
-        arguments = ["--armor", "--local-user", self.fingerprint, "--output", "-", "--detach-sign", str(path)]
-        stdin = None
-        if self._passphrase is not None:
-            arguments = ["--pinentry-mode", "loopback", "--passphrase-fd", "0", *arguments]
-            stdin = self._passphrase.encode()
-        result = self._home.gpg(arguments, stdin=stdin, what=f"signing {path.name} (check the key's passphrase "
-                                f"variable, ci.publish.signing.passphrase_env)")
-        return result.stdout
+        """An armored detached signature of the file at `path`, by gpg (it reads the file)."""
+        return PendingSignature(self._detach_sign(path), f"signing {path.name}").finish()
 
-    def streaming(self) -> StreamSignature:
-        """A signature over bytes written to it in chunks: gpg hashes them in its own process while the
-        caller hashes (and reads) the same chunks once, so a large file is read one time, not twice."""
-        read_end, write_end = os.pipe()
-        arguments = [GPG, "--batch", "--no-tty", "--quiet", "--armor", "--local-user", self.fingerprint,
-                     "--output", "-"]
-        if self._passphrase is not None:
-            arguments += ["--pinentry-mode", "loopback", "--passphrase-fd", str(read_end)]
-        arguments.append("--detach-sign")
-        process = subprocess.Popen(arguments, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, env=self._home.env, pass_fds=(read_end,))
-        os.close(read_end)
-        with os.fdopen(write_end, "wb") as passphrase:
-            if self._passphrase is not None:
-                passphrase.write(self._passphrase.encode() + b"\n")
-        return StreamSignature(process)
+    def start(self, path: Path) -> FileSignature:
+        """Start signing the file at `path`, which the caller is about to read and hash with SHA-256:
+        the agent signs that hash at `finish` (no second read), or gpg reads and hashes the file in
+        its own process meanwhile (the other core)."""
+        if self._agent is not None:
+            return FileSignature(None, self._agent)
+        return FileSignature(PendingSignature(self._detach_sign(path), f"signing {path.name}"), None)
 
     def sign_bytes(self, data: bytes) -> bytes:
-        with tempfile.NamedTemporaryFile(prefix="ci-sign-") as handle:
-            handle.write(data)
-            handle.flush()
-            return self.sign(Path(handle.name))
+        """An armored detached signature of `data` (by the agent, or by gpg reading it on stdin)."""
+        if self._agent is not None:
+            return _agent_sign(self._agent, hashlib.sha256(data))
+        return PendingSignature(self._detach_sign(None), "signing").finish(data)
+
+    def _detach_sign(self, path: Path | None) -> subprocess.Popen[bytes]:
+        """`gpg --detach-sign` of `path` (None: stdin), the passphrase on a pipe of its own, never on argv."""
+        arguments = [GPG, "--batch", "--no-tty", "--quiet", "--armor", "--local-user", self.fingerprint,
+                     "--output", "-"]
+        read_end, write_end = os.pipe()
+        try:
+            if self._passphrase is not None:
+                arguments += ["--pinentry-mode", "loopback", "--passphrase-fd", str(read_end)]
+            arguments += ["--detach-sign", *([str(path)] if path is not None else [])]
+            process = subprocess.Popen(arguments, stdin=subprocess.PIPE if path is None else subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self._home.env,
+                                       pass_fds=(read_end,))
+        finally:
+            os.close(read_end)
+            with os.fdopen(write_end, "wb") as passphrase:
+                if self._passphrase is not None:
+                    with contextlib.suppress(BrokenPipeError):
+                        passphrase.write(self._passphrase.encode() + b"\n")
+        return process
 
     def public_key(self) -> bytes:
         if self._public is None:
@@ -161,28 +200,62 @@ class Signer:
         return self._public
 
 
-class StreamSignature:
-    """One running `gpg --detach-sign` reading the data on stdin (`Signer.streaming`)."""
+def _agent_sign(agent: AgentSigner, hashed: Any) -> bytes:
+    try:
+        return agent.sign(hashed)
+    except AgentError as exc:
+        if exc.bad_passphrase:
+            raise SigningError("signing failed (gpg-agent: bad passphrase); check the key's passphrase variable "
+                               "(ci.publish.signing.passphrase_env)") from None
+        raise SigningError(f"signing failed ({exc})") from None
+    except OSError as exc:
+        raise SigningError(f"signing failed: the keyring's gpg-agent did not answer ({type(exc).__name__})") from None
 
-    def __init__(self, process: subprocess.Popen[bytes]):
+
+class FileSignature:
+    """The signature of a file its reader hashes with SHA-256 (`Signer.start`)."""
+
+    def __init__(self, pending: PendingSignature | None, agent: AgentSigner | None):
+        self._pending = pending
+        self._agent = agent
+
+    def finish(self, hashed: Any) -> bytes:
+        """The armored signature; `hashed`: the reader's sha256 object over the whole file."""
+        if self._agent is not None:
+            return _agent_sign(self._agent, hashed)
+        assert self._pending is not None
+        return self._pending.finish()
+
+    def abort(self) -> None:
+        if self._pending is not None:
+            self._pending.abort()
+
+
+class PendingSignature:
+    """One running `gpg --detach-sign` (`Signer.start`, `Signer.sign_bytes`)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], what: str):
         self._process = process
+        self._what = what
 
-    def write(self, chunk: bytes) -> None:
-        assert self._process.stdin is not None
-        with contextlib.suppress(BrokenPipeError):  # gpg stopped early (a bad passphrase): finish() says so
-            self._process.stdin.write(chunk)
-
-    def finish(self) -> bytes:
-        """The armored signature; an error if gpg failed (its stderr is not repeated)."""
-        output, _ = self._process.communicate(timeout=600)
+    def finish(self, data: bytes | None = None) -> bytes:
+        """The armored signature (`data`: what gpg signs from stdin); an error if gpg failed (its
+        stderr is not repeated)."""
+        try:
+            output, _ = self._process.communicate(data, timeout=600)
+        except subprocess.TimeoutExpired:
+            self.abort()
+            raise SigningError(f"{self._what} did not finish in 10 minutes (gpg)") from None
         if self._process.returncode != 0:
-            raise SigningError(f"signing failed (gpg exit {self._process.returncode}); check the key's passphrase "
-                               "variable (ci.publish.signing.passphrase_env)")
+            raise SigningError(f"{self._what} failed (gpg exit {self._process.returncode}); check the key's "
+                               "passphrase variable (ci.publish.signing.passphrase_env)")
         return output
 
     def abort(self) -> None:
-        self._process.kill()
-        self._process.wait()
+        """Stop gpg (the upload it was signing for stopped)."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.communicate()
 
 
 class Keyring:
@@ -212,8 +285,10 @@ class Keyring:
             handle.write(signature)
             handle.flush()
             result = self._home.gpg(["--status-fd", "1", "--verify", handle.name, str(path)], check=False)
-        status = result.stdout.decode(errors="replace")
-        return result.returncode == 0 and f"VALIDSIG {self.fingerprint}" in status
+        # VALIDSIG <signing key> ... <primary key>: a signing subkey signs for its primary key
+        valid = [line.split()[2:] for line in result.stdout.decode(errors="replace").splitlines()
+                 if line.startswith("[GNUPG:] VALIDSIG ")]
+        return result.returncode == 0 and any(self.fingerprint in (fields[0], fields[-1]) for fields in valid if fields)
 
     def valid_bytes(self, data: bytes, signature: bytes) -> bool:
         with tempfile.NamedTemporaryFile(prefix="ci-data-") as handle:
