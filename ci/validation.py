@@ -221,6 +221,8 @@ def _builtin(path: Path, loc: tuple[int | str, ...], prefix: str, kind: str, ctx
         return Problem(path, shown_name, f"expected a number, got {got}", "write a number, e.g. 60 or 1.5")
     if kind in ("bool_type", "bool_parsing"):
         return Problem(path, shown_name, f"expected true or false, got {got}", "write true or false")
+    if kind == "finite_number":
+        return Problem(path, shown_name, f"{value} is not a finite number", "write a finite number, e.g. 60 or 1.5")
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
         return Problem(path, shown_name, f"{value} is below the minimum {bound}", f"use a number >= {bound}")
