@@ -68,6 +68,19 @@ def shown(value: object, limit: int = _SHOWN_LENGTH) -> str:
     return "'" + "".join(out) + ("…'" if cut else "'")
 
 
+# A build argument named as a secret (`*_TOKEN`, `*_PASSWORD`, `*_SECRET`, `*_KEY`, any case): build
+# arguments stay in the image's history, readable by everyone who pulls it.
+SECRET_NAME = re.compile(r"(?:\A|_)(?:TOKEN|PASSWORD|PASSWD|SECRET|KEY)\Z", re.IGNORECASE)
+
+
+def not_a_secret_build_arg(name: str, fix: str) -> str:
+    """`name` unless it names a secret (`*_TOKEN`, ...): then an error with `fix` (where secrets go instead)."""
+    if SECRET_NAME.search(name):
+        raise invalid(f"build argument {name} is named as a secret; build arguments are kept in the image's "
+                      "history, readable by everyone who pulls it", fix)
+    return name
+
+
 def has_control(text: str) -> bool:
     """True when `text` holds a control, format or unassigned character (newline, ESC, zero-width, ...)."""
     if text.isprintable():  # the common case, in C: printable text holds no character of category C
