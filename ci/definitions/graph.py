@@ -61,12 +61,11 @@ def _without_value(spec: ImageSpec, ref: FromReference) -> list[Problem]:
     A variable no ARG before the first FROM declares is always empty (Docker applies build arguments
     only to declared ARGs); one declared without a value is a problem when the line then names
     nothing valid (`FROM ${BASE}` or `FROM base:${TAG}`, but not `FROM ${REGISTRY}debian`). A line
-    that names no image reference for any other reason (`FROM Debian!`, a default of " ") is one too.
+    of a Dockerfile that names no image reference for any other reason (`FROM Debian!`, a default of
+    " ") is one too (a .def's `From:` is its kind's to check).
     """
     where = f"FROM {shown(ref.written)} (line {ref.line}" + \
         (" of the composed Dockerfile)" if spec.fragments or spec.compose else ")")
-    if spec.kind != "docker":  # the line of the Dockerfile made from a .def or a Spack environment, not of the source
-        where = f"FROM {shown(ref.written)} (of the Dockerfile made from this {spec.kind} definition)"
     problems = [Problem(spec.dockerfile, "FROM", f"{where}: {shown(name)} is not declared by an ARG before the first "
                         "FROM, so Docker leaves it empty" + (f" (build_args.{name} is not applied to it)"
                                                                if name in spec.build_args else ""),
@@ -82,7 +81,7 @@ def _without_value(spec: ImageSpec, ref: FromReference) -> list[Problem]:
                              f"give it a default before the first FROM (ARG {ref.empty[0]}=<image>) or set "
                              f"build_args.{ref.empty[0]} in container.yaml" + (" (at the top level or in this "
                                                                                "variant)" if variant else ""))]
-    elif not problems and not ref.stage_alias and not is_reference(ref.image) \
+    elif not problems and spec.kind == "docker" and not ref.stage_alias and not is_reference(ref.image) \
             and not any(name in ref.written for name in AUTOMATIC_ARGS):  # set by BuildKit only: not known here
         names = f"it names {shown(ref.image)}, which" if ref.image != ref.written else "it"
         problems.append(Problem(spec.dockerfile, "FROM", f"{where}: {names} is not an image reference, so the "

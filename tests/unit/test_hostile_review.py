@@ -153,12 +153,6 @@ def test_from_lines_with_other_variable_forms_and_no_image(tmp_path: Path, docke
     assert words in problems[0].message and problems[0].path.name == "Dockerfile", problems
 
 
-def test_a_def_file_naming_no_image_is_worded_for_the_dockerfile_made_from_it(tmp_path: Path) -> None:
-    root = write_tree(tmp_path, {"amd64/d/d.def": "Bootstrap: docker\nFrom: Debian:12\n"})
-    (problem,) = _problems(root)
-    assert "of the Dockerfile made from this" in problem.message and NO_REFERENCE in problem.message
-
-
 # -- metric bounds the other tables did not write ----------------------------------------------------------
 
 @pytest.mark.parametrize(("bound", "words"), [
