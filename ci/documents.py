@@ -198,6 +198,7 @@ class _Walk:
     def pairs(self, node: yaml.MappingNode, path: Path_) -> list[tuple[yaml.Node, Path_]]:
         """The mapping's values with their paths (merged `<<` ones first, so that explicit keys win)."""
         seen: dict[Any, int] = {}
+        not_text: tuple[yaml.ScalarNode, Any] | None = None  # a key YAML read as a number, boolean or null
         merged: list[tuple[yaml.Node, Path_]] = []
         own: list[tuple[yaml.Node, Path_]] = []
         for key_node, value_node in node.value:
@@ -220,7 +221,16 @@ class _Walk:
                     f"the key {_shown(dotted((*path, key)))} is given twice (lines {seen[key]} and {line})",
                     "keep one of them (YAML keeps only the last, silently)", line)
             seen[key] = line
+            if not isinstance(key, str) and not_text is None:
+                not_text = (key_node, key)
             own.append((value_node, (*path, key)))
+        if not_text is not None:  # after the duplicates: `yes:` and `true:` in one mapping are one key twice
+            key_node, key = not_text
+            line = key_node.start_mark.line + 1
+            raise DocumentRefused(
+                f"line {line}: {printable(dotted(path)) + ': ' if path else ''}the key {_shown(key_node.value)} is "
+                f"read by YAML as {reading(key)}, not as text",
+                f"quote it: {json.dumps(key_node.value[:200], ensure_ascii=False)}: ...", line)
         return merged + own
 
     def scalar(self, node: yaml.ScalarNode, path: Path_) -> None:
@@ -248,6 +258,9 @@ class JsonNumber(float):
 
     def __new__(cls, text: str) -> JsonNumber:
         number = super().__new__(cls, text)
+        if number in (float("inf"), float("-inf")):
+            raise DocumentRefused(f"holds the number {text[:40]}, too large for a 64-bit float (it would be "
+                                  "infinity)", "send a finite number, or a quoted string")
         number.text = text
         return number
 
@@ -266,4 +279,8 @@ def load_json(text: str | bytes) -> Any:
             out[key] = value
         return out
 
-    return json.loads(text, object_pairs_hook=pairs, parse_float=JsonNumber)
+    def constant(name: str) -> Any:
+        raise DocumentRefused(f"holds {name}, which is not JSON (Python's reader takes it as a number)",
+                              "send a finite number, or a quoted string")
+
+    return json.loads(text, object_pairs_hook=pairs, parse_float=JsonNumber, parse_constant=constant)

@@ -27,6 +27,7 @@ from ci.errors import Problem
 ERROR_TYPE = "ci"  # the pydantic error type of every problem our own validators raise
 NOT_TEXT = "ci_not_text"  # a number, boolean, date or null where text is meant (worded with its source)
 _SHOWN_LENGTH = 80
+_NUMBER_TEXT = re.compile(r"\A[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\Z")
 
 # GitHub names, as GitHub allows them: owner (user or organisation) and owner/repository.
 GITHUB_OWNER = r"[A-Za-z0-9][A-Za-z0-9-]{0,38}"
@@ -65,6 +66,19 @@ def shown(value: object, limit: int = _SHOWN_LENGTH) -> str:
         else:
             out.append(char)
     return "'" + "".join(out) + ("…'" if cut else "'")
+
+
+# A build argument named as a secret (`*_TOKEN`, `*_PASSWORD`, `*_SECRET`, `*_KEY`, any case): build
+# arguments stay in the image's history, readable by everyone who pulls it.
+SECRET_NAME = re.compile(r"(?:\A|_)(?:TOKEN|PASSWORD|PASSWD|SECRET|KEY)\Z", re.IGNORECASE)
+
+
+def not_a_secret_build_arg(name: str, fix: str) -> str:
+    """`name` unless it names a secret (`*_TOKEN`, ...): then an error with `fix` (where secrets go instead)."""
+    if SECRET_NAME.search(name):
+        raise invalid(f"build argument {name} is named as a secret; build arguments are kept in the image's "
+                      "history, readable by everyone who pulls it", fix)
+    return name
 
 
 def has_control(text: str) -> bool:
@@ -218,9 +232,17 @@ def _builtin(path: Path, loc: tuple[int | str, ...], prefix: str, kind: str, ctx
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return Problem(path, shown_name, f"expected a whole number, got {got}", "write a whole number")
     if kind in ("float_type", "float_parsing"):
+        if isinstance(value, int) and not isinstance(value, bool):  # more digits than a float holds
+            return Problem(path, shown_name, f"{shown(value, 20)} is too large for a number", "write a smaller number")
+        if isinstance(value, str) and _NUMBER_TEXT.match(value.strip()):  # quoted, or `1e3` (text to YAML 1.1)
+            return Problem(path, shown_name, f"expected a number, got the text {shown(value, 40)} (YAML reads a "
+                           "quoted number, or an exponent without a '.' such as 1e3, as text)",
+                           "write the number unquoted, with a '.' before an exponent (1000 or 1.0e+3)")
         return Problem(path, shown_name, f"expected a number, got {got}", "write a number, e.g. 60 or 1.5")
     if kind in ("bool_type", "bool_parsing"):
         return Problem(path, shown_name, f"expected true or false, got {got}", "write true or false")
+    if kind == "finite_number":
+        return Problem(path, shown_name, f"{value} is not a finite number", "write a finite number, e.g. 60 or 1.5")
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
         return Problem(path, shown_name, f"{value} is below the minimum {bound}", f"use a number >= {bound}")

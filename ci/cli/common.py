@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from invoke.env import Environment
 from invoke.exceptions import Exit
 
 from ci.cli.help import help_taken_as_value, show_task_help
@@ -56,6 +58,41 @@ class _LazyConsole:
 
 stdout = cast("Console", _LazyConsole())
 stderr = cast("Console", _LazyConsole(stderr=True))
+
+_INVOKE_PATH_SET = Environment._path_set
+
+
+def _ci_variables_as_text(self: Environment, key_path: Any, value: str) -> None:
+    """`INVOKE_CI_*` values reach the settings as what they say, or as text the settings refuse.
+
+    Invoke casts a variable to the type of the value it overrides: `bool("false")` is true, so
+    `INVOKE_CI_SITE_REQUIRE_TESTS=false` turned the check on, and `int("abc")` or any list value
+    (`INVOKE_CI_ARCH=amd64`) raised a traceback before a task ran. Here a flag takes true/false
+    (1/0), a number takes a number, and anything else stays text: the settings then refuse it
+    with its key named (exit 2), and `ci.arch` reads words. Invoke's own keys keep its casting.
+    """
+    if list(key_path[:1]) != ["ci"]:
+        _INVOKE_PATH_SET(self, key_path, value)
+        return
+    data = self.data
+    for key in key_path[:-1]:
+        data = data.setdefault(key, {})
+    data[key_path[-1]] = _env_value(self._path_get(key_path), value)
+
+
+def _env_value(old: Any, text: str) -> Any:
+    """`text` as the type of the value it overrides when it reads as one exactly, else `text` itself."""
+    word = text.strip().lower()
+    if isinstance(old, bool):
+        return {"true": True, "1": True, "false": False, "0": False}.get(word, text)
+    if isinstance(old, int) and re.fullmatch(r"[-+]?[0-9]+", word):
+        return int(word)
+    if isinstance(old, float) and re.fullmatch(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)(e[-+]?[0-9]+)?", word):
+        return float(word)
+    return text
+
+
+Environment._path_set = _ci_variables_as_text  # type: ignore[method-assign]
 
 
 def settings_from(context: Any, *, profile: str | None = None, **overrides: Any) -> Settings:

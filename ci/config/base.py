@@ -34,7 +34,7 @@ class ConfigModel(BaseModel):
     can only say "" where invoke.yaml says null.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # .inf seconds never come
 
     @field_validator("*", mode="before")
     @classmethod

@@ -49,7 +49,7 @@ from ci.config.site_env import SiteEnvSettings
 from ci.config.spack import SpackSettings
 from ci.errors import ConfigError, Problem
 from ci.resources import Resources
-from ci.validation import invalid, shown
+from ci.validation import invalid, not_a_secret_build_arg, shown
 
 DEFAULT_LIMITS = {"build": 2, "transfer": 1, "convert": 4, "test": 8, "promote": 2}
 PASSPHRASE_ENV = "CI_SSH_KEY_PASSPHRASE"
@@ -361,6 +361,14 @@ class HelperImageSettings(ConfigModel):
         if values.get("build_args") is None:
             values["build_args"] = {}
         return values
+
+    @field_validator("build_args")
+    @classmethod
+    def _no_secret_args(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            not_a_secret_build_arg(name, "hand it to the build another way (the helper image is pushed), or rename "
+                                         "it if it is no secret")
+        return value
 
 
 # --------------------------------------------------------------------------------------------

@@ -113,8 +113,9 @@ def _load_entry(context: LoadContext, entry: Path) -> None:
                     "definitions are folders with a Dockerfile, or <name>.def / <name>.yaml files"))
             return
         specs = kind.load(entry, context.arch, context)
-    except OSError as exc:
-        catalog.add_problem(key, Problem(entry, "", f"cannot be read ({exc.strerror})",
+    except OSError as exc:  # named by the file or folder that failed (a test folder, not the whole definition)
+        catalog.add_problem(key, Problem(Path(exc.filename) if exc.filename else entry, "",
+                                         f"cannot be read ({exc.strerror})",
                                          "make it readable for the CI's user, or remove it"))
         return
     for loaded in specs:

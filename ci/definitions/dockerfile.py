@@ -6,15 +6,18 @@ exact tag of the parent's current image, so a child can never build on a stale p
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-_FROM = re.compile(r"^(?P<indent>\s*)FROM(?P<flags>(\s+--\S+)*)\s+(?P<image>\S+)"
+_FROM = re.compile(r"^(?P<indent>\s*)FROM(?P<flags>(\s+--\S+)*)\s+(?P<image>(?:\$\{[^}]*\}|\S)+)"
                    r"(?P<rest>(\s+AS\s+(?P<alias>\S+))?\s*)$",
                    re.IGNORECASE)
 _ARG = re.compile(r"^\s*ARG\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)(=(?P<value>.*))?\s*$", re.IGNORECASE)
-_VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[-+])(?P<word>[^}]*))?\}|"
+# $X, ${X} and BuildKit's forms ${X:-word} ${X-word} ${X:+word} ${X+word} ${X:?message} ${X?message}
+# ${X#glob} ${X##glob} ${X%glob} ${X%%glob} ${X/glob/text} ${X//glob/text}
+_VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-+?]|##?|%%?|//?)?(?P<word>[^}]*)\}|"
                        r"(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -85,12 +88,18 @@ def expand(value: str, variables: Mapping[str, str]) -> str:
     def substitute(match: re.Match[str]) -> str:
         name = match.group("braced") or match.group("plain")
         current = variables.get(name, "")
-        op = match.group("op")
-        if op == "-":
-            return current or match.group("word")
-        if op == "+":
-            return match.group("word") if current else ""
-        return current
+        op, word = match.group("op") or "", match.group("word") or ""
+        if op.endswith("-"):
+            return current or word
+        if op.endswith("+"):
+            return word if current else ""
+        if op.startswith("#"):  # the shortest (#) or longest (##) leading part matching the glob, removed
+            cuts = [end for end in range(len(current) + 1) if fnmatch.fnmatchcase(current[:end], word)]
+            return current[(max(cuts) if op == "##" else min(cuts)):] if cuts else current
+        if op.startswith("%"):
+            cuts = [start for start in range(len(current) + 1) if fnmatch.fnmatchcase(current[start:], word)]
+            return current[:(min(cuts) if op == "%%" else max(cuts))] if cuts else current
+        return current  # ${X:?message} is X (Docker stops when it is empty); ${X/glob/text} is X, near enough
 
     return _VARIABLE.sub(substitute, value)
 
@@ -125,17 +134,18 @@ def parse_from_references(text: str, build_args: Mapping[str, str]) -> list[From
 def _without_value(written: str, variables: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The variables of a FROM image that stay empty: (undeclared, declared without a value).
 
-    `${X:-word}` with a word has a value; `${X:+word}` is empty by intent; BuildKit's automatic
-    platform ARGs always have one.
+    `${X:-word}` with a word has a value; `${X:+word}` is empty by intent (counted as empty, so a
+    line left naming nothing is still refused); BuildKit's automatic platform ARGs always have one.
     """
     undeclared: list[str] = []
     empty: list[str] = []
     for match in _VARIABLE.finditer(written):
         name = match.group("braced") or match.group("plain")
-        op, word = match.group("op"), match.group("word")
-        if name in AUTOMATIC_ARGS or op == "+" or (op == "-" and word) or variables.get(name):
+        op, word = match.group("op") or "", match.group("word")
+        if name in AUTOMATIC_ARGS or (op.endswith("-") and word) or variables.get(name):
             continue
-        (empty if name in variables else undeclared).append(name)
+        # ${X:+word} without X is empty by intent: a problem only when the line then names no image
+        (empty if name in variables or op.endswith("+") else undeclared).append(name)
     return tuple(dict.fromkeys(undeclared)), tuple(dict.fromkeys(empty))
 
 

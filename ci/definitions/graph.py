@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from ci.definitions.dockerfile import FromReference, is_reference
+from ci.definitions.dockerfile import AUTOMATIC_ARGS, FromReference, is_reference
 from ci.definitions.model import Catalog, ImageSpec, definition_key
 from ci.errors import Problem
 from ci.validation import shown
@@ -60,7 +60,9 @@ def _without_value(spec: ImageSpec, ref: FromReference) -> list[Problem]:
 
     A variable no ARG before the first FROM declares is always empty (Docker applies build arguments
     only to declared ARGs); one declared without a value is a problem when the line then names
-    nothing valid (`FROM ${BASE}` or `FROM base:${TAG}`, but not `FROM ${REGISTRY}debian`).
+    nothing valid (`FROM ${BASE}` or `FROM base:${TAG}`, but not `FROM ${REGISTRY}debian`). A line
+    of a Dockerfile that names no image reference for any other reason (`FROM Debian!`, a default of
+    " ") is one too (a .def's `From:` is its kind's to check).
     """
     where = f"FROM {shown(ref.written)} (line {ref.line}" + \
         (" of the composed Dockerfile)" if spec.fragments or spec.compose else ")")
@@ -79,6 +81,13 @@ def _without_value(spec: ImageSpec, ref: FromReference) -> list[Problem]:
                              f"give it a default before the first FROM (ARG {ref.empty[0]}=<image>) or set "
                              f"build_args.{ref.empty[0]} in container.yaml" + (" (at the top level or in this "
                                                                                "variant)" if variant else ""))]
+    elif not problems and spec.kind == "docker" and not ref.stage_alias and not is_reference(ref.image) \
+            and not any(name in ref.written for name in AUTOMATIC_ARGS):  # set by BuildKit only: not known here
+        names = f"it names {shown(ref.image)}, which" if ref.image != ref.written else "it"
+        problems.append(Problem(spec.dockerfile, "FROM", f"{where}: {names} is not an image reference, so the "
+                                "build would stop at this line",
+                                "name an image as [registry/]name[:tag][@digest], in lower case, or an earlier "
+                                "stage (FROM ... AS name)"))
     return problems
 
 

@@ -42,16 +42,24 @@ from ci.definitions.model import (
 )
 from ci.errors import Problem
 from ci.resources import Resources
-from ci.validation import check_text, has_control, invalid, not_text, shown, type_name
+from ci.validation import (
+    SECRET_NAME,
+    check_text,
+    has_control,
+    invalid,
+    not_a_secret_build_arg,
+    not_text,
+    shown,
+    type_name,
+)
 
 DOCKERFILE_PLACEHOLDER = "$DOCKERFILE"
 SCHEMA_FILE = Path(__file__).resolve().parent.parent.parent / "schemas" / "container.schema.json"
 SCHEMA_ID = "https://containers-ci.invalid/schemas/container.schema.json"
 
 _ARG_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
-# A build argument named as a secret is refused (`*_TOKEN`, `*_PASSWORD`, `*_SECRET`, `*_KEY`, any case);
-# names that only look like one (`*CREDENTIALS*`, `PRIVATE*`) are warned about (`secret_looking_args`).
-_SECRET_NAME = re.compile(r"(?:\A|_)(?:TOKEN|PASSWORD|PASSWD|SECRET|KEY)\Z", re.IGNORECASE)
+# A build argument named as a secret is refused (ci.validation.SECRET_NAME); names that only look like one
+# (`*CREDENTIALS*`, `PRIVATE*`) are warned about (`secret_looking_args`).
 _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 _PLATFORM = re.compile(r"\Alinux/(amd64|arm64)(/v[0-9])?\Z")
 # Paths that become Dockerfile words (COPY source target): no spaces, quotes, `$` or globbing.
@@ -94,12 +102,8 @@ def _arg_name(value: Any) -> str:
     if not isinstance(value, str) or not _ARG_NAME.match(value):
         raise invalid("is not a valid build argument name",
                       "use letters, digits and underscores, not starting with a digit (at most 128 characters)")
-    if _SECRET_NAME.search(value):
-        raise invalid(f"build argument {value} is named as a secret; build arguments are kept in the image's "
-                      "history, readable by everyone who pulls it",
-                      f"list {value} under secrets: and read it with RUN --mount=type=secret,id={value} "
-                      "(or, if it is no secret, rename it)")
-    return value
+    return not_a_secret_build_arg(value, f"list {value} under secrets: and read it with RUN "
+                                  f"--mount=type=secret,id={value} (or, if it is no secret, rename it)")
 
 
 def _arg_value(value: Any) -> str:
@@ -466,7 +470,7 @@ def secret_looking_args(meta: ContainerYaml) -> list[str]:
     names = set(meta.build_args)
     for variant in meta.variants:
         names |= set(variant.build_args)
-    return sorted(name for name in names if _SECRET_LOOKING.search(name) and not _SECRET_NAME.search(name))
+    return sorted(name for name in names if _SECRET_LOOKING.search(name) and not SECRET_NAME.search(name))
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,12 +1,17 @@
 """Results for people and machines: a terminal table, JSON, JUnit XML and a Markdown summary.
 
 All four are rendered from one `RunReport`, which is built from the executor's outcomes, so
-they can never disagree with each other.
+they can never disagree with each other. Details and test output are not ours (a test printing
+colours writes ESC bytes, a build error quotes the Dockerfile): JUnit shows characters XML cannot
+hold as escapes (`\x1b`) instead of writing a file no reader parses, and Markdown cells show
+`<`, `|`, line breaks and control characters as text, so a detail cannot hide or restyle the summary.
 """
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -16,11 +21,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ci.errors import printable
 from ci.pipeline import timeline
 from ci.pipeline.executor import ImageOutcome, State
 from ci.pipeline.terminal import styled
 from ci.plan import Action, Plan
 
+# Characters XML 1.0 cannot hold, even escaped (ElementTree writes them as they are).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 SUMMARY_KEY = "summary_markdown"  # the data key of the Note that carries a run's summary to listeners
 
 _STATE_STYLE = {"done": "green", "skipped": "yellow", "failed": "bold red", "pending": "dim", "up to date": "cyan",
@@ -170,7 +178,13 @@ def to_junit(report: RunReport) -> str:
     suite.set("errors", "0")
     suite.set("skipped", str(skipped))
     ET.indent(suite)
-    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+    text = ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+    return _NOT_XML.sub(lambda match: match.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+
+
+def _cell(value: object) -> str:
+    """Text from elsewhere as inline Markdown: one line, no HTML, no table break, no control characters."""
+    return html.escape(printable(str(value).replace("\r", " ").replace("\n", " ")), quote=False).replace("|", "\\|")
 
 
 def to_markdown(report: RunReport, events: Sequence[Mapping[str, Any]] = ()) -> str:
@@ -178,11 +192,11 @@ def to_markdown(report: RunReport, events: Sequence[Mapping[str, Any]] = ()) -> 
     lines = [f"## Container images, run `{report.run_id}`", "",
              "| image | version | digest | result | time | detail |", "|---|---|---|---|---|---|"]
     for image in report.images:
-        detail = (image.detail or image.reason).replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| `{image.name}` | {image.version} | `{image.digest12}` | {icon.get(image.state, '')} "
+        detail = _cell(image.detail or image.reason)
+        lines.append(f"| `{image.name}` | {_cell(image.version)} | `{image.digest12}` | {icon.get(image.state, '')} "
                      f"{image.state} | {_seconds(image.duration) if image.duration else '-'} | {detail} |")
     for item in report.unsupported:
-        lines.append(f"\n> `{item['arch']}/{item['name']}` not handled: {item['reason']}")
+        lines.append(f"\n> `{item['arch']}/{item['name']}` not handled: {_cell(item['reason'])}")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items())) or "nothing to do"
     lines += ["", f"**{counts}** in {_seconds(report.finished - report.started)}", ""]
     lines += _published_markdown(report)
@@ -205,8 +219,8 @@ def _published_markdown(report: RunReport) -> list[str]:
     lines = ["### Published", "", "| image | target | state | pull |", "|---|---|---|---|"]
     for row in rows:
         state = str(row.get("state", "")) + (f": {row.get('error')}" if row.get("error") else "")
-        lines.append(f"| `{row.get('name')}` {row.get('version')} | {row.get('target')} | "
-                     f"{state.replace('|', '/')[:300]} | `{str(row.get('pull') or '-').replace('`', '')}` |")
+        lines.append(f"| `{row.get('name')}` {_cell(row.get('version'))} | {_cell(row.get('target'))} | "
+                     f"{_cell(state[:300])} | `{_cell(row.get('pull') or '-').replace('`', '')}` |")
     return [*lines, ""]
 
 
