@@ -36,7 +36,9 @@ def load_catalog(root: Path, arches: Sequence[str] | None = None, options: Mappi
         root = root.resolve()
     catalog = Catalog(root=root)
     if not root.is_dir():
-        catalog.add_problem("", Problem(root, "", "the definitions folder does not exist",
+        what = ("the definitions root is not a folder" if os.path.lexists(root)
+                else "the definitions folder does not exist")
+        catalog.add_problem("", Problem(root, "", what,
                                         "pass --definitions DIR or set ci.definitions in invoke.yaml"))
         return catalog
     wanted = list(arches) if arches else None

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 _FROM = re.compile(r"^(?P<indent>\s*)FROM(?P<flags>(\s+--\S+)*)\s+(?P<image>(?:\$\{[^}]*\}|\S)+)"
                    r"(?P<rest>(\s+AS\s+(?P<alias>\S+))?\s*)$",
                    re.IGNORECASE)
-_ARG = re.compile(r"^\s*ARG\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)(=(?P<value>.*))?\s*$", re.IGNORECASE)
+_ARG = re.compile(r"^\s*ARG\s+(?P<declarations>\S.*?)\s*$", re.IGNORECASE)
+_ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # $X, ${X} and BuildKit's forms ${X:-word} ${X-word} ${X:+word} ${X+word} ${X:?message} ${X?message}
 # ${X#glob} ${X##glob} ${X%glob} ${X%%glob} ${X/glob/text} ${X//glob/text}
 _VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-+?]|##?|%%?|//?)?(?P<word>[^}]*)\}|"
@@ -104,6 +106,20 @@ def expand(value: str, variables: Mapping[str, str]) -> str:
     return _VARIABLE.sub(substitute, value)
 
 
+def _declarations(text: str) -> list[tuple[str, str]]:
+    """`A=x B C="y z"` -> [(A, x), (B, ""), (C, "y z")]: one ARG line may declare several, quoted as a shell would."""
+    try:
+        words = shlex.split(text, comments=False, posix=True)
+    except ValueError:  # an unclosed quote: Docker refuses the line; read it word by word here
+        words = text.split()
+    out = []
+    for word in words:
+        name, _, default = word.partition("=")
+        if _ARG_NAME.match(name):
+            out.append((name, default))
+    return out
+
+
 def parse_from_references(text: str, build_args: Mapping[str, str]) -> list[FromReference]:
     """Every FROM of a Dockerfile, with global ARG defaults and build args applied."""
     variables: dict[str, str] = {}
@@ -113,9 +129,8 @@ def parse_from_references(text: str, build_args: Mapping[str, str]) -> list[From
     for number, line in _logical_lines(text):
         arg = _ARG.match(line)
         if arg and not seen_from:
-            name = arg.group("name")
-            default = (arg.group("value") or "").strip().strip('"').strip("'")
-            variables[name] = build_args.get(name, expand(default, variables))
+            for name, default in _declarations(arg.group("declarations")):
+                variables[name] = build_args.get(name, expand(default, variables))
             continue
         match = _FROM.match(line)
         if not match:

@@ -328,3 +328,24 @@ def test_unreadable_parts_of_a_definition_are_named_by_their_own_path(searchable
     for name, _, _, named in UNREADABLE:
         assert any(line.startswith(f"{roots[name]}/amd64/a/{named}: ") and "(Permission denied)" in line
                    for line in results[name]), (name, results[name])
+
+
+@pytest.mark.parametrize(("dockerfile", "image"), [
+    ('ARG BASE=debian TAG\nFROM ${BASE}:${TAG:-12}\n', "debian:12"),  # two declarations on one ARG line
+    ('ARG A="deb ian" B=12\nFROM debian:${B}\n', "debian:12"),  # quoted as a shell would
+    ('ARG IMG=debian:12\nFROM ${IMG}\n', "debian:12"),
+])
+def test_every_declaration_of_an_arg_line_counts(dockerfile: str, image: str) -> None:
+    from ci.definitions.dockerfile import parse_from_references
+
+    (found,) = parse_from_references(dockerfile, {})
+    assert found.image == image and found.undeclared == () and found.empty == ()
+
+
+def test_a_root_that_is_a_file_is_named_as_not_a_folder(tmp_path: Path) -> None:
+    from ci.definitions import load_catalog
+
+    root = tmp_path / "defs"
+    root.write_text("not a folder\n")
+    (problem,) = [p for problems in load_catalog(root).problems.values() for p in problems]
+    assert "is not a folder" in problem.message
