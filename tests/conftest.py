@@ -13,6 +13,7 @@ from tests.support.fixtures import (  # noqa: F401 - pytest finds fixtures by na
     loopback_ssh,
     no_openstack_environment,
     registry_available,
+    searchable_tmp,
     slurm_available,
     ssh_host,
 )

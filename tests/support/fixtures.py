@@ -6,7 +6,10 @@ tests/conftest.py imports them, so pytest offers them everywhere under tests/.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +64,17 @@ def no_openstack_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def local_host() -> LocalHost:
     return LocalHost()
+
+
+@pytest.fixture
+def searchable_tmp() -> Iterator[Path]:
+    """A scratch folder an unprivileged user can reach (pytest's tmp_path is below a 0700 folder of
+    root), for tests that read a tree as `nobody`; every folder is made removable again at the end."""
+    base = Path(tempfile.mkdtemp(prefix="ci-tests-searchable-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    try:
+        yield base
+    finally:
+        for directory, _, _ in os.walk(base):
+            os.chmod(directory, 0o755)
+        shutil.rmtree(base)

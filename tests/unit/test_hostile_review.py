@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 import xml.dom.minidom
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -278,16 +275,6 @@ def test_markdown_cells_show_html_pipes_breaks_and_control_characters_as_text() 
 
 # -- a definition's unreadable folder, named precisely ------------------------------------------------------
 
-@pytest.fixture
-def searchable_tmp() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="hostile-review-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    try:
-        yield base
-    finally:
-        for directory, _, _ in os.walk(base):
-            os.chmod(directory, 0o755)
-        shutil.rmtree(base)
 
 
 UNREADABLE = [  # (id, files of amd64/a, the path made unreadable, the file the problem names)

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,17 +308,6 @@ UNREADABLE = [
 ]
 
 
-@pytest.fixture
-def searchable_tmp() -> Iterator[Path]:
-    """A folder nobody can reach (pytest's tmp_path is below a 0700 folder of root)."""
-    base = Path(tempfile.mkdtemp(prefix="defs-unreadable-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    try:
-        yield base
-    finally:
-        for directory, _, _ in os.walk(base):
-            os.chmod(directory, 0o755)
-        shutil.rmtree(base)
 
 
 def _unreadable_trees(base: Path) -> dict[str, Path]:
