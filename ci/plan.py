@@ -8,6 +8,7 @@ that sees it and its descendants.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -273,13 +274,7 @@ def make_plan(
         blocking.add("")
     catalog.raise_for(sorted(blocking))
 
-    known = inventory.known_images() if inventory is not None else []
-    by_digest: dict[str, KnownImage] = {}
-    for image in known:  # several images may carry one digest (e.g. an untagged one left by --force)
-        seen = by_digest.get(image.digest)
-        by_digest[image.digest] = image if seen is None else KnownImage(
-            seen.name or image.name, image.digest, seen.tags + image.tags)
-    last_by_name: dict[str, str] = {image.name: image.digest for image in known}
+    known = _Known(inventory)
 
     order = topological_order({key: catalog.parents.get(key, ()) for key in needed_images})
     warnings = list(catalog.warnings)
@@ -312,7 +307,7 @@ def make_plan(
     for key in reversed(order):
         wanted = needs_site[key] if site is not None else key in selected
         children = children_of[key]
-        needs_image[key] = wanted or any(needs_image[child] and _will_build(child, digests, by_digest, force
+        needs_image[key] = wanted or any(needs_image[child] and _will_build(child, digests, known.by_digest, force
                                                                             and child in selected)
                                          for child in children)
 
@@ -327,7 +322,7 @@ def make_plan(
             if site is None and key not in selected:
                 action, reason = Action.SKIP, "not selected"
         else:
-            action, reason = _decide(spec, digest, tag, parents, plan, by_digest, last_by_name,
+            action, reason = _decide(spec, digest, tag, parents, plan, known.by_digest, known.last_by_name,
                                      force and key in selected)
             if key not in selected and action is not Action.SKIP:
                 reason = f"{reason} (needed by a selected image)"
@@ -337,6 +332,31 @@ def make_plan(
             needs_site=needs_site[key], site_reason=site_reasons[key],
         )
     return plan
+
+
+class _Known:
+    """The inventory's images, asked once and only when a decision needs them: a run whose images
+    are all settled at the site (tested, or failed) builds nothing and never asks the engine."""
+
+    def __init__(self, inventory: ImageInventory | None):
+        self._inventory = inventory
+
+    @functools.cached_property
+    def images(self) -> list[KnownImage]:
+        return self._inventory.known_images() if self._inventory is not None else []
+
+    @functools.cached_property
+    def by_digest(self) -> dict[str, KnownImage]:
+        found: dict[str, KnownImage] = {}
+        for image in self.images:  # several images may carry one digest (e.g. an untagged one left by --force)
+            seen = found.get(image.digest)
+            found[image.digest] = image if seen is None else KnownImage(
+                seen.name or image.name, image.digest, seen.tags + image.tags)
+        return found
+
+    @functools.cached_property
+    def last_by_name(self) -> dict[str, str]:
+        return {image.name: image.digest for image in self.images}
 
 
 def _digests(catalog: Catalog, order: Sequence[str], warnings: list[Problem],
