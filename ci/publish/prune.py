@@ -7,6 +7,7 @@ then are their files deleted, so no reader ever finds a catalog entry whose file
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -38,7 +39,9 @@ class Pruning:
 def choose(entries: list[Entry], keep: int) -> tuple[list[Entry], list[Entry]]:
     """(kept, dropped): per image and architecture, the entries of its newest `keep` versions stay.
 
-    A version's age is its newest publication; several digests of one kept version all stay.
+    A version's age is its newest publication; several digests of one kept version all stay. The
+    catalog's times are to the second, so versions published within one second (one run publishing
+    several) are ordered by their version numbers (`1.10` after `1.9`), not by chance.
     """
     if keep < 1:
         raise CIError("--keep must be at least 1 (pruning every version is deleting the target)")
@@ -51,10 +54,15 @@ def choose(entries: list[Entry], keep: int) -> tuple[list[Entry], list[Entry]]:
         newest: dict[str, str] = {}
         for entry in group:
             newest[entry.version] = max(newest.get(entry.version, ""), entry.published)
-        versions = sorted(newest, key=lambda version: newest[version], reverse=True)[:keep]
+        versions = sorted(newest, key=lambda version: (newest[version], _natural(version)), reverse=True)[:keep]
         for entry in group:
             (kept if entry.version in versions else dropped).append(entry)
     return kept, dropped
+
+
+def _natural(version: str) -> tuple[tuple[int, int | str], ...]:
+    """`1.10` -> ((0, 1), (1, "."), (0, 10)): numbers compare as numbers, text as text, never with each other."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|\D+", version))
 
 
 def prune(publisher: Publisher, keep: int, *, apply: bool, signer: Signer | None) -> Pruning:

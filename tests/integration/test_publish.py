@@ -147,7 +147,9 @@ def test_an_upload_killed_half_way_leaves_nothing_listed_and_the_retry_resumes(t
                                                                                environ: dict[str, str]) -> None:
     endpoint = s3_endpoint()
     bucket = bucket_name()
-    path = image_file(tmp_path, "big", "1.0", DIGEST, 40 * 1024 * 1024)  # eight parts of 5 MiB
+    # sixteen parts of 5 MiB: the kill comes when two are stored, with four in flight, far from the completion
+    # (with eight, a loaded machine let the completion through before the kill, and nothing was left to resume)
+    path = image_file(tmp_path, "big", "1.0", DIGEST, 80 * 1024 * 1024)
     config = {"targets": [_store(endpoint, bucket)], "signing": {}}
     script = textwrap.dedent(f"""
         import json, sys

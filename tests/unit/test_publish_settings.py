@@ -89,6 +89,14 @@ def test_prune_keeps_the_newest_versions_per_image_with_every_digest_of_a_kept_v
         choose(entries, keep=0)
 
 
+@pytest.mark.parametrize("order", [["1.9", "1.10", "1.2"], ["1.10", "1.2", "1.9"], ["1.2", "1.9", "1.10"]])
+def test_versions_published_within_one_second_are_ordered_by_their_numbers(order: list[str]) -> None:
+    """One run publishes several versions in the same second; which one is newest must not be chance."""
+    entries = [_entry(version, "2026-12-07T05:30:38Z", str(index)) for index, version in enumerate(order)]
+    kept, dropped = choose(entries, keep=2)
+    assert sorted(e.version for e in kept) == ["1.10", "1.9"] and [e.version for e in dropped] == ["1.2"]
+
+
 def test_the_catalog_keeps_lumis_fields_and_a_foreign_data_json_is_never_overwritten() -> None:
     catalog = Catalog(source_url="https://a3s.fi/b/").with_entry(_entry("1.0", "2026-01-01T00:00:00Z"))
     data = json.loads(catalog.to_bytes())
