@@ -157,7 +157,8 @@ def _oras(folder: Path) -> list[Measurement]:
             path = _file(folder, digest, size)
             # the plain upload must not find the blob already there: another file of the same size
             other = _file(folder, hashlib.sha256(f"plain-{token}-{round_}".encode()).hexdigest(), size)
-            image = TestedImage(promoted_result("bench", "1.0", digest, path.name), lambda path=path: path)
+            image = TestedImage(promoted_result("bench", "1.0", digest, path.name, tested=path),  # as convert did
+                                lambda path=path: path)
             publish_times, plain_times, publish_cpu, plain_cpu = times if round_ >= 0 else ([], [], [], [])
             publish_times.append(_timed(lambda image=image: publishing.publish(image), publish_cpu))
             plain_times.append(_timed(lambda other=other, round_=round_: _plain_artifact_push(
