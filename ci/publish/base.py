@@ -49,6 +49,136 @@ class SourceImage:
     password: str | None = field(default=None, repr=False)
 
 
+RECORDED = ("image_file_size", "image_file_md5", "image_file_sha256")  # what convert records, promote files
+
+
+class ChangedSinceTested(PublishError):
+    """The image file's bytes are not those the site tested (result.json's checksums)."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The image file's checksums as the site recorded them when it made (and then tested) the file."""
+
+    size: int
+    md5: str
+    sha256: str
+
+
+def recorded_checksums(result: Mapping[str, Any]) -> Recorded | None:
+    """result.json's checksums of the image file; None for a result promoted before they were recorded."""
+    if not any(key in result for key in RECORDED):
+        return None
+    size, md5, sha = (result.get(key) for key in RECORDED)
+    where = f"result.json of {result.get('name')} {result.get('version')}"
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise PublishError(f"{where}: image_file_size is not a byte count; promote the image again")
+    for key, value, length in (("image_file_md5", md5, 32), ("image_file_sha256", sha, 64)):
+        if not isinstance(value, str) or len(value) != length or any(c not in "0123456789abcdef" for c in value):
+            raise PublishError(f"{where}: {key} is not a {length}-digit lowercase hex checksum; "
+                               "promote the image again")
+    return Recorded(size, str(md5), str(sha))
+
+
+class _FirstRead:
+    """The first read of an image file: its sha256 (and its md5 unless recorded) on threads of their own
+    (hashlib releases the GIL; each chunk is handed on in order, so the thread that reads and sends the
+    file does not hash), its signature started; `finish` compares with what was recorded."""
+
+    def __init__(self, item: Prepared):
+        self.item = item
+        self.recorded = item.recorded
+        self.md5 = hashlib.md5() if self.recorded is None else None
+        self.sha = hashlib.sha256()
+        self.total = 0
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
+        self._pending: list[Future[None]] = []
+        assert item.file is not None
+        self.signature = item.signing(item.file)
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        for future in self._pending:
+            future.result()
+        self._pending = [self._pool.submit(self.sha.update, chunk)]
+        if self.md5 is not None:
+            self._pending.append(self._pool.submit(self.md5.update, chunk))
+        self.total += len(chunk)
+
+    def finish(self) -> None:
+        """The hashes complete; the bytes read must be the tested ones before anything is signed or listed."""
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+        item, sha = self.item, self.sha.hexdigest()
+        if self.recorded is not None and (self.total != self.recorded.size or sha != self.recorded.sha256):
+            self.abort()
+            raise item.changed(f"read {self.total} bytes with sha256 {sha[:16]}…, result.json records "
+                               f"{self.recorded.size} bytes with sha256 {self.recorded.sha256[:16]}…")
+        item.file_signature = self.signature.finish(self.sha) if self.signature is not None else None
+        item.md5 = self.md5.hexdigest() if self.md5 is not None else self.recorded.md5 if self.recorded else ""
+        item.sha256, item.size = sha, self.total
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self.signature is not None:
+            self.signature.abort()
+
+
+class FileStream:
+    """The image file as a request body (read, seek, tell): read in large blocks, each handed to the
+    hashing threads on its first read (a retry's rewind is not hashed twice). `finish` after the
+    request: its checksums, compared with the recorded ones."""
+
+    BLOCK = 4 * 1024 * 1024
+
+    def __init__(self, item: Prepared):
+        assert item.file is not None
+        self._first = _FirstRead(item) if not item.hashed else None
+        self._handle = item.file.open("rb")
+        self._block = memoryview(b"")
+        self._block_start = 0  # the file offset of _block
+        self._position = 0
+        self._hashed = 0  # bytes [0, _hashed) went to the hashes
+        self.size = os.fstat(self._handle.fileno()).st_size
+
+    def read(self, size: int = -1) -> bytes:
+        offset = self._position - self._block_start
+        if offset < 0 or offset >= len(self._block):
+            self._handle.seek(self._position)
+            self._block_start, self._block = self._position, memoryview(self._handle.read(self.BLOCK))
+            end = self._block_start + len(self._block)
+            if self._first is not None and end > self._hashed >= self._block_start:
+                self._first.feed(self._block[self._hashed - self._block_start:])
+                self._hashed = end
+            offset = 0
+        data = bytes(self._block[offset:] if size < 0 else self._block[offset:offset + size])
+        self._position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END:
+            offset += self.size
+        elif whence == os.SEEK_CUR:
+            offset += self._position
+        self._position = offset
+        return offset
+
+    def tell(self) -> int:
+        return self._position
+
+    def finish(self) -> None:
+        self._handle.close()
+        if self._first is not None:
+            self._first.finish()
+
+    def abort(self) -> None:
+        self._handle.close()
+        if self._first is not None:
+            self._first.abort()
+
+
 @dataclass
 class Prepared:
     """One tested image ready to publish: its promoted result, its file's checksums, a signer."""
@@ -71,41 +201,55 @@ class Prepared:
         """The file's checksums and signature are known (an earlier target of this run read it)."""
         return bool(self.sha256)
 
-    def chunks(self, size: int) -> Iterator[bytes]:
-        """The file in chunks of `size`. The first read also computes its md5, sha256 and size, and its
-        detached signature: gpg-agent signs that same sha256 at the end (openpgp.py), or, where that
-        path is not open, gpg reads the file in its own process meanwhile. A publication thus hashes
-        the file while it uploads it, not before; a read that stops early leaves them unknown (and
-        stops gpg)."""
+    @property
+    def recorded(self) -> Recorded | None:
+        """The checksums the site recorded for the file it tested (None: promoted before they were recorded)."""
+        return recorded_checksums(self.result)
+
+    def changed(self, detail: str) -> ChangedSinceTested:
+        """The error for a file whose bytes are not the tested ones (nothing of it is listed)."""
+        return ChangedSinceTested(f"{self.file_name} changed since it was tested ({detail}); nothing was "
+                                  "published: restore the tested file or build, test and promote it again")
+
+    def check_size(self) -> None:
+        """A file whose size is not the recorded one is refused before a byte is sent."""
+        recorded = self.recorded
         if self.file is None:
             raise PublishError(f"no image file to publish for {self.name}")
-        first = not self.hashed
-        md5, sha, total = hashlib.md5(), hashlib.sha256(), 0
-        signature = self.signing(self.file) if first else None
+        if recorded is not None and not self.hashed:
+            size = self.file.stat().st_size
+            if size != recorded.size:
+                raise self.changed(f"{size} bytes, result.json records {recorded.size}")
+
+    def stream(self) -> FileStream:
+        """The file as a request body that hashes what is read (the first time); `finish()` it after the request."""
+        self.check_size()
+        return FileStream(self)
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        """The file in chunks of `size`. The first read also computes its sha256 (and its md5 unless
+        the site recorded it) and size, and its detached signature: gpg-agent signs that same sha256
+        at the end (openpgp.py), or, where that path is not open, gpg reads the file in its own
+        process meanwhile. A publication thus hashes the file while it uploads it, not before; a read
+        that stops early leaves them unknown (and stops gpg). With recorded checksums, the bytes read
+        must be the tested ones: else the iteration fails after the last chunk, before its consumer
+        completes the upload."""
+        self.check_size()
+        assert self.file is not None
+        first = _FirstRead(self) if not self.hashed else None
         complete = False
-        # md5 and sha256 on threads of their own (hashlib releases the GIL), each chunk handed on in
-        # order: the thread that reads and sends the file does not hash, and the two hashes run side by side
-        hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
-        pending: list[Future[None]] = []
         try:
             with self.file.open("rb") as handle:
                 while chunk := handle.read(size):
-                    if first:
-                        for future in pending:
-                            future.result()
-                        pending = [hashing.submit(md5.update, chunk), hashing.submit(sha.update, chunk)]
-                        total += len(chunk)
+                    if first is not None:
+                        first.feed(chunk)
                     yield chunk
-            for future in pending:
-                future.result()
             complete = True
         finally:
-            hashing.shutdown(wait=True)
-            if signature is not None and not complete:
-                signature.abort()
-        if first:
-            self.file_signature = signature.finish(sha) if signature is not None else None
-            self.md5, self.sha256, self.size = md5.hexdigest(), sha.hexdigest(), total
+            if first is not None and not complete:
+                first.abort()
+        if first is not None:
+            first.finish()
 
     @property
     def name(self) -> str:

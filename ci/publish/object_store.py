@@ -33,7 +33,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ci.config.publish import ObjectStoreTarget
-from ci.publish.base import Prepared, Publisher, PublishError, credential, kind
+from ci.publish.base import ChangedSinceTested, Prepared, Publisher, PublishError, credential, kind
 from ci.publish.catalog import Catalog, CatalogError, Entry, parse
 from ci.publish.signing import Signer
 
@@ -86,12 +86,16 @@ class ObjectStorePublisher(Publisher):
     def _call(self, what: str, function: Callable[..., Any], **kwargs: Any) -> Any:
         try:
             return function(**kwargs)
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failed(what, exc) from None
+
+    def _failed(self, what: str, exc: ClientError | BotoCoreError) -> PublishError:
+        """One line naming the target and what failed (boto's own message may quote the request)."""
+        if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "error")
-            raise PublishError(f"target {self.name}: {what} failed ({code}) at bucket {self.bucket}") from None
-        except BotoCoreError as exc:
-            raise PublishError(f"target {self.name}: {what} failed ({type(exc).__name__}); is "
-                               f"{self.target.endpoint or 'the S3 endpoint'} reachable?") from None
+            return PublishError(f"target {self.name}: {what} failed ({code}) at bucket {self.bucket}")
+        return PublishError(f"target {self.name}: {what} failed ({type(exc).__name__}); is "
+                            f"{self.target.endpoint or 'the S3 endpoint'} reachable?")
 
     def key(self, relative: str) -> str:
         return self.prefix + relative
@@ -145,11 +149,59 @@ class ObjectStorePublisher(Publisher):
         part_size = self.target.part_size_mb * 1024 * 1024
         size = item.size if item.hashed else item.file.stat().st_size
         if size <= part_size:
+            self._put_single(key, item, part_size)
+            return
+        try:
+            self._put_parts(key, item, size, part_size)
+        except ChangedSinceTested:
+            self._abort_uploads(key)  # the parts of bytes that were not tested: no retry is to resume them
+            raise
+
+    def _put_single(self, key: str, item: Prepared, part_size: int) -> None:
+        """One PUT. With the md5 known (recorded by the site, or read by an earlier target) the file
+        streams at once under that Content-MD5, and the store refuses other bytes; the sha256 of
+        what was sent must then be the recorded one, or the object is deleted again. Without
+        (a result promoted before checksums were recorded) the file is read and hashed first."""
+        recorded = item.recorded
+        md5 = item.md5 if item.hashed else recorded.md5 if recorded is not None else ""
+        if not md5:
             data = b"".join(item.chunks(part_size))
             self._call(f"uploading {key}", self.client.put_object, Bucket=self.bucket, Key=key, Body=data,
                        ContentMD5=_b64(item.md5), Metadata={"sha256": item.sha256, "md5": item.md5})
             self._count_sent(len(data))
             return
+        assert recorded is not None or item.hashed
+        sha = item.sha256 if item.hashed else recorded.sha256 if recorded is not None else ""
+        body = item.stream()
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=body.size,
+                                   ContentMD5=_b64(md5), Metadata={"sha256": sha, "md5": md5})
+        except (ClientError, BotoCoreError) as exc:
+            body.abort()
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("BadDigest",
+                                                                                             "InvalidDigest"):
+                raise item.changed("the store computed another md5 than the recorded one") from None
+            raise self._failed(f"uploading {key}", exc) from None
+        except BaseException:
+            body.abort()
+            raise
+        try:
+            body.finish()
+        except ChangedSinceTested:
+            self._call(f"deleting {key}", self.client.delete_object, Bucket=self.bucket, Key=key)
+            raise
+        self._count_sent(body.size)
+
+    def _abort_uploads(self, key: str) -> None:
+        listing = self._call("listing unfinished uploads", self.client.list_multipart_uploads,
+                             Bucket=self.bucket, Prefix=key)
+        for upload in listing.get("Uploads", []):
+            if upload.get("Key") == key:
+                self._call("aborting the upload", self.client.abort_multipart_upload, Bucket=self.bucket, Key=key,
+                           UploadId=upload["UploadId"])
+
+    def _put_parts(self, key: str, item: Prepared, size: int, part_size: int) -> None:
+        """A resumable multipart upload, each part under its own Content-MD5."""
         parts: list[dict[str, Any]] = []
 
         def upload(number: int, chunk: bytes) -> int:

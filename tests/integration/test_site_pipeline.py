@@ -10,6 +10,7 @@ person or a workflow would start it, so its exit code is part of what is checked
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import xml.etree.ElementTree as ET
@@ -192,3 +193,13 @@ def test_retry_failed_replaces_the_failed_result_in_one_piece(outcome: Outcome) 
     replaced = list(Path(outcome.project.site_root, "staging", report.run_id, "replaced").iterdir())
     assert [path.name.rsplit("-", 1)[0] for path in replaced] == [f"failed-slow-1.0-{image.digest12}"]
     assert_site_consistent(outcome.project.site_root, TESTS)
+
+
+def test_promotion_records_the_checksums_of_the_file_convert_made(outcome: Outcome) -> None:
+    """Charliecloud converted on the site host; result.json carries what publishing checks the file against."""
+    for name, stems in promoted(outcome.project.site_root, "tested").items():
+        folder = Path(outcome.project.site_root, "tested", name, stems[0])
+        result = json.loads((folder / "result.json").read_text())
+        data = (folder / result["image_file"]).read_bytes()
+        assert (result["image_file_size"], result["image_file_md5"], result["image_file_sha256"]) == (
+            len(data), hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()), name

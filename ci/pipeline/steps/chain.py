@@ -65,6 +65,7 @@ class Chain:
         # Deterministic names: a step run on another machine (a workflow job) finds the same ones.
         self.reference: str | None = None
         self.image_file: str | None = None
+        self.image_file_checksums: dict[str, Any] = {}  # its size, md5, sha256 as convert recorded them
         if services is not None:
             self.reference = site_reference(services.registry.settings, image.name,
                                             f"{image.spec.version}-{image.digest12}")

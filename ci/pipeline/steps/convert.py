@@ -3,6 +3,11 @@
 On the site host by default; with `ci.site.convert_on: compute` as a batch job on a compute node
 (login nodes limit memory and CPU time), whose script this module renders. Either way the file
 appears complete or not at all: the conversion writes `<file>.part` and renames it at the end.
+
+The step then records the file's size, md5 and sha256 (`file_checksums`, run on the site host):
+promotion writes them into result.json, and publishing checks that the bytes it sends are the
+bytes that were tested (and sends the recorded md5 as Content-MD5 at once, with no pass over the
+file before the upload can start).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from ci.engines.base import Engine, ImageSource, with_env
 from ci.errors import SiteError
+from ci.hosts import Host
 from ci.pipeline.executor import StepResult
 from ci.pipeline.steps.chain import ChainStep, wait_for_job
 from ci.pipeline.testjobs import MARKER, one_line
@@ -47,6 +53,41 @@ def render_conversion_script(*, engine: Engine, source: ImageSource, output: str
     return "\n".join(lines) + "\n"
 
 
+# The path is the script's $1, never part of the script; md5sum and sha256sum read the file side by side
+# (two cores where there are), and a failing one fails the command. Not a regular file: exit 3.
+CHECKSUM_SCRIPT = ('[ -f "$1" ] || exit 3; stat -c %s -- "$1" || exit 1; md5sum -- "$1" & m=$!; '
+                   'sha256sum -- "$1" || exit 1; wait "$m" || exit 1')
+CHECKSUM_FIELDS = ("image_file_size", "image_file_md5", "image_file_sha256")
+
+
+def checksum_command(path: str) -> list[str]:
+    """One command for the site host: the size, md5 and sha256 of the file at `path`."""
+    return ["sh", "-c", CHECKSUM_SCRIPT, "file-checksums", path]
+
+
+def parse_checksums(stdout: str) -> dict[str, Any]:
+    """`checksum_command`'s output as result.json's fields; a line that is not what it should be is an error."""
+    lines = [line.split()[0].lstrip("\\") for line in stdout.splitlines() if line.strip()]
+    hashes = {len(value): value.lower() for value in lines[1:]}
+    if len(lines) != 3 or not lines[0].isdigit() or set(hashes) != {32, 64} \
+            or any(c not in "0123456789abcdef" for c in hashes[32] + hashes[64]):
+        raise SiteError(f"the checksums of the image file could not be read from {stdout.strip()[:200]!r}; are "
+                        "coreutils' md5sum, sha256sum and stat on the site host?")
+    return {"image_file_size": int(lines[0]), "image_file_md5": hashes[32], "image_file_sha256": hashes[64]}
+
+
+def file_checksums(host: Host, path: str) -> dict[str, Any]:
+    """The size, md5 and sha256 of the converted file, read on the site host (nothing crosses the network);
+    nothing for an image that is not one regular file (publishing then hashes it itself)."""
+    result = host.run(checksum_command(path), check=False)
+    if result.returncode == 3:
+        return {}
+    if not result.ok:
+        raise SiteError(f"computing the checksums of {path} on {host.name} failed: "
+                        f"{(result.stderr.strip() or result.stdout.strip())[-300:]}")
+    return parse_checksums(result.stdout)
+
+
 class ConvertStep(ChainStep):
     name = "convert"
     resource = "convert"
@@ -58,8 +99,9 @@ class ConvertStep(ChainStep):
             raise SiteError("nothing to convert: the transfer step left no registry reference")
         assert chain.image_file is not None
         output = chain.image_file
-        if services.site.host.exists(output):
-            return StepResult(f"{posixpath.basename(output)} (already converted)", {"image_file": output})
+        if services.site.host.exists(output):  # converted by an attempt killed before it recorded its checksums
+            return StepResult(f"{posixpath.basename(output)} (already converted)",
+                              {"image_file": output, **file_checksums(services.site.host, output)})
         source = ImageSource.registry(chain.reference, insecure=services.registry.settings.insecure)
         if services.convert_job is not None:
             return self._as_job(source, output, services.convert_job)
@@ -75,7 +117,7 @@ class ConvertStep(ChainStep):
             host.run(["mv", "-f", partial, output])
         finally:
             host.run(["rm", "-rf", attempt], check=False)
-        return StepResult(posixpath.basename(output), {"image_file": output})
+        return StepResult(posixpath.basename(output), {"image_file": output, **file_checksums(host, output)})
 
     def _as_job(self, source: ImageSource, output: str, resources: Resources) -> StepResult:
         """Convert on a compute node: submit (or adopt) the conversion job, wait, check the file."""
@@ -106,7 +148,11 @@ class ConvertStep(ChainStep):
             tail = " / ".join(host.read_text(log).splitlines()[-3:]) if host.exists(log) else ""
             raise SiteError(f"conversion job {status.describe()} left no {posixpath.basename(output)}; "
                             f"see {log} on {host.name}" + (f": {tail}" if tail else ""))
-        return StepResult(f"{posixpath.basename(output)} (job {job_id})", {"image_file": output, "job_id": job_id})
+        return StepResult(f"{posixpath.basename(output)} (job {job_id})",
+                          {"image_file": output, "job_id": job_id, **file_checksums(host, output)})
 
     def absorb(self, data: Mapping[str, Any]) -> None:
         self.chain.image_file = data.get("image_file")
+        # an attempt of this run made before checksums were recorded has none: promotion then records none
+        self.chain.image_file_checksums = {key: data[key] for key in CHECKSUM_FIELDS if key in data} \
+            if all(key in data for key in CHECKSUM_FIELDS) else {}

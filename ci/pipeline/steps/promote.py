@@ -40,7 +40,7 @@ class PromoteStep(ChainStep):
         result: dict[str, Any] = {
             "name": image.name, "arch": image.spec.arch, "version": image.spec.version, "digest": image.digest,
             "test_digest": image.test_digest, "run_id": chain.run.run_id, "verdict": verdict, "tests": chain.verdicts,
-            "image_file": posixpath.basename(chain.image_file)}
+            "image_file": posixpath.basename(chain.image_file), **chain.image_file_checksums}
         if untested:
             result["untested"] = NOT_TESTED + (f" ({REQUIRED})" if verdict == FAILED else "")
         if chain.spack is not None:  # Spack's version and the spack.lock (ci.pipeline.steps.spack_image)
