@@ -53,6 +53,7 @@ TESTS = {"one": ["smoke"], "two": ["smoke"], "bad": ["broken"]}
 TINY = """FROM {base} AS src
 FROM scratch
 COPY --from=src /bin/dash /bin/sh
+COPY --from=src /bin/sleep /bin/sleep
 COPY --from=src /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/
 COPY --from=src /lib64/ld-linux-x86-64.so.2 /lib64/
 COPY --from=src /etc/passwd /etc/group /etc/
@@ -83,7 +84,10 @@ def write_definitions(project: SiteProject, token: str) -> None:
             f"FROM one\nRUN echo {token}-two > /two\n"
         (folder / "Dockerfile").write_text(body, encoding="utf-8")
         test = TESTS[name][0]
-        script = 'echo "Test success $CI_IMAGE"\n' if name in PASSING else 'echo "about to fail"\nexit 3\n'
+        # each test takes a second, so a run lasts long enough for the random kill to land in it (with the
+        # library's start-up made fast, a run of cached tiny images could end before the kill)
+        verdict = 'echo "Test success $CI_IMAGE"\n' if name in PASSING else 'echo "about to fail"\nexit 3\n'
+        script = "sleep 1\n" + verdict
         (folder / "tests" / f"{test}.sh").write_text("#!/bin/sh\n" + script, encoding="utf-8")
         meta = {"version": "1.0", "tests": [{"name": test, "script": f"tests/{test}.sh",
                                              "slurm": {"time": "00:05:00"},
