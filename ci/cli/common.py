@@ -59,7 +59,9 @@ class _LazyConsole:
 stdout = cast("Console", _LazyConsole())
 stderr = cast("Console", _LazyConsole(stderr=True))
 
-_INVOKE_PATH_SET = Environment._path_set
+# Invoke has no hook for how it casts environment values, so its private setter is wrapped; an Invoke
+# without it leaves its own casting in place (tests/unit/test_hostile_review.py then fails, not every task).
+_INVOKE_PATH_SET = getattr(Environment, "_path_set", None)
 
 
 def _ci_variables_as_text(self: Environment, key_path: Any, value: str) -> None:
@@ -72,7 +74,7 @@ def _ci_variables_as_text(self: Environment, key_path: Any, value: str) -> None:
     with its key named (exit 2), and `ci.arch` reads words. Invoke's own keys keep its casting.
     """
     if list(key_path[:1]) != ["ci"]:
-        _INVOKE_PATH_SET(self, key_path, value)
+        _INVOKE_PATH_SET(self, key_path, value)  # type: ignore[misc]
         return
     data = self.data
     for key in key_path[:-1]:
@@ -92,7 +94,8 @@ def _env_value(old: Any, text: str) -> Any:
     return text
 
 
-Environment._path_set = _ci_variables_as_text  # type: ignore[method-assign]
+if _INVOKE_PATH_SET is not None:
+    Environment._path_set = _ci_variables_as_text  # type: ignore[method-assign]
 
 
 def settings_from(context: Any, *, profile: str | None = None, **overrides: Any) -> Settings:
