@@ -31,6 +31,7 @@ The store and the registry share this machine's cores: the note gives this proce
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import resource
@@ -39,8 +40,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -102,6 +104,22 @@ def _ratio(kind: str, plain_name: str, publish_times: list[float], plain_times: 
                         note=f"medians of {ROUNDS} interleaved rounds; {setting}")]
 
 
+@contextlib.contextmanager
+def _emptied_at_the_end(client: Any, bucket: str) -> Iterator[None]:
+    """The bench bucket removed afterwards: the S3 emulator keeps every object (rounds x sizes x 3 uploads,
+    gigabytes at 256 MiB) on the machine's disk until it stops."""
+    try:
+        yield
+    finally:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+        for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+            client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        client.delete_bucket(Bucket=bucket)
+
+
 def _object_store(folder: Path) -> list[Measurement]:
     endpoint = local.s3_endpoint()
     bucket = f"ci-bench-{uuid.uuid4().hex[:10]}"
@@ -119,7 +137,7 @@ def _object_store(folder: Path) -> list[Measurement]:
     times: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])
     unrecorded: tuple[list[float], list[float]] = ([], [])
     # one Publishing for every round, as one run publishes many images (and as the plain side keeps its client)
-    with Publishing(settings, PROJECT) as publishing:
+    with Publishing(settings, PROJECT) as publishing, _emptied_at_the_end(client, bucket):
         for round_ in range(-1, ROUNDS):  # round -1 warms both sides up and is not counted
             digest = hashlib.sha256(f"store-{bucket}-{round_}".encode()).hexdigest()
             path = _file(folder, digest, WARM_UP if round_ < 0 else SIZE)
