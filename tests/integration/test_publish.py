@@ -32,7 +32,7 @@ from ci.publish.oras import SIF_CONFIG, SIF_LAYER
 from ci.publish.signing import Keyring
 from ci.publish.verify import verify
 from tests.support.paths import PROJECT_DIR
-from tests.support.publish_helpers import (
+from tests.support.publish_helpers import (  # key, environ: fixtures, found by name
     CANARY_ACCESS_KEY,
     CANARY_PASSPHRASE,
     CANARY_SECRET_KEY,
@@ -51,18 +51,6 @@ from tests.support.publish_helpers import (
 
 DIGEST = "c0ffee" + "0" * 58
 
-
-@pytest.fixture(scope="module")
-def key() -> SigningKey:
-    return make_signing_key()
-
-
-@pytest.fixture
-def environ(key: SigningKey, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = signing_environment(key)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
 
 
 def _sha256(path: Path) -> str:

@@ -22,35 +22,21 @@ from ci.docker.oci import OCIClient
 from ci.publish import Publishing, TestedImage, publish_settings
 from ci.publish.signing import Keyring
 from tests.support.paths import PROJECT_DIR
-from tests.support.publish_helpers import (
+from tests.support.publish_helpers import (  # key, environ: fixtures, found by name
     REGISTRY,
     SigningKey,
     bucket_name,
     image_file,
-    make_signing_key,
     promoted_result,
     require_registry,
     s3_client,
     s3_endpoint,
-    signing_environment,
 )
 
 DIGEST = "beef" + "1" * 60
 OTHER = "cafe" + "2" * 60
 MIB = 1024 * 1024
 
-
-@pytest.fixture(scope="module")
-def key() -> SigningKey:
-    return make_signing_key()
-
-
-@pytest.fixture
-def environ(key: SigningKey, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = signing_environment(key)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
 
 
 @pytest.fixture

@@ -15,11 +15,13 @@ import subprocess
 import tarfile
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from botocore.config import Config
 
 from ci.docker.oci import OCI_MANIFEST, OCIClient, canonical, sha256_digest
@@ -77,6 +79,21 @@ def make_signing_key(passphrase: str = CANARY_PASSPHRASE) -> SigningKey:
 def signing_environment(key: SigningKey) -> dict[str, str]:
     return {"CI_PUBLISH_SIGNING_KEY": key.armored.decode(), "CI_PUBLISH_SIGNING_PASSPHRASE": CANARY_PASSPHRASE,
             "AWS_ACCESS_KEY_ID": CANARY_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": CANARY_SECRET_KEY}
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    """A throwaway signing key with the canary passphrase (a test module imports this fixture by name)."""
+    return make_signing_key()
+
+
+@pytest.fixture
+def environ(key: SigningKey, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The signing key and canary store credentials in the environment, as a run would have them."""
+    values = signing_environment(key)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    yield values
 
 
 def s3_client(endpoint: str) -> Any:
