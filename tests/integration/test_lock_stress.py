@@ -84,10 +84,10 @@ def write_definitions(project: SiteProject, token: str) -> None:
             f"FROM one\nRUN echo {token}-two > /two\n"
         (folder / "Dockerfile").write_text(body, encoding="utf-8")
         test = TESTS[name][0]
-        # each test takes a second, so a run lasts long enough for the random kill to land in it (with the
+        # each test takes three seconds, so a run outlasts the random kill (0.2-3 s after it holds the site; with the
         # library's start-up made fast, a run of cached tiny images could end before the kill)
         verdict = 'echo "Test success $CI_IMAGE"\n' if name in PASSING else 'echo "about to fail"\nexit 3\n'
-        script = "sleep 1\n" + verdict
+        script = "sleep 3\n" + verdict
         (folder / "tests" / f"{test}.sh").write_text("#!/bin/sh\n" + script, encoding="utf-8")
         meta = {"version": "1.0", "tests": [{"name": test, "script": f"tests/{test}.sh",
                                              "slurm": {"time": "00:05:00"},
