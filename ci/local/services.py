@@ -221,13 +221,22 @@ def _node_states() -> list[str]:
     return result.stdout.split() if result.returncode == 0 else []
 
 
+# sinfo's short states of a node that takes jobs. `plnd` is IDLE+PLANNED: the backfill scheduler has
+# set the idle node aside for a pending job, and the flag can outlive that job by a scheduling cycle.
+NODE_TAKES_JOBS = ("idle", "mix", "alloc", "comp", "plnd")
+
+
 def slurm_ready() -> bool:
     """slurmd runs, the controller answers, and the node takes jobs (idle, or busy with some)."""
     if not _pid_alive(Path("/run/slurmd.pid")):
         return False  # slurmctld would go on calling the node idle for SlurmdTimeout
-    states = _node_states()
-    return bool(states) and all(state.rstrip("*~#!%$@^-") in ("idle", "mix", "alloc", "comp") and
-                                not state.endswith("*") for state in states)
+    return nodes_take_jobs(_node_states())
+
+
+def nodes_take_jobs(states: list[str]) -> bool:
+    """Every node in sinfo's short states (`%t`) takes jobs; a trailing `*` means it does not answer."""
+    return bool(states) and all(state.rstrip("*~#!%$@^-") in NODE_TAKES_JOBS and not state.endswith("*")
+                                for state in states)
 
 
 def slurm_conf(node_line: str, hostname: str) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from ci.runners.nodework import SETUP_EXIT
 
 DAEMON_WAIT = 60  # seconds a daemon may take to answer on its socket
+PODMAN_RUNROOT_MAX = 50  # Podman 4 refuses a longer --runroot ("the specified runroot is longer than 50 characters")
 STOP_WAIT = 30  # tenths of a second between SIGTERM and SIGKILL when the job ends (Slurm's KillWait is short)
 ROOTLESS_SCRIPTS = ("dockerd-rootless.sh", "/usr/share/docker.io/contrib/dockerd-rootless.sh",
                     "/usr/share/docker/contrib/dockerd-rootless.sh", "/usr/bin/dockerd-rootless.sh")
@@ -139,7 +140,7 @@ def podman(kill_wait_tenths: int = STOP_WAIT) -> str:
                             install="Debian: apt install podman uidmap slirp4netns")
     wait = _WAIT.format(what="Podman API service", setup_exit=SETUP_EXIT, wait=DAEMON_WAIT)
     wait = wait.replace("docker version", "ci_podman_answers")
-    storage = ('--root "$ci_docker_dir/data" --runroot "$ci_docker_dir/run/storage" '
+    storage = ('--root "$ci_docker_dir/data" --runroot "$ci_podman_runroot" '
                '--tmpdir "$ci_docker_dir/run/tmp"')
     extra = f"""    (
         export XDG_RUNTIME_DIR="$ci_docker_dir/run" XDG_CONFIG_HOME="$ci_docker_dir/config" HOME="$ci_docker_dir"
@@ -150,13 +151,19 @@ def podman(kill_wait_tenths: int = STOP_WAIT) -> str:
     # tree: end every process of ours that names the job's folder in its command line or environment.
     for ci_proc in /proc/[0-9]*; do
         [ -O "$ci_proc" ] && [ "${{ci_proc#/proc/}}" != "$$" ] || continue
-        if cat "$ci_proc/cmdline" "$ci_proc/environ" 2>/dev/null | tr '\\0' '\\n' | grep -qF -- "$ci_docker_dir"; then
+        if cat "$ci_proc/cmdline" "$ci_proc/environ" 2>/dev/null | tr '\\0' '\\n' \\
+                | grep -qF -e "$ci_docker_dir" -e "${{ci_podman_runroot:-$ci_docker_dir}}"; then
             kill -KILL "${{ci_proc#/proc/}}" 2>/dev/null
         fi
     done
+    case "$ci_podman_runroot" in
+        ""|"$ci_docker_dir"/*) ;;  # goes with the job's folder
+        *) ci_remove "$ci_podman_runroot" || echo "runner $ci_node: could not remove $ci_podman_runroot" >&2 ;;
+    esac
 """
     return f"""# ---- private Podman service with the Docker API (ci/runners/jobdocker.py) ----
 ci_daemon_pid=""
+ci_podman_runroot=""
 {checks}{_TUN}ci_podman_answers() {{
     command -v curl >/dev/null 2>&1 || {{ [ -S "$ci_docker_dir/run/docker.sock" ]; return; }}
     curl -fsS --unix-socket "$ci_docker_dir/run/docker.sock" http://d/_ping >/dev/null 2>&1
@@ -164,6 +171,16 @@ ci_daemon_pid=""
 {_STOP.format(stop=kill_wait_tenths, extra=extra, first="")}ci_docker_start() {{
     ci_docker_dir="$CI_RUNNER_JOB_DIR/docker"
     mkdir -p -m 700 "$ci_docker_dir/run/tmp" "$ci_docker_dir/data" "$ci_docker_dir/config" || exit {SETUP_EXIT}
+    ci_podman_runroot="$ci_docker_dir/run/storage"
+    if [ "${{#ci_podman_runroot}}" -gt {PODMAN_RUNROOT_MAX} ]; then
+        # Podman refuses a run root longer than {PODMAN_RUNROOT_MAX} characters (its sockets live there), and a
+        # job folder on a real node (node_tmp, node name, job id) is longer: a private one in /tmp.
+        ci_podman_runroot=$(mktemp -d /tmp/ci-podman.XXXXXX) || {{
+            echo "runner $ci_node: cannot make Podman's run root in /tmp (Podman needs a path of at most" \\
+                "{PODMAN_RUNROOT_MAX} characters)" >&2
+            exit {SETUP_EXIT}
+        }}
+    fi
     ci_daemon_started=$(ci_now)
     (
         unset ACTIONS_RUNNER_INPUT_JITCONFIG

@@ -20,6 +20,7 @@ from ci.hosts import LocalHost
 from ci.runners import batch as jobs
 from ci.runners import imagecache, nodework
 from ci.schedulers import SlurmScheduler
+from tests.support.services import unmet
 
 GOOD: dict[str, Any] = {"github": {"repository": "octo-org/hpc-app"},
                         "targets": [{"name": "cpu", "labels": ["self-hosted", "slurm"]}]}
@@ -138,6 +139,73 @@ def test_the_job_works_in_its_node_local_folder_and_removes_it(tmp_path: Path, n
     assert "drwx------" in output
     assert not jit.exists() and list(node_tmp.iterdir()) == []  # no folder, no work link left
     assert "canary-jit-config" not in output
+
+
+# A stand-in for `podman` at the CLI boundary: it logs its arguments, refuses a --runroot longer than
+# 50 characters as Podman 4 does, and for `system service` answers Docker's /_ping on the socket.
+FAKE_PODMAN = """#!/bin/sh
+echo "podman $*" >> "$FAKE_PODMAN_LOG"
+runroot=""; prev=""
+for arg in "$@"; do [ "$prev" = --runroot ] && runroot=$arg; prev=$arg; done
+if [ "${#runroot}" -gt 50 ]; then echo "Error: the specified runroot is longer than 50 characters" >&2; exit 125; fi
+case "$*" in
+    *"system service"*) for arg in "$@"; do sock=$arg; done; exec python3 "$FAKE_PODMAN_SERVER" "${sock#unix://}" ;;
+esac
+exit 0
+"""
+FAKE_PODMAN_SERVER = """import http.server, socketserver, sys
+class Ping(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"OK")
+    def address_string(self): return "unix"
+    def log_message(self, *args): pass
+socketserver.UnixStreamServer(sys.argv[1], Ping).serve_forever()
+"""
+
+
+@pytest.mark.parametrize("job_id", ["4", "12345678"])
+def test_podmans_run_root_is_short_enough_and_goes_with_the_job(tmp_path: Path, job_id: str) -> None:
+    """Podman refuses a run root over 50 characters; a real node's job folder is longer than that."""
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        unmet("/dev/net/tun is not usable here (`inv local.up` makes it 0666); the job script checks it")
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    for name, text in {"podman": FAKE_PODMAN, "newuidmap": "#!/bin/sh\n", "newgidmap": "#!/bin/sh\n",
+                       "slirp4netns": "#!/bin/sh\n", "getsubids": "#!/bin/sh\necho \"0: $1 100000 65536\"\n"}.items():
+        (fakes / name).write_text(text)
+        (fakes / name).chmod(0o755)
+    (tmp_path / "server.py").write_text(FAKE_PODMAN_SERVER)
+    node_tmp = Path(tempfile.mkdtemp(prefix="c", dir="/tmp"))  # as short as a node_tmp gets
+    try:
+        runner_dir = tmp_path / "runner"
+        runner_dir.mkdir()
+        jit = tmp_path / "x.jit"
+        jit.write_text("canary-jit-config")
+        settings = parse_runners({**target(docker="podman"), "node_tmp": str(node_tmp),
+                                  "runner_dir": str(runner_dir),
+                                  "runner_command": 'curl -fsS --unix-socket "${DOCKER_HOST#unix://}" http://d/_ping'
+                                                    ' && echo " pinged"'})
+        script = tmp_path / "job.sh"
+        script.write_text(jobs.job_script(settings, settings.targets[0], "ghr-cpu-0123abcd", str(jit)))
+        log = tmp_path / "podman.log"
+        env = {"PATH": f"{fakes}:{os.environ['PATH']}", "HOME": str(tmp_path), "SLURM_JOB_ID": job_id,
+               "FAKE_PODMAN_LOG": str(log), "FAKE_PODMAN_SERVER": str(tmp_path / "server.py")}
+        result = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=60, check=False, start_new_session=True)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0 and "OK pinged" in output and "Podman API service ready" in output, output
+        runroots = {line.split("--runroot ")[1].split()[0] for line in log.read_text().splitlines()}
+        assert len(runroots) == 1, runroots  # the service, stop and rm all name the same one
+        runroot = runroots.pop()
+        job_folder = f"{node_tmp}/runner-{os.uname().nodename.split('.')[0]}-{job_id}"
+        if len(f"{job_folder}/docker/run/storage") <= 50:
+            assert runroot == f"{job_folder}/docker/run/storage"
+        else:
+            assert runroot.startswith("/tmp/ci-podman.") and len(runroot) <= 50
+        assert not Path(runroot).exists() and list(node_tmp.iterdir()) == []  # nothing of the job is left
+        assert subprocess.run(["pgrep", "-f", str(tmp_path / "server.py")], check=False).returncode == 1
+    finally:
+        shutil.rmtree(node_tmp, ignore_errors=True)
 
 
 def test_sigterm_stops_the_runner_and_removes_the_folder(tmp_path: Path, node_tmp: Path) -> None:

@@ -176,3 +176,15 @@ def test_only_the_sdk_s_internal_deprecations_are_ignored_and_our_call_forms_fai
                      "The ignore_missing parameter of all find_* proxy methods is deprecated for removal"):
         assert _outcome(internal, PendingDeprecationWarning, "openstack.resource") == "ignored"
     assert _outcome("A new deprecation in the SDK", PendingDeprecationWarning, "openstack.proxy") == "shown"
+
+
+@pytest.mark.parametrize(("states", "takes_jobs"), [
+    (["idle"], True), (["mix"], True), (["alloc"], True), (["comp"], True),
+    (["plnd"], True),  # IDLE+PLANNED: backfill set it aside for a pending job; it still runs jobs
+    (["idle~"], True), ([], False), (["idle*"], False), (["down"], False), (["drain"], False),
+    (["drng"], False), (["idle", "down*"], False), (["unk"], False),
+])
+def test_the_slurm_readiness_check_reads_sinfos_short_states(states: list[str], takes_jobs: bool) -> None:
+    from ci.local.services import nodes_take_jobs
+
+    assert nodes_take_jobs(states) is takes_jobs
