@@ -143,8 +143,13 @@ class ObjectStoreTarget(TargetBase):
     catalog: Annotated[str, AfterValidator(lambda v: check_text(
         v, what="catalog name", max_length=128, pattern=re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z"),
         fix="write a file name such as data.json"))] = "data.json"
-    part_size_mb: Annotated[int, Field(strict=True, ge=5, le=5120)] = 64  # multipart above this size (S3: ≥ 5 MiB)
-    uploads: Annotated[int, Field(strict=True, ge=1, le=16)] = 4  # parts in flight (memory: this many parts)
+    # Files up to multipart_threshold_mb go up in one PUT (S3 takes up to 5 GiB); larger ones in parts of
+    # part_size_mb (S3: at least 5 MiB; grown for files of more than 10,000 parts), `uploads` at a time.
+    # Small parts keep the store busy from the first MiBs and end the upload soon after the last read;
+    # memory: `uploads` parts.
+    multipart_threshold_mb: Annotated[int, Field(strict=True, ge=5, le=5120)] = 64
+    part_size_mb: Annotated[int, Field(strict=True, ge=5, le=5120)] = 16
+    uploads: Annotated[int, Field(strict=True, ge=1, le=32)] = 8
     create_bucket: Flag = False  # create the bucket when it is missing (a local store); production buckets exist
 
     @property

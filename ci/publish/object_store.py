@@ -11,7 +11,8 @@ Layout under the target's bucket and prefix, LUMI's shape plus what verifying ne
 ```
 
 Every upload carries Content-MD5, so the store itself refuses bytes that changed on the way, and
-the object's metadata holds its sha256. Files above `part_size_mb` go up in parts; an upload cut
+the object's metadata holds its sha256. Files above `multipart_threshold_mb` go up in parts of
+`part_size_mb`; an upload cut
 off half-way stays an unfinished multipart upload (invisible to readers), and the next attempt
 reuses the parts already stored whose ETag is the md5 of our bytes for that part, uploads the rest,
 and completes it.
@@ -38,7 +39,19 @@ from ci.publish.catalog import Catalog, CatalogError, Entry, parse
 from ci.publish.signing import Signer
 
 PUBLIC_KEY = "pgp-public.asc"
-CHUNK = 1024 * 1024
+MIB = 1024 * 1024
+CHUNK = MIB
+MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload (Ceph RGW and moto keep it)
+
+
+def part_size_for(size: int, part_size_mb: int) -> int:
+    """The configured part size, grown in whole MiBs where the file would need more than 10,000 parts.
+
+    The same file always gets the same size, so a retry finds the parts an earlier attempt stored."""
+    part_size = part_size_mb * MIB
+    if size > part_size * MAX_PARTS:
+        part_size = -(-size // (MAX_PARTS * MIB)) * MIB
+    return part_size
 
 
 def _settle(futures: list[Future[None]]) -> None:
@@ -146,18 +159,19 @@ class ObjectStorePublisher(Publisher):
         exactly the parts that were sent.
         """
         assert item.file is not None
-        part_size = self.target.part_size_mb * 1024 * 1024
         size = item.size if item.hashed else item.file.stat().st_size
-        if size <= part_size:
-            self._put_single(key, item, part_size)
+        threshold = self.target.multipart_threshold_mb * MIB
+        if size <= threshold:
+            self._put_single(key, item, threshold)
             return
+        part_size = part_size_for(size, self.target.part_size_mb)
         try:
             self._put_parts(key, item, size, part_size)
         except ChangedSinceTested:
             self._abort_uploads(key)  # the parts of bytes that were not tested: no retry is to resume them
             raise
 
-    def _put_single(self, key: str, item: Prepared, part_size: int) -> None:
+    def _put_single(self, key: str, item: Prepared, whole: int) -> None:
         """One PUT. With the md5 known (recorded by the site, or read by an earlier target) the file
         streams at once under that Content-MD5, and the store refuses other bytes; the sha256 of
         what was sent must then be the recorded one, or the object is deleted again. Without
@@ -165,7 +179,7 @@ class ObjectStorePublisher(Publisher):
         recorded = item.recorded
         md5 = item.md5 if item.hashed else recorded.md5 if recorded is not None else ""
         if not md5:
-            data = b"".join(item.chunks(part_size))
+            data = b"".join(item.chunks(whole))  # one read: the file is at most `whole` bytes
             self._call(f"uploading {key}", self.client.put_object, Bucket=self.bucket, Key=key, Body=data,
                        ContentMD5=_b64(item.md5), Metadata={"sha256": item.sha256, "md5": item.md5})
             self._count_sent(len(data))

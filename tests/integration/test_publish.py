@@ -59,7 +59,7 @@ def _sha256(path: Path) -> str:
 
 def _store(endpoint: str, bucket: str, **more: Any) -> dict[str, Any]:
     return {"name": "store", "kind": "object-store", "endpoint": endpoint, "bucket": bucket, "create_bucket": True,
-            "prefix": "visualization/", "part_size_mb": 5, **more}
+            "prefix": "visualization/", "multipart_threshold_mb": 5, "part_size_mb": 5, **more}
 
 
 # ---- object store ------------------------------------------------------------------------------
@@ -84,6 +84,8 @@ def test_an_object_store_publication_pulls_back_byte_for_byte_with_a_lumi_catalo
     s3 = s3_client(s3_endpoint())
     stored = s3.get_object(Bucket=bucket, Key=f"visualization/paraview/{path.name}")["Body"].read()
     assert stored == path.read_bytes()
+    etag = s3.head_object(Bucket=bucket, Key=f"visualization/paraview/{path.name}")["ETag"]
+    assert etag.endswith('-3"'), etag  # three parts of 5 MiB, each under its Content-MD5
     catalog = json.loads(s3.get_object(Bucket=bucket, Key="visualization/data.json")["Body"].read())
     assert catalog["source_url"] == f"{s3_endpoint()}/{bucket}/visualization/"
     (entry,) = catalog["containers"]
@@ -131,6 +133,32 @@ def test_a_store_whose_key_and_signatures_were_replaced_fails_against_the_config
     assert any("public key beside the catalog is" in p for p in problems), problems
 
 
+@pytest.mark.parametrize(("size_mb", "parts"), [(7, 0), (8, 0), (9, 2), (23, 5)])
+def test_files_up_to_the_threshold_go_in_one_put_and_larger_ones_in_parts(
+        tmp_path: Path, environ: dict[str, str], size_mb: int, parts: int) -> None:
+    bucket = bucket_name()
+    path = image_file(tmp_path, "tool", "1.0", DIGEST, size_mb * 1024 * 1024)
+    target = _store(s3_endpoint(), bucket, multipart_threshold_mb=8, part_size_mb=5)
+    with Publishing(publish_settings({"targets": [target]}), PROJECT_DIR) as publishing:
+        (outcome,) = publishing.publish(TestedImage(promoted_result("tool", "1.0", DIGEST, path.name), lambda: path))
+    assert outcome.state == "published", outcome.error
+    s3 = s3_client(s3_endpoint())
+    key = f"visualization/tool/{path.name}"
+    etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+    if parts:  # a multipart ETag: the md5 of the parts' md5s, then the part count
+        part_md5s = [hashlib.md5(chunk).digest() for chunk in _chunks(path, 5 * 1024 * 1024)]
+        assert etag == f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{parts}"
+    else:
+        assert etag == hashlib.md5(path.read_bytes()).hexdigest()
+    assert hashlib.sha256(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == _sha256(path)
+
+
+def _chunks(path: Path, size: int) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(size):
+            yield chunk
+
+
 def test_an_upload_killed_half_way_leaves_nothing_listed_and_the_retry_resumes(tmp_path: Path,
                                                                                environ: dict[str, str]) -> None:
     endpoint = s3_endpoint()
@@ -138,7 +166,7 @@ def test_an_upload_killed_half_way_leaves_nothing_listed_and_the_retry_resumes(t
     # sixteen parts of 5 MiB: the kill comes when two are stored, with four in flight, far from the completion
     # (with eight, a loaded machine let the completion through before the kill, and nothing was left to resume)
     path = image_file(tmp_path, "big", "1.0", DIGEST, 80 * 1024 * 1024)
-    config = {"targets": [_store(endpoint, bucket)], "signing": {}}
+    config = {"targets": [_store(endpoint, bucket, uploads=4)], "signing": {}}
     script = textwrap.dedent(f"""
         import json, sys
         from pathlib import Path

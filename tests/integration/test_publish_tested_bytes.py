@@ -44,7 +44,7 @@ def store(environ: dict[str, str]) -> Iterator[tuple[Publishing, str]]:
     bucket = bucket_name()
     settings = publish_settings({"targets": [
         {"name": "store", "kind": "object-store", "endpoint": s3_endpoint(), "bucket": bucket,
-         "create_bucket": True, "prefix": "pub/", "part_size_mb": 5}]})
+         "create_bucket": True, "prefix": "pub/", "multipart_threshold_mb": 5, "part_size_mb": 5}]})
     with Publishing(settings, PROJECT_DIR) as publishing:
         yield publishing, bucket
 

@@ -14,6 +14,7 @@ import pytest
 from ci.config.publish import ObjectStoreTarget, RegistryTarget, publish_settings
 from ci.errors import ConfigError
 from ci.publish.catalog import Catalog, CatalogError, Entry, parse
+from ci.publish.object_store import MAX_PARTS, MIB, part_size_for
 from ci.publish.prune import choose
 
 REGISTRY = {"name": "hub", "kind": "registry", "address": "ghcr.io", "prefix": "org/containers"}
@@ -33,7 +34,8 @@ def test_a_lumi_store_and_a_registry_read_with_their_defaults() -> None:
     assert isinstance(registry, RegistryTarget) and registry.prefix == "org/containers/"
     assert isinstance(store, ObjectStoreTarget) and store.prefix == "visualization/"
     assert store.public_url == "https://a3s.fi/lumi-containers/visualization/"
-    assert (store.catalog, store.access_key_env, store.part_size_mb) == ("data.json", "AWS_ACCESS_KEY_ID", 64)
+    assert (store.catalog, store.access_key_env) == ("data.json", "AWS_ACCESS_KEY_ID")
+    assert (store.multipart_threshold_mb, store.part_size_mb, store.uploads) == (64, 16, 8)
     assert settings.signing.required is True
     assert publish_settings(None).targets == ()
     assert registry.wants("pytorch", "amd64") and not RegistryTarget(**{**REGISTRY, "images": ["py*"],
@@ -50,6 +52,10 @@ def test_a_lumi_store_and_a_registry_read_with_their_defaults() -> None:
     ({**STORE, "endpoint": "file:///etc/passwd"}, ["endpoint", "http(s)://"]),
     ({**STORE, "part_size_mb": 10**12}, ["part_size_mb"]),
     ({**STORE, "part_size_mb": "64"}, ["part_size_mb"]),
+    ({**STORE, "part_size_mb": 4}, ["part_size_mb"]),  # S3 refuses parts under 5 MiB (but the last)
+    ({**STORE, "multipart_threshold_mb": 6000}, ["multipart_threshold_mb"]),  # one PUT takes at most 5 GiB
+    ({**STORE, "multipart_threshold_mb": True}, ["multipart_threshold_mb"]),
+    ({**STORE, "uploads": 0}, ["uploads"]),
     ({**REGISTRY, "username_env": "USER"}, ["username_env and token_env go together"]),
     ({**REGISTRY, "token_env": "$(id)", "username_env": "U"}, ["token_env", "variable name"]),
     ({**REGISTRY, "bucket": "x"}, ["unknown key 'bucket'"]),
@@ -109,3 +115,16 @@ def test_the_catalog_keeps_lumis_fields_and_a_foreign_data_json_is_never_overwri
         parse(b"\x00\xff not json", "s3://b/data.json")
     with pytest.raises(CatalogError, match="repair or remove it"):  # LUMI's own list, without our fields
         parse(json.dumps({"source_url": "x", "containers": [{"name": "viz", "md5sum": "m"}]}).encode(), "data.json")
+
+
+@pytest.mark.parametrize(("size", "part_mb", "expected_mb"), [
+    (1, 16, 16),
+    (16 * MIB * 10_000, 16, 16),  # exactly 10,000 parts
+    (16 * MIB * 10_000 + 1, 16, 17),  # one byte more: parts grow, in whole MiBs
+    (1024 * 1024 * MIB, 16, 105),  # 1 TiB: 9,987 parts of 105 MiB
+    (5 * 1024 * 1024 * MIB, 5, 525),  # S3's largest object
+])
+def test_the_part_size_grows_where_a_file_would_need_more_than_10000_parts(size: int, part_mb: int,
+                                                                        expected_mb: int) -> None:
+    part = part_size_for(size, part_mb)
+    assert part == expected_mb * MIB and -(-size // part) <= MAX_PARTS
