@@ -129,6 +129,21 @@ class OrasTarget(RegistryLike):
     kind: Literal["oras"]
 
 
+MIB = 1024 * 1024
+DEFAULT_PART_SIZE_MB = 16  # also the part size whose md5s the convert step records (ci/pipeline/steps/convert.py)
+MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload (Ceph RGW and moto keep it)
+
+
+def part_size_for(size: int, part_size_mb: int) -> int:
+    """The configured part size, grown in whole MiBs where the file would need more than 10,000 parts.
+
+    The same file always gets the same size, so a retry finds the parts an earlier attempt stored."""
+    part_size = part_size_mb * MIB
+    if size > part_size * MAX_PARTS:
+        part_size = -(-size // (MAX_PARTS * MIB)) * MIB
+    return part_size
+
+
 class ObjectStoreTarget(TargetBase):
     """The HPC image file in an S3-compatible store (Allas, S3, Ceph RGW), a `data.json` catalog written last."""
 
@@ -148,7 +163,7 @@ class ObjectStoreTarget(TargetBase):
     # Small parts keep the store busy from the first MiBs and end the upload soon after the last read;
     # memory: `uploads` parts.
     multipart_threshold_mb: Annotated[int, Field(strict=True, ge=5, le=5120)] = 64
-    part_size_mb: Annotated[int, Field(strict=True, ge=5, le=5120)] = 16
+    part_size_mb: Annotated[int, Field(strict=True, ge=5, le=5120)] = DEFAULT_PART_SIZE_MB
     uploads: Annotated[int, Field(strict=True, ge=1, le=32)] = 8
     create_bucket: Flag = False  # create the bucket when it is missing (a local store); production buckets exist
 

@@ -63,6 +63,20 @@ class Recorded:
     size: int
     md5: str
     sha256: str
+    part_size: int = 0  # the parts whose md5s were recorded (0: none were)
+    part_md5s: tuple[str, ...] = ()
+
+    def part_md5s_for(self, part_size: int) -> tuple[str, ...] | None:
+        """The recorded md5 of every part of `part_size` bytes, or None where another size was recorded."""
+        return self.part_md5s if self.part_md5s and part_size == self.part_size else None
+
+
+def _is_hex(value: object, length: int) -> bool:
+    return isinstance(value, str) and len(value) == length and all(c in "0123456789abcdef" for c in value)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def recorded_checksums(result: Mapping[str, Any]) -> Recorded | None:
@@ -71,13 +85,21 @@ def recorded_checksums(result: Mapping[str, Any]) -> Recorded | None:
         return None
     size, md5, sha = (result.get(key) for key in RECORDED)
     where = f"result.json of {result.get('name')} {result.get('version')}"
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    if not _is_count(size):
         raise PublishError(f"{where}: image_file_size is not a byte count; promote the image again")
     for key, value, length in (("image_file_md5", md5, 32), ("image_file_sha256", sha, 64)):
-        if not isinstance(value, str) or len(value) != length or any(c not in "0123456789abcdef" for c in value):
+        if not _is_hex(value, length):
             raise PublishError(f"{where}: {key} is not a {length}-digit lowercase hex checksum; "
                                "promote the image again")
-    return Recorded(size, str(md5), str(sha))
+    assert isinstance(size, int)
+    part_size, parts = result.get("image_file_part_size"), result.get("image_file_part_md5s")
+    if part_size is None and parts is None:
+        return Recorded(size, str(md5), str(sha))
+    if not _is_count(part_size) or not part_size or not isinstance(parts, list) \
+            or len(parts) != -(-size // part_size) or not all(_is_hex(part, 32) for part in parts):
+        raise PublishError(f"{where}: image_file_part_size and image_file_part_md5s are not the md5s of the "
+                           "file's parts (one 32-digit lowercase hex checksum per part); promote the image again")
+    return Recorded(size, str(md5), str(sha), int(part_size), tuple(str(part) for part in parts))
 
 
 class _FirstRead:

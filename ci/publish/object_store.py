@@ -33,25 +33,13 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ci.config.publish import ObjectStoreTarget
+from ci.config.publish import MIB, ObjectStoreTarget, part_size_for
 from ci.publish.base import ChangedSinceTested, Prepared, Publisher, PublishError, credential, kind
 from ci.publish.catalog import Catalog, CatalogError, Entry, parse
 from ci.publish.signing import Signer
 
 PUBLIC_KEY = "pgp-public.asc"
-MIB = 1024 * 1024
 CHUNK = MIB
-MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload (Ceph RGW and moto keep it)
-
-
-def part_size_for(size: int, part_size_mb: int) -> int:
-    """The configured part size, grown in whole MiBs where the file would need more than 10,000 parts.
-
-    The same file always gets the same size, so a retry finds the parts an earlier attempt stored."""
-    part_size = part_size_mb * MIB
-    if size > part_size * MAX_PARTS:
-        part_size = -(-size // (MAX_PARTS * MIB)) * MIB
-    return part_size
 
 
 def _settle(futures: list[Future[None]]) -> None:
@@ -218,16 +206,27 @@ class ObjectStorePublisher(Publisher):
         """A resumable multipart upload, each part under its own Content-MD5."""
         parts: list[dict[str, Any]] = []
 
+        recorded = item.recorded
+        tested_md5s = recorded.part_md5s_for(part_size) if recorded is not None else None
+
         def upload(number: int, chunk: bytes) -> int:
-            """One part: its md5 (here, off the reading thread), then the upload unless an earlier
-            attempt stored the same bytes; returns the bytes sent."""
-            part_md5 = hashlib.md5(chunk).hexdigest()
+            """One part: its md5 (as the site recorded it for the tested file, else computed here, off the
+            reading thread), then the upload unless an earlier attempt stored the same bytes; returns the
+            bytes sent."""
+            part_md5 = tested_md5s[number - 1] if tested_md5s is not None else hashlib.md5(chunk).hexdigest()
             parts.append({"PartNumber": number, "ETag": f'"{part_md5}"'})
             upload_id, stored = found.result()
             if stored.get(number) == part_md5:
                 return 0
-            self._call(f"uploading part {number} of {key}", self.client.upload_part, Bucket=self.bucket,
-                       Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, ContentMD5=_b64(part_md5))
+            try:
+                self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                        Body=chunk, ContentMD5=_b64(part_md5))
+            except (ClientError, BotoCoreError) as exc:
+                if tested_md5s is not None and isinstance(exc, ClientError) and \
+                        exc.response.get("Error", {}).get("Code") in ("BadDigest", "InvalidDigest"):
+                    raise item.changed(f"the store computed another md5 for part {number} than the "
+                                       "recorded one") from None
+                raise self._failed(f"uploading part {number} of {key}", exc) from None
             return len(chunk)
 
         # Parts go up `uploads` at a time (the file is still read once, in order): the store works on
@@ -247,10 +246,21 @@ class ObjectStorePublisher(Publisher):
                 self._count_part(future.result())  # the first failed part's error, after the others stopped
         upload_id = found.result()[0]
         parts.sort(key=lambda part: int(part["PartNumber"]))
-        done = self._call(f"completing {key}", self.client.complete_multipart_upload, Bucket=self.bucket, Key=key,
-                          UploadId=upload_id, MultipartUpload={"Parts": parts})
+        try:
+            done = self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                         MultipartUpload={"Parts": parts})
+        except (ClientError, BotoCoreError) as exc:
+            # S3 completes only parts whose ETag is the one named: a stored part is not the recorded bytes
+            if tested_md5s is not None and isinstance(exc, ClientError) and \
+                    exc.response.get("Error", {}).get("Code") == "InvalidPart":
+                raise item.changed("a part the store holds is not the recorded one") from None
+            raise self._failed(f"completing {key}", exc) from None
         expected = hashlib.md5(b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts)).hexdigest()
         if str(done.get("ETag", "")).strip('"') != f"{expected}-{len(parts)}":
+            # a store that does not check Content-MD5 took other bytes: the object goes again, unlisted
+            self._call(f"deleting {key}", self.client.delete_object, Bucket=self.bucket, Key=key)
+            if tested_md5s is not None:
+                raise item.changed("the store's ETag is not that of the recorded parts' md5s")
             raise PublishError(f"target {self.name}: the store's ETag of {key} is not that of the parts sent")
 
     def _count_part(self, sent: int) -> None:

@@ -1,8 +1,10 @@
 """Publishing sends the bytes the site tested: result.json's checksums (recorded by the convert step)
 against the file's bytes, on the real loopback S3 store (moto) and registry with a real gpg key.
 
-A file changed after promotion (one byte, same size) or truncated is refused before anything is
-listed: no object, no unfinished upload, no tag, the catalog as it was; the outcome names the file
+The convert step also records the md5 of each 16 MiB part: a target of that part size sends them as
+Content-MD5 as they are (the store checks each part against the tested bytes), another hashes each
+part as it goes. A file changed after promotion (one byte, same size) or truncated is refused before
+anything is listed: no object, no unfinished upload, no tag, the catalog as it was; the outcome names the file
 and says it changed since it was tested. A result promoted before checksums were recorded is
 still published (the file is read and hashed first, as before).
 """
@@ -71,16 +73,29 @@ def _listing(bucket: str) -> tuple[list[str], list[str], bytes | None]:
     return objects, uploads, catalog
 
 
-@pytest.mark.parametrize("size", [3 * MIB + 5, 11 * MIB + 17], ids=["one PUT", "multipart"])
-def test_recorded_checksums_publish_the_tested_bytes(store: Any, key: SigningKey, tmp_path: Path, size: int) -> None:
+# The store's part size is 5 MiB: parts' md5s recorded for it are sent as they are; recorded for the
+# convert step's 16 MiB, they do not fit and each part is hashed as it goes.
+SIZES = [(3 * MIB + 5, 5 * MIB), (11 * MIB + 17, 5 * MIB), (11 * MIB + 17, 16 * MIB)]
+SIZE_IDS = ["one PUT", "multipart, parts' md5s recorded", "multipart, other parts recorded"]
+
+
+@pytest.mark.parametrize(("size", "part_size"), SIZES, ids=SIZE_IDS)
+def test_recorded_checksums_publish_the_tested_bytes(store: Any, key: SigningKey, tmp_path: Path, size: int,
+                                                     part_size: int) -> None:
     publishing, bucket = store
     path = image_file(tmp_path, "app", "1.0", DIGEST, size)
-    (outcome,) = publishing.publish(TestedImage(promoted_result("app", "1.0", DIGEST, path.name, tested=path),
-                                                lambda: path))
+    result = promoted_result("app", "1.0", DIGEST, path.name, tested=path, part_size=part_size)
+    assert ("image_file_part_md5s" in result) is (size > part_size)
+    (outcome,) = publishing.publish(TestedImage(result, lambda: path))
     assert outcome.state == "published", outcome.error
     assert outcome.bytes_sent >= size
     s3 = s3_client(s3_endpoint())
     assert s3.get_object(Bucket=bucket, Key=f"pub/app/{path.name}")["Body"].read() == path.read_bytes()
+    if size > 5 * MIB:
+        data = path.read_bytes()
+        part_md5s = b"".join(hashlib.md5(data[at:at + 5 * MIB]).digest() for at in range(0, size, 5 * MIB))
+        etag = s3.head_object(Bucket=bucket, Key=f"pub/app/{path.name}")["ETag"].strip('"')
+        assert etag == f"{hashlib.md5(part_md5s).hexdigest()}-3"
     (entry,) = json.loads(_listing(bucket)[2] or b"{}")["containers"]
     assert entry["md5sum"] == hashlib.md5(path.read_bytes()).hexdigest()
     assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and entry["size"] == size
@@ -88,10 +103,10 @@ def test_recorded_checksums_publish_the_tested_bytes(store: Any, key: SigningKey
         assert keyring.valid(path, s3.get_object(Bucket=bucket, Key=f"pub/{entry['signature']}")["Body"].read())
 
 
-@pytest.mark.parametrize("size", [3 * MIB + 5, 11 * MIB + 17], ids=["one PUT", "multipart"])
+@pytest.mark.parametrize(("size", "part_size"), SIZES, ids=SIZE_IDS)
 @pytest.mark.parametrize("change", [_change_one_byte, _truncate], ids=["one byte", "truncated"])
 def test_a_file_changed_after_promotion_is_refused_and_the_target_stays_as_it_was(
-        store: Any, tmp_path: Path, size: int, change: Any) -> None:
+        store: Any, tmp_path: Path, size: int, part_size: int, change: Any) -> None:
     publishing, bucket = store
     earlier = image_file(tmp_path / "earlier", "other", "1.0", OTHER, MIB)
     (first,) = publishing.publish(TestedImage(promoted_result("other", "1.0", OTHER, earlier.name, tested=earlier),
@@ -99,7 +114,7 @@ def test_a_file_changed_after_promotion_is_refused_and_the_target_stays_as_it_wa
     assert first.state == "published", first.error
     before = _listing(bucket)
     path = image_file(tmp_path, "app", "1.0", DIGEST, size)
-    result = promoted_result("app", "1.0", DIGEST, path.name, tested=path)
+    result = promoted_result("app", "1.0", DIGEST, path.name, tested=path, part_size=part_size)
     change(path)
     (outcome,) = publishing.publish(TestedImage(result, lambda: path))
     assert outcome.state == "failed"
@@ -115,6 +130,32 @@ def test_the_sha256_is_checked_even_where_the_md5_matches(store: Any, tmp_path: 
     result = {**promoted_result("app", "1.0", DIGEST, path.name, tested=path), "image_file_sha256": "0" * 64}
     (outcome,) = publishing.publish(TestedImage(result, lambda: path))
     assert outcome.state == "failed" and "changed since it was tested" in outcome.error
+    assert _listing(bucket) == ([], [], None)
+
+
+def test_recorded_part_md5s_that_are_not_the_files_leave_nothing_behind(store: Any, tmp_path: Path) -> None:
+    """The parts' md5s go as recorded: where they are not those of the file (a store that checks
+    Content-MD5 refuses each part; moto does not, and the completed object's ETag gives it away), the
+    upload is undone and the outcome says the file is not the tested one."""
+    publishing, bucket = store
+    path = image_file(tmp_path, "app", "1.0", DIGEST, 11 * MIB + 17)
+    result = promoted_result("app", "1.0", DIGEST, path.name, tested=path, part_size=5 * MIB)
+    result["image_file_part_md5s"] = [*result["image_file_part_md5s"][:2], "0" * 32]
+    (outcome,) = publishing.publish(TestedImage(result, lambda: path))
+    assert outcome.state == "failed" and "changed since it was tested" in outcome.error, outcome.error
+    assert _listing(bucket) == ([], [], None)
+
+
+@pytest.mark.parametrize(("field", "value"), [("image_file_part_md5s", ["0" * 32]),  # one part of three
+                                              ("image_file_part_md5s", "0" * 96),
+                                              ("image_file_part_md5s", ["Z" * 32] * 3),
+                                              ("image_file_part_size", 0), ("image_file_part_size", True)])
+def test_malformed_recorded_part_md5s_are_named(store: Any, tmp_path: Path, field: str, value: Any) -> None:
+    publishing, bucket = store
+    path = image_file(tmp_path, "app", "1.0", DIGEST, 11 * MIB + 17)
+    result = {**promoted_result("app", "1.0", DIGEST, path.name, tested=path, part_size=5 * MIB), field: value}
+    (outcome,) = publishing.publish(TestedImage(result, lambda: path))
+    assert outcome.state == "failed" and "image_file_part_md5s are not the md5s" in outcome.error, outcome.error
     assert _listing(bucket) == ([], [], None)
 
 

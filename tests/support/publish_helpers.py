@@ -27,7 +27,7 @@ from botocore.config import Config
 from ci.docker.oci import OCI_MANIFEST, OCIClient, canonical, sha256_digest
 from ci.hosts import LocalHost
 from ci.local import services as local
-from ci.pipeline.steps.convert import checksum_command, parse_checksums
+from ci.pipeline.steps.convert import RECORDED_PART_SIZE, checksum_command, parse_checksums
 from tests.support.services import missing
 
 REGISTRY = "127.0.0.1:5000"
@@ -105,20 +105,21 @@ def bucket_name() -> str:
     return f"ci-test-{uuid.uuid4().hex[:12]}"
 
 
-def promoted_result(name: str, version: str, digest: str, file_name: str, *, tested: Path | None = None
-                    ) -> dict[str, Any]:
+def promoted_result(name: str, version: str, digest: str, file_name: str, *, tested: Path | None = None,
+                    part_size: int = RECORDED_PART_SIZE) -> dict[str, Any]:
     """What promotion writes to tested/<name>/<stem>/result.json; with `tested`, the checksums the
     convert step records of that file (without, a result promoted before they were recorded)."""
     return {"name": name, "arch": "amd64", "version": version, "digest": digest, "test_digest": "t" * 64,
             "run_id": "20261207-000000-test", "verdict": "tested", "image_file": file_name,
             "tests": [{"name": "smoke", "passed": True, "reasons": []}],
-            **(recorded_checksums(tested) if tested is not None else {})}
+            **(recorded_checksums(tested, part_size) if tested is not None else {})}
 
 
-def recorded_checksums(path: Path) -> dict[str, Any]:
-    """The file's size, md5 and sha256 as the convert step records them (coreutils on the site host)."""
-    run = LocalHost().run(checksum_command(str(path)))
-    return parse_checksums(run.stdout)
+def recorded_checksums(path: Path, part_size: int = RECORDED_PART_SIZE) -> dict[str, Any]:
+    """The file's size, md5, sha256 and parts' md5s as the convert step records them (coreutils on the
+    site host); the convert step always records parts of RECORDED_PART_SIZE, tests may choose another."""
+    run = LocalHost().run(checksum_command(str(path), part_size))
+    return parse_checksums(run.stdout, part_size)
 
 
 def image_file(folder: Path, name: str, version: str, digest: str, size: int, suffix: str = "sif") -> Path:

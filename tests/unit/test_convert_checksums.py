@@ -66,7 +66,7 @@ def test_a_conversion_records_the_files_checksums_for_promotion(tmp_path: Path) 
     assert {key: result.data[key] for key in CHECKSUM_FIELDS} == _expected(CONTENT)
     assert step.chain.image_file_checksums == _expected(CONTENT)
     (command,) = [argv for argv in host.calls if argv[:2] == ["sh", "-c"]]
-    assert command[-1] == result.data["image_file"], "the path is an argument of its own"
+    assert command[-2:] == [result.data["image_file"], str(16 * 1024 * 1024)], "the path is an argument of its own"
 
 
 def test_a_resumed_step_takes_the_recorded_checksums_without_reading_the_file(tmp_path: Path) -> None:
@@ -107,3 +107,32 @@ def test_a_folder_records_nothing_and_a_missing_tool_is_one_clear_error(tmp_path
         parse_checksums("sh: 1: md5sum: not found\n")
     with pytest.raises(SiteError):
         parse_checksums(f"12\n{'a' * 32}  f\n{'b' * 32}  f\n")
+
+
+@pytest.mark.parametrize(("size", "part_size", "parts"), [
+    (18000, 4096, 5), (16384, 4096, 4), (4096, 4096, 0),  # one part: its md5 is the file's
+    (20001, 2, 0),  # over S3's 10,000 parts: none recorded (publishing hashes them)
+])
+def test_the_md5_of_each_part_is_recorded_as_a_multipart_upload_sends_it(
+        tmp_path: Path, size: int, part_size: int, parts: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    path = tmp_path / "it's a $(file).sif"
+    path.write_bytes(data)
+    run = LocalHost().run(checksum_command(str(path), part_size))
+    recorded = parse_checksums(run.stdout, part_size)
+    assert {key: recorded[key] for key in CHECKSUM_FIELDS} == _expected(data)
+    if parts:
+        assert recorded["image_file_part_size"] == part_size
+        assert recorded["image_file_part_md5s"] == [hashlib.md5(data[at:at + part_size]).hexdigest()
+                                                    for at in range(0, size, part_size)]
+    else:
+        assert "image_file_part_md5s" not in recorded and "image_file_part_size" not in recorded
+
+
+@pytest.mark.parametrize("parts", [["part:" + "a" * 32], ["part:" + "a" * 31] * 2, ["part:" + "g" * 32] * 2,
+                                   ["part:part:failed"]])
+def test_parts_that_are_not_all_there_are_left_out_and_the_rest_is_kept(parts: list[str]) -> None:
+    """A split without --filter, or a line cut short, costs the parts' md5s only: publishing hashes them."""
+    stdout = "\n".join([*parts, "10", f"{'a' * 32}  f", f"{'b' * 64}  f"]) + "\n"
+    recorded = parse_checksums(stdout, part_size=5)
+    assert recorded == {"image_file_size": 10, "image_file_md5": "a" * 32, "image_file_sha256": "b" * 64}

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from ci.config.publish import ObjectStoreTarget, RegistryTarget, publish_settings
+from ci.config.publish import MAX_PARTS, MIB, ObjectStoreTarget, RegistryTarget, part_size_for, publish_settings
 from ci.errors import ConfigError
 from ci.publish.catalog import Catalog, CatalogError, Entry, parse
-from ci.publish.object_store import MAX_PARTS, MIB, part_size_for
 from ci.publish.prune import choose
 
 REGISTRY = {"name": "hub", "kind": "registry", "address": "ghcr.io", "prefix": "org/containers"}

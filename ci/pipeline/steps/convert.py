@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ci.config.publish import DEFAULT_PART_SIZE_MB, MIB
 from ci.engines.base import Engine, ImageSource, with_env
 from ci.errors import SiteError
 from ci.hosts import Host
@@ -55,25 +56,44 @@ def render_conversion_script(*, engine: Engine, source: ImageSource, output: str
 
 # The path is the script's $1, never part of the script; md5sum and sha256sum read the file side by side
 # (two cores where there are), and a failing one fails the command. Not a regular file: exit 3.
-CHECKSUM_SCRIPT = ('[ -f "$1" ] || exit 3; stat -c %s -- "$1" || exit 1; md5sum -- "$1" & m=$!; '
-                   'sha256sum -- "$1" || exit 1; wait "$m" || exit 1')
+# Beside them, the md5 of each $2-byte part (GNU split's --filter), as an S3 multipart upload of that
+# part size sends it (Content-MD5): the store then checks every part against the tested bytes, and
+# publishing hashes nothing but the sha256. Only for files of 2 to 10,000 parts; a split without
+# --filter leaves them out (publishing computes them then). The parts' lines are the only output
+# until they end; the size and the two hashes follow.
+CHECKSUM_SCRIPT = ('[ -f "$1" ] || exit 3; s=$(stat -c %s -- "$1") || exit 1; p=""; '
+                   'if [ "$s" -gt "$2" ] && [ "$s" -le $(($2 * 10000)) ]; then '
+                   '{ split -b "$2" --filter=md5sum -- "$1" 2>/dev/null | sed "s/^/part:/"; } & p=$!; fi; '
+                   'h=$(md5sum -- "$1" & m=$!; sha256sum -- "$1" || exit 1; wait "$m" || exit 1) || exit 1; '
+                   '[ -z "$p" ] || wait "$p"; printf "%s\\n" "$s" "$h"')  # dash's echo would read the backslashes
 CHECKSUM_FIELDS = ("image_file_size", "image_file_md5", "image_file_sha256")
+PART_FIELDS = ("image_file_part_size", "image_file_part_md5s")  # recorded where the file has several parts
+RECORDED_PART_SIZE = DEFAULT_PART_SIZE_MB * MIB
 
 
-def checksum_command(path: str) -> list[str]:
-    """One command for the site host: the size, md5 and sha256 of the file at `path`."""
-    return ["sh", "-c", CHECKSUM_SCRIPT, "file-checksums", path]
+def checksum_command(path: str, part_size: int = RECORDED_PART_SIZE) -> list[str]:
+    """One command for the site host: the size, md5 and sha256 of the file at `path`, and its parts' md5s."""
+    return ["sh", "-c", CHECKSUM_SCRIPT, "file-checksums", path, str(part_size)]
 
 
-def parse_checksums(stdout: str) -> dict[str, Any]:
-    """`checksum_command`'s output as result.json's fields; a line that is not what it should be is an error."""
-    lines = [line.split()[0].lstrip("\\") for line in stdout.splitlines() if line.strip()]
+def parse_checksums(stdout: str, part_size: int = RECORDED_PART_SIZE) -> dict[str, Any]:
+    """`checksum_command`'s output as result.json's fields; a line that is not what it should be is an error
+    (but for the parts' md5s, which are left out unless every one is there)."""
+    words = [line.split()[0].lstrip("\\") for line in stdout.splitlines() if line.strip()]
+    parts = [word[len("part:"):].lower() for word in words if word.startswith("part:")]
+    lines = [word for word in words if not word.startswith("part:")]
     hashes = {len(value): value.lower() for value in lines[1:]}
     if len(lines) != 3 or not lines[0].isdigit() or set(hashes) != {32, 64} \
             or any(c not in "0123456789abcdef" for c in hashes[32] + hashes[64]):
         raise SiteError(f"the checksums of the image file could not be read from {stdout.strip()[:200]!r}; are "
                         "coreutils' md5sum, sha256sum and stat on the site host?")
-    return {"image_file_size": int(lines[0]), "image_file_md5": hashes[32], "image_file_sha256": hashes[64]}
+    size = int(lines[0])
+    recorded: dict[str, Any] = {"image_file_size": size, "image_file_md5": hashes[32],
+                                "image_file_sha256": hashes[64]}
+    if parts and len(parts) == -(-size // part_size) and all(
+            len(part) == 32 and all(c in "0123456789abcdef" for c in part) for part in parts):
+        recorded.update({"image_file_part_size": part_size, "image_file_part_md5s": parts})
+    return recorded
 
 
 def file_checksums(host: Host, path: str) -> dict[str, Any]:
@@ -154,5 +174,5 @@ class ConvertStep(ChainStep):
     def absorb(self, data: Mapping[str, Any]) -> None:
         self.chain.image_file = data.get("image_file")
         # an attempt of this run made before checksums were recorded has none: promotion then records none
-        self.chain.image_file_checksums = {key: data[key] for key in CHECKSUM_FIELDS if key in data} \
+        self.chain.image_file_checksums = {key: data[key] for key in CHECKSUM_FIELDS + PART_FIELDS if key in data} \
             if all(key in data for key in CHECKSUM_FIELDS) else {}
