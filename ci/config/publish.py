@@ -165,6 +165,10 @@ class ObjectStoreTarget(TargetBase):
     multipart_threshold_mb: Annotated[int, Field(strict=True, ge=5, le=5120)] = 64
     part_size_mb: Annotated[int, Field(strict=True, ge=5, le=5120)] = DEFAULT_PART_SIZE_MB
     uploads: Annotated[int, Field(strict=True, ge=1, le=32)] = 8
+    # Beside each part's Content-MD5, a CRC32 the store checks and keeps (x-amz-checksum-crc32, a
+    # composite checksum of the object), as boto3 sends by default; `none` for a store that refuses
+    # the x-amz-checksum headers. Without one, a store may checksum the whole object again at completion.
+    part_checksum: Literal["crc32", "none"] = "crc32"
     create_bucket: Flag = False  # create the bucket when it is missing (a local store); production buckets exist
 
     @property

@@ -24,6 +24,7 @@ import base64
 import hashlib
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -206,6 +207,7 @@ class ObjectStorePublisher(Publisher):
         """A resumable multipart upload, each part under its own Content-MD5."""
         parts: list[dict[str, Any]] = []
 
+        crc32 = self.target.part_checksum == "crc32"
         recorded = item.recorded
         tested_md5s = recorded.part_md5s_for(part_size) if recorded is not None else None
 
@@ -214,13 +216,17 @@ class ObjectStorePublisher(Publisher):
             reading thread), then the upload unless an earlier attempt stored the same bytes; returns the
             bytes sent."""
             part_md5 = tested_md5s[number - 1] if tested_md5s is not None else hashlib.md5(chunk).hexdigest()
-            parts.append({"PartNumber": number, "ETag": f'"{part_md5}"'})
+            part: dict[str, Any] = {"PartNumber": number, "ETag": f'"{part_md5}"'}
+            if crc32:
+                part["ChecksumCRC32"] = base64.b64encode(zlib.crc32(chunk).to_bytes(4, "big")).decode()
+            parts.append(part)
             upload_id, stored = found.result()
             if stored.get(number) == part_md5:
                 return 0
             try:
                 self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                        Body=chunk, ContentMD5=_b64(part_md5))
+                                        Body=chunk, ContentMD5=_b64(part_md5),
+                                        **{key: value for key, value in part.items() if key == "ChecksumCRC32"})
             except (ClientError, BotoCoreError) as exc:
                 if tested_md5s is not None and isinstance(exc, ClientError) and \
                         exc.response.get("Error", {}).get("Code") in ("BadDigest", "InvalidDigest"):
@@ -293,8 +299,9 @@ class ObjectStorePublisher(Publisher):
                        UploadId=upload_id)
         if chosen is not None:
             return chosen
+        checksum = {"ChecksumAlgorithm": "CRC32"} if self.target.part_checksum == "crc32" else {}
         created = self._call(f"starting the upload of {key}", self.client.create_multipart_upload,
-                             Bucket=self.bucket, Key=key)
+                             Bucket=self.bucket, Key=key, **checksum)
         return str(created["UploadId"]), {}
 
     def objects(self) -> Iterator[dict[str, Any]]:

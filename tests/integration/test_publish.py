@@ -9,6 +9,7 @@ credentials appear nowhere (argv, output, catalog, stored objects, registry blob
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import sys
 import textwrap
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,12 +135,13 @@ def test_a_store_whose_key_and_signatures_were_replaced_fails_against_the_config
     assert any("public key beside the catalog is" in p for p in problems), problems
 
 
-@pytest.mark.parametrize(("size_mb", "parts"), [(7, 0), (8, 0), (9, 2), (23, 5)])
+@pytest.mark.parametrize(("size_mb", "parts", "checksum"), [(7, 0, "crc32"), (8, 0, "crc32"), (9, 2, "crc32"),
+                                                       (23, 5, "crc32"), (23, 5, "none")])
 def test_files_up_to_the_threshold_go_in_one_put_and_larger_ones_in_parts(
-        tmp_path: Path, environ: dict[str, str], size_mb: int, parts: int) -> None:
+        tmp_path: Path, environ: dict[str, str], size_mb: int, parts: int, checksum: str) -> None:
     bucket = bucket_name()
     path = image_file(tmp_path, "tool", "1.0", DIGEST, size_mb * 1024 * 1024)
-    target = _store(s3_endpoint(), bucket, multipart_threshold_mb=8, part_size_mb=5)
+    target = _store(s3_endpoint(), bucket, multipart_threshold_mb=8, part_size_mb=5, part_checksum=checksum)
     with Publishing(publish_settings({"targets": [target]}), PROJECT_DIR) as publishing:
         (outcome,) = publishing.publish(TestedImage(promoted_result("tool", "1.0", DIGEST, path.name), lambda: path))
     assert outcome.state == "published", outcome.error
@@ -148,6 +151,12 @@ def test_files_up_to_the_threshold_go_in_one_put_and_larger_ones_in_parts(
     if parts:  # a multipart ETag: the md5 of the parts' md5s, then the part count
         part_md5s = [hashlib.md5(chunk).digest() for chunk in _chunks(path, 5 * 1024 * 1024)]
         assert etag == f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{parts}"
+        # with crc32, the store keeps the composite CRC32 of the parts it checked: the CRC32 of their CRC32s
+        crcs = b"".join(zlib.crc32(chunk).to_bytes(4, "big") for chunk in _chunks(path, 5 * 1024 * 1024))
+        kept = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED").get("ChecksumCRC32")
+        composite = base64.b64encode(zlib.crc32(crcs).to_bytes(4, "big")).decode()
+        # (S3 adds "-<parts>"; moto does not)
+        assert (kept.split("-")[0] if kept else None) == (composite if checksum == "crc32" else None), kept
     else:
         assert etag == hashlib.md5(path.read_bytes()).hexdigest()
     assert hashlib.sha256(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == _sha256(path)

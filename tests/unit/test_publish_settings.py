@@ -35,6 +35,7 @@ def test_a_lumi_store_and_a_registry_read_with_their_defaults() -> None:
     assert store.public_url == "https://a3s.fi/lumi-containers/visualization/"
     assert (store.catalog, store.access_key_env) == ("data.json", "AWS_ACCESS_KEY_ID")
     assert (store.multipart_threshold_mb, store.part_size_mb, store.uploads) == (64, 16, 8)
+    assert store.part_checksum == "crc32"
     assert settings.signing.required is True
     assert publish_settings(None).targets == ()
     assert registry.wants("pytorch", "amd64") and not RegistryTarget(**{**REGISTRY, "images": ["py*"],
@@ -55,6 +56,7 @@ def test_a_lumi_store_and_a_registry_read_with_their_defaults() -> None:
     ({**STORE, "multipart_threshold_mb": 6000}, ["multipart_threshold_mb"]),  # one PUT takes at most 5 GiB
     ({**STORE, "multipart_threshold_mb": True}, ["multipart_threshold_mb"]),
     ({**STORE, "uploads": 0}, ["uploads"]),
+    ({**STORE, "part_checksum": "md5"}, ["part_checksum", "crc32", "none"]),
     ({**REGISTRY, "username_env": "USER"}, ["username_env and token_env go together"]),
     ({**REGISTRY, "token_env": "$(id)", "username_env": "U"}, ["token_env", "variable name"]),
     ({**REGISTRY, "bucket": "x"}, ["unknown key 'bucket'"]),
