@@ -6,7 +6,7 @@ others and the main engine alone. Never `--bridge=none`: a dockerd started so de
 interface `docker0` at start-up, the main engine's bridge, and every container or RUN step of the
 main engine then fails ("could not find bridge docker0"). `--iptables=false`: two daemons must not
 rewrite each other's firewall chains; builds here use the host network (`ci.docker.network: host`).
-`inv local.up` starts them idempotently (`ci/local.py`); their sockets are what `ci.build_hosts`
+`inv local.up` starts them idempotently (`ci/local/services.py`); their sockets are what `ci.build_hosts`
 names in the local profile's pool (`unix:///run/containers-ci/docker-<name>.sock`).
 """
 

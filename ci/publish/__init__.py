@@ -6,7 +6,7 @@ copied blob by blob), `oras` (the HPC image file as an ORAS artifact Apptainer p
 shares: `settings` (`ci.publish`), `catalog`, `signing` (gpg), `provenance`, `publishing` (which
 images, in what order, the catalog last), `verify` and `prune`.
 
-The pipeline's publish step (`ci/steps/publish.py`) and `inv publish.*` reach it through
+The pipeline's publish step (`ci/pipeline/steps/publish.py`) and `inv publish.*` reach it through
 `publishing_for(settings)`; neither names a kind. Where this package sits: docs/architecture.md.
 """
 

@@ -18,7 +18,7 @@ checks what rootless mode needs (the tools, subordinate uid and gid ranges for t
 namespaces, /dev/net/tun for slirp4netns) and, if something is missing, fails at once with exit
 78 and one line naming it; the allocator then marks the target as not servable.
 
-Everything here renders bash (pure); `jobs.job_script` assembles the pieces.
+Everything here renders bash (pure); `batch.job_script` assembles the pieces.
 """
 
 from __future__ import annotations

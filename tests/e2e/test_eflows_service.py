@@ -1,5 +1,5 @@
 """eFlows4HPC's workflow registry end to end: a real uvicorn replica, a git registry and software catalog of
-our own (tests/eflows_fixtures.py), the local Spack stand-in builder, the real pipeline (Docker, the
+our own (tests/support/eflows_fixtures.py), the local Spack stand-in builder, the real pipeline (Docker, the
 registry, Slurm, Charliecloud).
 
 PyPI is not reachable from inside a build here (an intercepting proxy's certificate), so pip's index is

@@ -1,7 +1,7 @@
 """eFlows4HPC's registry as git and its clients' requests, through a real uvicorn replica (no workers: nothing
 is built here; the build itself is tests/e2e/test_eflows_service.py).
 
-The registry and the catalog are git repositories made by the test (tests/eflows_fixtures.py): versions are
+The registry and the catalog are git repositories made by the test (tests/support/eflows_fixtures.py): versions are
 branches and tags, a new commit is a new digest and the same commit the same one, a missing branch or step
 is a 4xx naming it. client.py's login flow (GET /login, then the token as the basic user with no password),
 string booleans, `path`, platforms, malformed JSON and the dry run are checked against the running server.

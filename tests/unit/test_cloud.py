@@ -1,4 +1,4 @@
-"""ci/cloud.py against the emulated cloud: openstacksdk's real HTTP stack, no mocks of our code.
+"""ci/openstack/cloud.py against the emulated cloud: openstacksdk's real HTTP stack, no mocks of our code.
 
 Every test talks HTTP to tests/cloud_emulator on 127.0.0.1: Keystone v3 token exchange and
 catalog, version discovery, Nova/Neutron/Cinder/Glance calls and their real error bodies.
