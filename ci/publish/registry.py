@@ -73,6 +73,9 @@ class RegistryPublisher(Publisher):
         self._pool: ThreadPoolExecutor | None = None
         self._count = threading.Lock()
         self._known: set[tuple[str, str]] = set()  # (repository, digest) of blobs there, seen in this run
+        # digest -> a repository of this target that holds the blob (seen in this run): another image's
+        # copy mounts it from there (the registry links it, nothing is sent) instead of uploading it again
+        self._homes: dict[str, str] = {}
 
     def close(self) -> None:
         if self._pool is not None:
@@ -404,10 +407,12 @@ class ImageRegistryPublisher(RegistryPublisher):
         return total + sum(blob.size for blob in blobs)
 
     def _copy_blob(self, origin: OCIClient, source_repo: str, repo: str, blob: Descriptor) -> None:
-        """One blob, unless the target has it: streamed from the site's registry into the target's."""
+        """One blob, unless the target has it: mounted from another repository of the target that holds
+        it (images of one stack share their base layers), else streamed from the site's registry."""
         if not self.client.has_blob(repo, blob.digest):
             self._sent(self.client.push_blob(repo, blob.digest, blob.size, origin.blob_stream(source_repo, blob.digest),
-                                             check=False))
+                                             mount_from=self._homes.get(blob.digest), check=False))
+        self._homes.setdefault(blob.digest, repo)
 
 
 __all__ = ["CATALOG_REPOSITORY", "ImageRegistryPublisher", "RegistryPublisher"]

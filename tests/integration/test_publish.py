@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ci.docker.oci import OCIClient
+from ci.docker.oci import OCIClient, sha256_digest
 from ci.publish import Publishing, TestedImage, publish_settings
 from ci.publish.base import SourceImage
 from ci.publish.oras import SIF_CONFIG, SIF_LAYER
@@ -42,6 +42,7 @@ from tests.support.publish_helpers import (  # key, environ: fixtures, found by 
     SigningKey,
     bucket_name,
     image_file,
+    layer,
     make_signing_key,
     promoted_result,
     push_image,
@@ -277,6 +278,29 @@ def test_registry_and_oras_publications_pull_back_and_a_second_run_sends_nothing
         assert result.problems == [], (target.name, result.problems)
     assert {(o.state, o.bytes_sent) for o in publishing.publish(_image(source_repo, path))} == {
         ("already published", 0)}
+
+
+def test_a_base_layer_two_images_share_is_sent_once_and_mounted_for_the_second(registry_publication: Any) -> None:
+    """Images of one stack share their base layers: the second image's copy mounts the base from the
+    first one's repository (the registry links it) instead of sending it again."""
+    publishing, token, _, path = registry_publication
+    base = {"base.bin": os.urandom(2 * 1024 * 1024)}
+    first_source, second_source = f"citest{token}/first", f"citest{token}/second"
+    push_image(first_source, f"1.0-{DIGEST[:12]}", [base, {"one.txt": b"one"}])
+    push_image(second_source, f"1.0-{DIGEST[:12]}", [base, {"two.txt": b"two"}])
+    sent = {}
+    for name, source in (("first", first_source), ("second", second_source)):
+        image = TestedImage(promoted_result(name, "1.0", DIGEST, path.name), lambda: path,
+                            SourceImage(REGISTRY, source, f"1.0-{DIGEST[:12]}"))
+        outcome = {o.target: o for o in publishing.publish(image)}["images"]
+        assert outcome.state == "published", outcome.error
+        sent[name] = outcome.bytes_sent
+    base_blob = layer(base)[0]
+    assert sent["first"] > len(base_blob) and sent["second"] < len(base_blob) // 4, sent
+    with OCIClient(REGISTRY, insecure=True) as client:
+        assert client.has_blob(f"pub{token}/second", sha256_digest(base_blob))  # there, though never sent to it
+    result = verify(publishing.publisher(publishing.targets[0]), signer=publishing.signer)
+    assert result.problems == [] and result.entries == 2
 
 
 def test_a_one_layer_change_sends_that_layer_and_manifests_only(registry_publication: Any) -> None:
