@@ -226,7 +226,7 @@ class ObjectStorePublisher(Publisher):
             try:
                 self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
                                         Body=chunk, ContentMD5=_b64(part_md5),
-                                        **{key: value for key, value in part.items() if key == "ChecksumCRC32"})
+                                        **{name: value for name, value in part.items() if name == "ChecksumCRC32"})
             except (ClientError, BotoCoreError) as exc:
                 if tested_md5s is not None and isinstance(exc, ClientError) and \
                         exc.response.get("Error", {}).get("Code") in ("BadDigest", "InvalidDigest"):
