@@ -69,6 +69,9 @@ class CacheStore(Protocol):
 
     def update_index(self, remaining: Sequence[Entry]) -> None: ...
 
+    def close(self) -> None:
+        """Release the store's connections (a registry's or a bucket's client); a folder holds none."""
+
 
 def unsign(text: str) -> str:
     """The JSON inside a clearsigned document (or the text itself when it is not signed)."""
@@ -135,6 +138,9 @@ class DirectoryV2:
         self.url = str(root)
         self.folder = root / "build_cache"
 
+    def close(self) -> None:
+        """A folder holds no connection."""
+
     def entries(self) -> list[Entry]:
         tarballs = {path.name: path for path in self.folder.rglob("*.spack")}
         out: list[Entry] = []
@@ -179,6 +185,9 @@ class DirectoryV3:
         self.root = root
         self.url = str(root)
         self.manifests = root / "v3" / "manifests"
+
+    def close(self) -> None:
+        """A folder holds no connection."""
 
     def blob_path(self, checksum: str, algorithm: str = "sha256") -> Path:
         if not re.fullmatch(r"[0-9a-f]{64}", checksum) or algorithm != "sha256":
@@ -279,7 +288,12 @@ class OciRegistry:
             raise CacheError(f"{url}: names no repository (write oci://host/name, the name in lower case)")
         self.url = url
         self.base = f"{scheme}://{host}/v2/{name}"
+        self._owned = client is None  # a client handed in is closed by whoever made it
         self.client = client or httpx.Client(timeout=60, auth=auth)
+
+    def close(self) -> None:
+        if self._owned:
+            self.client.close()
 
     def _get(self, path: str, **headers: str) -> httpx.Response:
         try:
@@ -410,6 +424,7 @@ class S3V3:
             raise CacheError(f"{url}: names no valid bucket (write s3://bucket/path, the bucket in lower case)")
         self.url = url
         self.bucket, self.prefix = bucket, prefix.strip("/")
+        self._owned = client is None  # a client handed in is closed by whoever made it
         if client is None:
             import boto3  # only S3 caches need it; the import costs a third of a second
 
@@ -417,6 +432,10 @@ class S3V3:
             client = boto3.client("s3", endpoint_url=settings.endpoint, region_name=settings.region,
                                   aws_access_key_id=access or None, aws_secret_access_key=secret or None)
         self.client = client
+
+    def close(self) -> None:
+        if self._owned:
+            self.client.close()
 
     def _key(self, relative: str) -> str:
         return f"{self.prefix}/{relative}" if self.prefix else relative

@@ -50,9 +50,12 @@ def spack_janitor(c, profile=None, definitions=None, cache=None, max_age=None, l
     locks, warnings = api.spack_cache_locks(settings, [Path(p) for p in names(lock)])
     keep, problems = spack_janitor_module.referenced_hashes(locks)
     store = spack_buildcache.open_store(url, s3=spack.s3)
-    result = spack_janitor_module.plan(store, keep_hashes=keep, max_age_days=days, now=spack_buildcache.now(),
-                                       warnings=[*warnings, *problems])
-    spack_janitor_module.run(store, result, yes=yes)
+    try:
+        result = spack_janitor_module.plan(store, keep_hashes=keep, max_age_days=days, now=spack_buildcache.now(),
+                                           warnings=[*warnings, *problems])
+        spack_janitor_module.run(store, result, yes=yes)
+    finally:
+        store.close()
     if scheduled:
         from ci.github.outputs import publish_step_summary
 

@@ -11,6 +11,7 @@ what came from source.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -169,7 +170,8 @@ def test_oci_cache_keeps_what_a_failed_build_finished(tmp_path: Path, builder: s
     cache = f"oci+http://{local.REGISTRY_ADDRESS}/spack-autopush-{uuid.uuid4().hex[:8]}"
     project = Project(tmp_path, cache, builder)
     try:
-        fail_then_fix(project, buildcache.open_store(cache))
+        with contextlib.closing(buildcache.open_store(cache)) as store:
+            fail_then_fix(project, store)
         # the unpinned single-file environment: tagged with the concretized version, labelled from its lock
         built = project.build(only=["tool"])
         assert built.ok
@@ -247,4 +249,5 @@ def test_s3_cache_with_canary_credentials_found_nowhere(tmp_path: Path, builder:
         summary_text = janitor.markdown(real)
         assert f"stray{project.token}" in summary_text and not any(c in summary_text for c in CANARIES)
     finally:
+        store.close()
         project.cleanup()

@@ -149,9 +149,10 @@ def test_a_dockerfile_definition_builds_on_a_spack_parent(project: SpackProject)
     assert test == "hi\n"
 
 
-def test_the_janitor_on_the_cache_these_builds_filled(project: SpackProject) -> None:
+def test_the_janitor_on_the_cache_these_builds_filled(project: SpackProject, request: pytest.FixtureRequest) -> None:
     settings = project.settings()
     store = buildcache.open_store(project.cache)
+    request.addfinalizer(store.close)
     locks, warnings = api.spack_cache_locks(settings)
     assert len(locks) == 2 and warnings == []  # read from the built images, then recorded
     keep, _ = janitor.referenced_hashes(locks)
