@@ -134,13 +134,18 @@ DEFAULT_PART_SIZE_MB = 16  # also the part size whose md5s the convert step reco
 MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload (Ceph RGW and moto keep it)
 
 
+def parts_in(size: int, part_size: int) -> int:
+    """How many parts of `part_size` bytes a file of `size` bytes is cut into (the last may be shorter)."""
+    return -(-size // part_size)
+
+
 def part_size_for(size: int, part_size_mb: int) -> int:
     """The configured part size, grown in whole MiBs where the file would need more than 10,000 parts.
 
     The same file always gets the same size, so a retry finds the parts an earlier attempt stored."""
     part_size = part_size_mb * MIB
     if size > part_size * MAX_PARTS:
-        part_size = -(-size // (MAX_PARTS * MIB)) * MIB
+        part_size = parts_in(size, MAX_PARTS * MIB) * MIB
     return part_size
 
 

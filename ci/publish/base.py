@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ci.config.publish import KINDS, ObjectStoreTarget, OrasTarget, RegistryTarget
+from ci.config.publish import KINDS, ObjectStoreTarget, OrasTarget, RegistryTarget, parts_in
 from ci.errors import CIError
 from ci.publish.catalog import Catalog, Entry
 from ci.publish.signing import FileSignature, Signer
@@ -96,7 +96,7 @@ def recorded_checksums(result: Mapping[str, Any]) -> Recorded | None:
     if part_size is None and parts is None:
         return Recorded(size, str(md5), str(sha))
     if not _is_count(part_size) or not part_size or not isinstance(parts, list) \
-            or len(parts) != -(-size // part_size) or not all(_is_hex(part, 32) for part in parts):
+            or len(parts) != parts_in(size, part_size) or not all(_is_hex(part, 32) for part in parts):
         raise PublishError(f"{where}: image_file_part_size and image_file_part_md5s are not the md5s of the "
                            "file's parts (one 32-digit lowercase hex checksum per part); promote the image again")
     return Recorded(size, str(md5), str(sha), int(part_size), tuple(str(part) for part in parts))

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ci.config.publish import DEFAULT_PART_SIZE_MB, MIB
+from ci.config.publish import DEFAULT_PART_SIZE_MB, MAX_PARTS, MIB, parts_in
 from ci.engines.base import Engine, ImageSource, with_env
 from ci.errors import SiteError
 from ci.hosts import Host
@@ -62,7 +62,7 @@ def render_conversion_script(*, engine: Engine, source: ImageSource, output: str
 # --filter leaves them out (publishing computes them then). The parts' lines are the only output
 # until they end; the size and the two hashes follow.
 CHECKSUM_SCRIPT = ('[ -f "$1" ] || exit 3; s=$(stat -c %s -- "$1") || exit 1; p=""; '
-                   'if [ "$s" -gt "$2" ] && [ "$s" -le $(($2 * 10000)) ]; then '
+                   f'if [ "$s" -gt "$2" ] && [ "$s" -le $(($2 * {MAX_PARTS})) ]; then '
                    '{ split -b "$2" --filter=md5sum -- "$1" 2>/dev/null | sed "s/^/part:/"; } & p=$!; fi; '
                    'h=$(md5sum -- "$1" & m=$!; sha256sum -- "$1" || exit 1; wait "$m" || exit 1) || exit 1; '
                    '[ -z "$p" ] || wait "$p"; printf "%s\\n" "$s" "$h"')  # dash's echo would read the backslashes
@@ -90,7 +90,7 @@ def parse_checksums(stdout: str, part_size: int = RECORDED_PART_SIZE) -> dict[st
     size = int(lines[0])
     recorded: dict[str, Any] = {"image_file_size": size, "image_file_md5": hashes[32],
                                 "image_file_sha256": hashes[64]}
-    if parts and len(parts) == -(-size // part_size) and all(
+    if parts and len(parts) == parts_in(size, part_size) and all(
             len(part) == 32 and all(c in "0123456789abcdef" for c in part) for part in parts):
         recorded.update({"image_file_part_size": part_size, "image_file_part_md5s": parts})
     return recorded
