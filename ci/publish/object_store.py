@@ -50,6 +50,11 @@ def _settle(futures: list[Future[None]]) -> None:
         future.result()
 
 
+def _code(exc: ClientError | BotoCoreError) -> str | None:
+    """The S3 error code of a failed call (None for a failure below HTTP: no answer, a timeout)."""
+    return exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+
+
 def _b64(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode()
 
@@ -94,8 +99,7 @@ class ObjectStorePublisher(Publisher):
     def _failed(self, what: str, exc: ClientError | BotoCoreError) -> PublishError:
         """One line naming the target and what failed (boto's own message may quote the request)."""
         if isinstance(exc, ClientError):
-            code = exc.response.get("Error", {}).get("Code", "error")
-            return PublishError(f"target {self.name}: {what} failed ({code}) at bucket {self.bucket}")
+            return PublishError(f"target {self.name}: {what} failed ({_code(exc) or 'error'}) at bucket {self.bucket}")
         return PublishError(f"target {self.name}: {what} failed ({type(exc).__name__}); is "
                             f"{self.target.endpoint or 'the S3 endpoint'} reachable?")
 
@@ -106,7 +110,7 @@ class ObjectStorePublisher(Publisher):
         try:
             return dict(self.client.head_object(Bucket=self.bucket, Key=key))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise PublishError(f"target {self.name}: HEAD {key} failed") from None
 
@@ -136,7 +140,7 @@ class ObjectStorePublisher(Publisher):
         try:
             return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise PublishError(f"target {self.name}: reading {key} failed") from None
 
@@ -181,8 +185,7 @@ class ObjectStorePublisher(Publisher):
                                    ContentMD5=_b64(md5), Metadata={"sha256": sha, "md5": md5})
         except (ClientError, BotoCoreError) as exc:
             body.abort()
-            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("BadDigest",
-                                                                                             "InvalidDigest"):
+            if _code(exc) in ("BadDigest", "InvalidDigest"):
                 raise item.changed("the store computed another md5 than the recorded one") from None
             raise self._failed(f"uploading {key}", exc) from None
         except BaseException:
@@ -216,20 +219,17 @@ class ObjectStorePublisher(Publisher):
             reading thread), then the upload unless an earlier attempt stored the same bytes; returns the
             bytes sent."""
             part_md5 = tested_md5s[number - 1] if tested_md5s is not None else hashlib.md5(chunk).hexdigest()
-            part: dict[str, Any] = {"PartNumber": number, "ETag": f'"{part_md5}"'}
-            if crc32:
-                part["ChecksumCRC32"] = base64.b64encode(zlib.crc32(chunk).to_bytes(4, "big")).decode()
-            parts.append(part)
+            checksum = {"ChecksumCRC32": base64.b64encode(zlib.crc32(chunk).to_bytes(4, "big")).decode()} \
+                if crc32 else {}
+            parts.append({"PartNumber": number, "ETag": f'"{part_md5}"', **checksum})
             upload_id, stored = found.result()
             if stored.get(number) == part_md5:
                 return 0
             try:
                 self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                        Body=chunk, ContentMD5=_b64(part_md5),
-                                        **{name: value for name, value in part.items() if name == "ChecksumCRC32"})
+                                        Body=chunk, ContentMD5=_b64(part_md5), **checksum)
             except (ClientError, BotoCoreError) as exc:
-                if tested_md5s is not None and isinstance(exc, ClientError) and \
-                        exc.response.get("Error", {}).get("Code") in ("BadDigest", "InvalidDigest"):
+                if tested_md5s is not None and _code(exc) in ("BadDigest", "InvalidDigest"):
                     raise item.changed(f"the store computed another md5 for part {number} than the "
                                        "recorded one") from None
                 raise self._failed(f"uploading part {number} of {key}", exc) from None
@@ -257,8 +257,7 @@ class ObjectStorePublisher(Publisher):
                                                          MultipartUpload={"Parts": parts})
         except (ClientError, BotoCoreError) as exc:
             # S3 completes only parts whose ETag is the one named: a stored part is not the recorded bytes
-            if tested_md5s is not None and isinstance(exc, ClientError) and \
-                    exc.response.get("Error", {}).get("Code") == "InvalidPart":
+            if tested_md5s is not None and _code(exc) == "InvalidPart":
                 raise item.changed("a part the store holds is not the recorded one") from None
             raise self._failed(f"completing {key}", exc) from None
         expected = hashlib.md5(b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts)).hexdigest()
