@@ -33,13 +33,10 @@ import requests
 from ci.docker.engine import DockerEngine
 from ci.local import services as local
 from ci.local.spack_builder import STANDIN_TAG, ensure_standin_builder
-from tests.support.eflows_fixtures import commit_change, make_catalog, make_registry
+from tests.support.eflows_fixtures import UPSTREAM_CLIENT_AUTH, commit_change, make_catalog, make_registry
 from tests.support.service_helpers import TERMINAL, ServiceProject, free_port, service_project
 from tests.support.services import unmet
 
-# eFlows4HPC's client.py authenticates with HTTPBasicAuth(session_token, None): requests warns about
-# the None password on every call; the clients we serve do it, so these tests do it too
-UPSTREAM_CLIENT_AUTH = pytest.mark.filterwarnings("ignore:Non-string passwords:DeprecationWarning")
 pytestmark = [pytest.mark.e2e, pytest.mark.service, UPSTREAM_CLIENT_AUTH]
 DOCKER = "/usr/bin/docker"
 BASE_IMAGE = "containers-ci/debian:bookworm"

@@ -19,12 +19,9 @@ import requests
 
 from ci.errors import DefinitionError
 from ci.service.eflows import git as eflows_git
-from tests.support.eflows_fixtures import commit_change, git, make_catalog, make_registry
+from tests.support.eflows_fixtures import UPSTREAM_CLIENT_AUTH, commit_change, git, make_catalog, make_registry
 from tests.support.service_helpers import ServiceProject, service_project
 
-# eFlows4HPC's client.py authenticates with HTTPBasicAuth(session_token, None): requests warns about
-# the None password on every call; the clients we serve do it, so these tests do it too
-UPSTREAM_CLIENT_AUTH = pytest.mark.filterwarnings("ignore:Non-string passwords:DeprecationWarning")
 pytestmark = [pytest.mark.service, UPSTREAM_CLIENT_AUTH]
 MACHINE = {"platform": "linux/amd64", "architecture": "skylake", "container_engine": "singularity"}
 BODY = {"machine": MACHINE, "workflow": "demo", "step_id": "all_three"}
