@@ -149,6 +149,10 @@ def test_recorded_part_md5s_that_are_not_the_files_leave_nothing_behind(store: A
 @pytest.mark.parametrize(("field", "value"), [("image_file_part_md5s", ["0" * 32]),  # one part of three
                                               ("image_file_part_md5s", "0" * 96),
                                               ("image_file_part_md5s", ["Z" * 32] * 3),
+                                              ("image_file_part_md5s", ["0" * 31 + "\n"] * 3),  # a control character
+                                              ("image_file_part_md5s", [{"md5": "0" * 32}] * 3),
+                                              ("image_file_part_size", 10 ** 30),  # one part, three listed
+                                              ("image_file_part_size", -5 * MIB), ("image_file_part_size", "5242880"),
                                               ("image_file_part_size", 0), ("image_file_part_size", True)])
 def test_malformed_recorded_part_md5s_are_named(store: Any, tmp_path: Path, field: str, value: Any) -> None:
     publishing, bucket = store
